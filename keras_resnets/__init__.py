@@ -1,0 +1,51 @@
+"""keras-resnets: every ResNet, pre-activation ResNet and ResNeXt as Keras 3 functional models.
+
+>>> import keras_resnets
+>>> model = keras_resnets.ResNeXt29(cardinality=16, include_top=False, pooling="avg")
+>>> model.name, model.output_shape
+('resnext29_16x64d', (None, 1024))
+"""
+
+from keras_resnets.blocks import ORDERINGS, SHORTCUTS
+from keras_resnets.builder import ResNet, resolve_architecture
+from keras_resnets.config import LayerConfig
+from keras_resnets.layers import ZeroPadShortcut
+from keras_resnets.profile import ModelProfile, profile
+from keras_resnets.registry import (
+    Plain18,
+    Plain20,
+    Plain32,
+    Plain34,
+    Plain44,
+    Plain56,
+    Plain110,
+    PreActResNet110,
+    PreActResNet164,
+    PreActResNet1001,
+    ResNet18,
+    ResNet20,
+    ResNet32,
+    ResNet34,
+    ResNet44,
+    ResNet50,
+    ResNet50V2,
+    ResNet56,
+    ResNet101,
+    ResNet101V2,
+    ResNet110,
+    ResNet152,
+    ResNet152V2,
+    ResNet200,
+    ResNet200V2,
+    ResNet1202,
+    ResNeXt29,
+    ResNeXt50,
+    ResNeXt101,
+    get_model,
+    list_models,
+    model_arguments,
+)
+
+UNITS = tuple(ORDERINGS)
+
+__version__ = "0.1.0"

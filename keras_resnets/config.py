@@ -1,0 +1,129 @@
+"""Layer-level settings: one object that every convolution, normalisation and activation reads."""
+
+import dataclasses
+from typing import Any, Mapping, Optional, Union
+
+STRIDE_PLACEMENTS = ("1x1", "3x3")
+DOWNSAMPLE_BLOCKS = ("first", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerConfig:
+    """Settings shared by the layers of a ResNet.
+
+    Args:
+        kernel_initializer: str or `keras.initializers.Initializer`. Initializer of every
+            convolution kernel. Defaults to `"he_normal"` (He et al. 2015).
+        kernel_regularizer: float, str, `keras.regularizers.Regularizer` or `None`. A float is an
+            L2 coefficient. Applied to every convolution and the classifier. Defaults to `None`
+            (weight decay is usually the optimizer's job).
+        bn_momentum: float. Moving-average momentum of every `BatchNormalization`, in Keras'
+            convention (PyTorch's 0.1 is Keras' 0.9). Defaults to `0.9`.
+        bn_epsilon: float. Epsilon of every `BatchNormalization`. Defaults to `1e-5` (PyTorch);
+            keras.applications uses `1.001e-5`.
+        activation: str. Activation of the network. Defaults to `"relu"`.
+        use_bias: bool or `"auto"`. Conv biases: `True` everywhere (keras.applications ResNet),
+            `False` nowhere (torchvision), `"auto"` only where no batch normalisation directly
+            follows (keras.applications ResNetV2). Defaults to `False`.
+        zero_init_residual: bool. Start every residual branch at zero (Goyal et al. 2017): the
+            gamma of the branch's last batch normalisation is zero, or, where a branch ends in
+            a convolution (pre-activation units), that convolution's kernel. Defaults to `False`.
+        stride_in: str. Which convolution of a bottleneck block carries the stride: `"1x1"` (the
+            first one, as in the original Caffe models and keras.applications ResNet) or `"3x3"`
+            (torchvision's "ResNet v1.5", about 0.5% better top-1). Basic blocks always stride
+            their first 3x3. Defaults to `"3x3"`.
+        downsample_block: str. Which block of a stage downsamples: `"first"` (the papers,
+            torchvision) or `"last"` (TF-slim and keras.applications ResNetV2, where the last
+            block of every stage but the last strides). Defaults to `"first"`.
+        overrides: dict mapping a layer-name pattern (`fnmatch` style, e.g. `"*_bn"` or
+            `"conv1_conv"`) to keyword arguments for the matching layers' constructors, applied
+            after the settings above. A pattern that matches no layer is an error. Defaults to
+            `{}`.
+
+    Example:
+
+    >>> config = LayerConfig(bn_momentum=0.99, overrides={"predictions": {"use_bias": False}})
+    >>> config.bn_momentum
+    0.99
+    """
+
+    kernel_initializer: Any = "he_normal"
+    kernel_regularizer: Any = None
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    activation: str = "relu"
+    use_bias: Union[bool, str] = False
+    zero_init_residual: bool = False
+    stride_in: str = "3x3"
+    downsample_block: str = "first"
+    overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        _check_choice("stride_in", self.stride_in, STRIDE_PLACEMENTS)
+        _check_choice("downsample_block", self.downsample_block, DOWNSAMPLE_BLOCKS)
+        if not (isinstance(self.use_bias, bool) or self.use_bias == "auto"):
+            raise ValueError(f"use_bias must be True, False or 'auto'; got {self.use_bias!r}.")
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(f"bn_momentum must be in [0, 1); got {self.bn_momentum!r}.")
+        if not self.bn_epsilon > 0:
+            raise ValueError(f"bn_epsilon must be positive; got {self.bn_epsilon!r}.")
+        if not isinstance(self.overrides, Mapping) or not all(
+            isinstance(v, Mapping) for v in self.overrides.values()
+        ):
+            raise ValueError(
+                "overrides must map layer-name patterns to dicts of layer arguments, e.g. "
+                f"{{'*_bn': {{'momentum': 0.99}}}}; got {self.overrides!r}."
+            )
+
+
+def _check_choice(argument, value, choices):
+    if value not in choices:
+        raise ValueError(f"{argument} must be one of {list(choices)}; got {value!r}.")
+
+
+PRESETS = ("default", "torchvision", "keras_applications")
+
+
+def preset(name: str, preactivation: bool = False) -> LayerConfig:
+    """The `LayerConfig` of a named convention.
+
+    Args:
+        name: str. `"default"` (this package: He-normal init, PyTorch's BN settings, no conv
+            bias, stride in the 3x3), `"torchvision"` (the same settings, named for clarity when
+            porting torchvision weights), or `"keras_applications"` (the settings under which
+            layer names, weight shapes and outputs equal keras.applications' ResNet or, for
+            pre-activation units, ResNetV2).
+        preactivation: bool. Whether the model uses pre-activation units; selects the ResNetV2
+            variant of `"keras_applications"`. Defaults to `False`.
+    """
+    _check_choice("layer_config", name, PRESETS)
+    if name != "keras_applications":
+        return LayerConfig()
+    common = dict(kernel_initializer="glorot_uniform", bn_momentum=0.99, bn_epsilon=1.001e-5)
+    if preactivation:
+        return LayerConfig(use_bias="auto", stride_in="3x3", downsample_block="last", **common)
+    return LayerConfig(use_bias=True, stride_in="1x1", **common)
+
+
+def resolve(
+    layer_config: Optional[Union[str, LayerConfig]] = None,
+    preactivation: bool = False,
+    **options,
+) -> LayerConfig:
+    """Combine a preset name or `LayerConfig` with keyword options (the options win)."""
+    if layer_config is None:
+        layer_config = "default"
+    if isinstance(layer_config, str):
+        layer_config = preset(layer_config, preactivation)
+    if not isinstance(layer_config, LayerConfig):
+        raise ValueError(
+            f"layer_config must be None, a LayerConfig or one of {list(PRESETS)}; "
+            f"got {layer_config!r}."
+        )
+    fields = {f.name for f in dataclasses.fields(LayerConfig)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise TypeError(
+            f"Unknown layer option(s) {unknown}; valid options are {sorted(fields)}."
+        )
+    return dataclasses.replace(layer_config, **options)

@@ -1,0 +1,146 @@
+"""Weight porting into keras_resnets models from keras.applications and torchvision layouts.
+
+Both functions check the whole mapping before writing anything: every weighted layer of the
+target must receive weights of the right shapes and every source weight must be used, so a
+model built with the wrong settings fails loudly instead of loading half its weights.
+"""
+
+import re
+from typing import Dict, Mapping
+
+import keras
+import numpy as np
+
+
+def _weighted_layers(model: keras.Model) -> Dict[str, keras.layers.Layer]:
+    return {layer.name: layer for layer in model.layers if layer.weights}
+
+
+def _assign(target: keras.Model, arrays: Mapping[str, list], source_description: str):
+    """Set each target layer's weights from `arrays` (layer name -> list of arrays)."""
+    layers = _weighted_layers(target)
+    problems = []
+    missing = sorted(set(layers) - set(arrays))
+    if missing:
+        problems.append(f"no source weights for {len(missing)} layer(s): {missing[:8]}")
+    unused = sorted(set(arrays) - set(layers))
+    if unused:
+        problems.append(f"{len(unused)} source layer(s) without a target layer: {unused[:8]}")
+    for name in sorted(set(layers) & set(arrays)):
+        expected = [tuple(w.shape) for w in layers[name].weights]
+        given = [tuple(np.shape(a)) for a in arrays[name]]
+        if expected != given:
+            problems.append(f"layer '{name}' expects shapes {expected}, the source has {given}")
+    if problems:
+        raise ValueError(
+            f"Cannot port {source_description} into model '{target.name}': "
+            + "; ".join(problems[:10])
+            + ". Build the target with the matching settings (see keras_resnets.port)."
+        )
+    for name, layer in layers.items():
+        layer.set_weights(arrays[name])
+    return target
+
+
+def from_keras_applications(source: keras.Model, target: keras.Model) -> keras.Model:
+    """Copy the weights of a keras.applications ResNet / ResNetV2 into a keras_resnets model.
+
+    The target must be built with `layer_config="keras_applications"` (stride in the first 1x1,
+    conv biases, BN epsilon 1.001e-5; for V2, the strided last block of each stage), under
+    which layer names and weight shapes are those of keras.applications.
+
+    Args:
+        source: `keras.Model`. E.g. `keras.applications.ResNet50(weights="imagenet")`.
+        target: `keras.Model`. E.g. `keras_resnets.ResNet50(layer_config="keras_applications")`.
+
+    Returns:
+        The target model, with the source's weights.
+
+    Example:
+
+    >>> import keras, keras_resnets
+    >>> source = keras.applications.ResNet50(weights=None)
+    >>> target = keras_resnets.ResNet50(layer_config="keras_applications")
+    >>> from_keras_applications(source, target).name
+    'resnet50'
+    """
+    arrays = {name: layer.get_weights() for name, layer in _weighted_layers(source).items()}
+    return _assign(target, arrays, f"keras.applications model '{source.name}'")
+
+
+_TORCH_LAYER = re.compile(r"^layer(\d+)\.(\d+)\.(conv|bn)(\d+)$")
+_TORCH_DOWNSAMPLE = re.compile(r"^layer(\d+)\.(\d+)\.downsample\.([01])$")
+
+
+def _keras_layer_name(torch_module: str) -> str:
+    """torchvision module path -> keras_resnets layer name."""
+    if torch_module in ("conv1", "bn1"):
+        return "conv1_conv" if torch_module == "conv1" else "conv1_bn"
+    if torch_module in ("fc", "linear"):
+        return "predictions"
+    match = _TORCH_LAYER.match(torch_module)
+    if match:
+        stage, block, kind, index = match.groups()
+        return f"conv{int(stage) + 1}_block{int(block) + 1}_{index}_{kind}"
+    match = _TORCH_DOWNSAMPLE.match(torch_module)
+    if match:
+        stage, block, index = match.groups()
+        kind = "conv" if index == "0" else "bn"
+        return f"conv{int(stage) + 1}_block{int(block) + 1}_0_{kind}"
+    raise ValueError(f"Unexpected module '{torch_module}' in a torchvision-style state dict.")
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch.Tensor, without importing torch
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def from_torchvision(state_dict: Mapping[str, object], target: keras.Model) -> keras.Model:
+    """Load a PyTorch state dict in torchvision's ResNet key layout into a keras_resnets model.
+
+    Keys look like `conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`,
+    `layer2.0.downsample.0.weight`, `fc.weight` (or `linear.weight`, as in the common CIFAR
+    ResNets, whose option A shortcuts have no weights). Values are numpy arrays or torch tensors,
+    so torch is not needed. Build the target with torchvision's settings (the defaults: stride
+    in the 3x3, no conv bias, BN epsilon 1e-5); strided convolutions pad symmetrically as in
+    PyTorch, so outputs match for channels-last inputs.
+
+    Args:
+        state_dict: mapping of str to array. E.g. `torchvision.models.resnet50().state_dict()`.
+        target: `keras.Model`. E.g. `keras_resnets.ResNet50()`.
+
+    Returns:
+        The target model, with the state dict's weights.
+
+    Example:
+
+    >>> import numpy as np, keras_resnets
+    >>> model = keras_resnets.ResNet20()
+    >>> weights = {"conv1.weight": np.zeros((16, 3, 3, 3))}
+    >>> from_torchvision(weights, model)
+    Traceback (most recent call last):
+    ...
+    ValueError: Cannot port a torchvision state dict into model 'resnet20': no source weights for 57 layer(s): ...
+    """
+    grouped: Dict[str, Dict[str, np.ndarray]] = {}
+    for key, value in state_dict.items():
+        module, _, parameter = key.rpartition(".")
+        if parameter == "num_batches_tracked":
+            continue
+        grouped.setdefault(_keras_layer_name(module), {})[parameter] = _to_numpy(value)
+    try:
+        arrays = {name: _keras_order(name, parameters) for name, parameters in grouped.items()}
+    except KeyError as missing:
+        raise ValueError(f"The state dict lacks parameter {missing} of a module.") from None
+    return _assign(target, arrays, "a torchvision state dict")
+
+
+def _keras_order(name: str, parameters: Dict[str, np.ndarray]) -> list:
+    """Torch parameters of one module -> the keras layer's weight list."""
+    if name.endswith("_bn"):
+        return [parameters[k] for k in ("weight", "bias", "running_mean", "running_var")]
+    if name == "predictions":  # Linear: (out, in) -> (in, out)
+        return [parameters["weight"].T] + ([parameters["bias"]] if "bias" in parameters else [])
+    kernel = parameters["weight"].transpose(2, 3, 1, 0)  # OIHW -> HWIO (per group for groups > 1)
+    return [kernel] + ([parameters["bias"]] if "bias" in parameters else [])

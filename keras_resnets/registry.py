@@ -1,0 +1,166 @@
+"""The registry (name -> model) and the public named builders, one line each."""
+
+import fnmatch
+from typing import List
+
+import keras
+
+from keras_resnets.builder import STEMS, ResNet
+from keras_resnets.specs import MODEL_SPECS, PAPERS
+
+
+def list_models(pattern: str = "*") -> List[str]:
+    """Names of the registered models, sorted; `pattern` filters them (`fnmatch` style).
+
+    Example:
+
+    >>> import keras_resnets
+    >>> keras_resnets.list_models("resnext29*")
+    ['resnext29_16x64d', 'resnext29_8x64d']
+    """
+    return sorted(name for name in MODEL_SPECS if fnmatch.fnmatchcase(name, pattern))
+
+
+def model_arguments(name: str) -> dict:
+    """The `ResNet(...)` arguments of a registered model (a copy)."""
+    if name not in MODEL_SPECS:
+        raise ValueError(f"Unknown model name {name!r}; valid names: {', '.join(list_models())}.")
+    return dict(MODEL_SPECS[name].arguments)
+
+
+def get_model(name: str, /, **overrides) -> keras.Model:
+    """Builds a registered model; keyword arguments override any argument of `ResNet(...)`.
+
+    Args:
+        name: str. A name from `list_models()`, e.g. `"resnet50"`, `"resnet110"`,
+            `"preact_resnet1001"`, `"resnext101_64x4d"`, `"resnext29_16x64d"`.
+        **overrides: arguments of `keras_resnets.ResNet`, e.g. `classes=100`,
+            `include_top=False`, `bn_momentum=0.99`.
+
+    Example:
+
+    >>> import keras_resnets
+    >>> model = keras_resnets.get_model("resnet20", classes=100)
+    >>> model.name, model.output_shape
+    ('resnet20', (None, 100))
+    """
+    return ResNet(**{**model_arguments(name), "name": name, **overrides})
+
+
+def _named_builder(public_name, spec_name, summary, name_format=None):
+    """A keras.applications-style builder over one registry row.
+
+    `name_format` names the model from its final arguments (ResNeXt: "resnext101_{cardinality}x
+    {bottleneck_width}d"), so that `ResNeXt101(cardinality=64)` is called resnext101_64x4d.
+    """
+    spec = MODEL_SPECS[spec_name]
+    stem = STEMS[spec.arguments["stem"]]
+
+    def builder(
+        include_top=True,
+        weights=None,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=stem.classes,
+        classifier_activation="softmax",
+        **options,
+    ):
+        arguments = {**spec.arguments, **options}
+        name = name_format.format(**arguments) if name_format else spec_name
+        return ResNet(
+            **{"name": name, **arguments},
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+        )
+
+    builder.__name__ = builder.__qualname__ = public_name
+    builder.__doc__ = _DOC.format(
+        public_name=public_name,
+        summary=summary,
+        paper=PAPERS[spec.paper],
+        size=stem.image_size,
+        classes=stem.classes,
+        arguments=", ".join(f"{k}={v!r}" for k, v in spec.arguments.items()),
+    )
+    return builder
+
+
+_DOC = """Instantiates {summary}.
+
+    Reference: {paper}.
+
+    The registry row behind it: `ResNet({arguments})`.
+
+    Args:
+        include_top: bool. Whether to end in global average pooling and a dense classifier.
+            Defaults to `True`.
+        weights: str or `None`. Path to a `.weights.h5` file of the same architecture, or
+            `None` (random initialisation). Defaults to `None`.
+        input_tensor: optional Keras tensor to use as the model's input.
+        input_shape: tuple. `(height, width, channels)`. Defaults to `({size}, {size}, 3)` with
+            `include_top`, else `(None, None, 3)`.
+        pooling: str or `None`. With `include_top=False`: `None`, `"avg"` or `"max"`.
+            Defaults to `None`.
+        classes: int. Number of classes. Defaults to `{classes}`.
+        classifier_activation: str, callable or `None`. Activation of the classifier (`None`
+            gives logits). Defaults to `"softmax"`.
+        **options: any other argument of `keras_resnets.ResNet`: architecture (e.g. `unit`,
+            `shortcut`, `width_multiplier`) or layer settings (e.g. `bn_momentum`,
+            `zero_init_residual`, `layer_config="keras_applications"`).
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+
+    >>> import keras_resnets
+    >>> model = keras_resnets.{public_name}(classes=7)
+    >>> model.output_shape
+    (None, 7)
+    """
+
+_RESNEXT_NAME = "resnext{depth}_{{cardinality}}x{{bottleneck_width}}d"
+
+ResNet18 = _named_builder("ResNet18", "resnet18", "ResNet-18 (ImageNet)")
+ResNet34 = _named_builder("ResNet34", "resnet34", "ResNet-34 (ImageNet)")
+ResNet50 = _named_builder("ResNet50", "resnet50", "ResNet-50 (ImageNet)")
+ResNet101 = _named_builder("ResNet101", "resnet101", "ResNet-101 (ImageNet)")
+ResNet152 = _named_builder("ResNet152", "resnet152", "ResNet-152 (ImageNet)")
+ResNet200 = _named_builder("ResNet200", "resnet200", "ResNet-200 (ImageNet)")
+ResNet20 = _named_builder("ResNet20", "resnet20", "ResNet-20 (CIFAR, option A shortcuts)")
+ResNet32 = _named_builder("ResNet32", "resnet32", "ResNet-32 (CIFAR, option A shortcuts)")
+ResNet44 = _named_builder("ResNet44", "resnet44", "ResNet-44 (CIFAR, option A shortcuts)")
+ResNet56 = _named_builder("ResNet56", "resnet56", "ResNet-56 (CIFAR, option A shortcuts)")
+ResNet110 = _named_builder("ResNet110", "resnet110", "ResNet-110 (CIFAR, option A shortcuts)")
+ResNet1202 = _named_builder("ResNet1202", "resnet1202", "ResNet-1202 (CIFAR, option A shortcuts)")
+ResNet50V2 = _named_builder("ResNet50V2", "resnet50v2", "pre-activation ResNet-50 (ImageNet)")
+ResNet101V2 = _named_builder("ResNet101V2", "resnet101v2", "pre-activation ResNet-101 (ImageNet)")
+ResNet152V2 = _named_builder("ResNet152V2", "resnet152v2", "pre-activation ResNet-152 (ImageNet)")
+ResNet200V2 = _named_builder("ResNet200V2", "resnet200v2", "pre-activation ResNet-200 (ImageNet)")
+PreActResNet110 = _named_builder("PreActResNet110", "preact_resnet110",
+                                 "pre-activation ResNet-110 (CIFAR, basic blocks)")
+PreActResNet164 = _named_builder("PreActResNet164", "preact_resnet164",
+                                 "pre-activation ResNet-164 (CIFAR, bottleneck blocks)")
+PreActResNet1001 = _named_builder("PreActResNet1001", "preact_resnet1001",
+                                  "pre-activation ResNet-1001 (CIFAR, bottleneck blocks)")
+ResNeXt50 = _named_builder("ResNeXt50", "resnext50_32x4d",
+                           "ResNeXt-50 (ImageNet; 32x4d by default)", _RESNEXT_NAME.format(depth=50))
+ResNeXt101 = _named_builder("ResNeXt101", "resnext101_32x4d",
+                            "ResNeXt-101 (ImageNet; 32x4d by default, cardinality=64 gives 64x4d)",
+                            _RESNEXT_NAME.format(depth=101))
+ResNeXt29 = _named_builder("ResNeXt29", "resnext29_8x64d",
+                           "ResNeXt-29 (CIFAR; 8x64d by default, cardinality=16 gives 16x64d)",
+                           _RESNEXT_NAME.format(depth=29))
+Plain18 = _named_builder("Plain18", "plain18", "the 18-layer plain network (ImageNet)")
+Plain34 = _named_builder("Plain34", "plain34", "the 34-layer plain network (ImageNet)")
+Plain20 = _named_builder("Plain20", "plain20", "the 20-layer plain network (CIFAR)")
+Plain32 = _named_builder("Plain32", "plain32", "the 32-layer plain network (CIFAR)")
+Plain44 = _named_builder("Plain44", "plain44", "the 44-layer plain network (CIFAR)")
+Plain56 = _named_builder("Plain56", "plain56", "the 56-layer plain network (CIFAR)")
+Plain110 = _named_builder("Plain110", "plain110", "the 110-layer plain network (CIFAR)")

@@ -1,0 +1,38 @@
+"""Packaging for keras-resnets: `pip install -e ".[test]"` installs everything the tests need."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-resnets",
+    version="0.1.0",
+    description=(
+        "Every ResNet, pre-activation ResNet and ResNeXt for Keras 3, with training "
+        "(tf.data, the papers' recipes, tf.distribute) and Keras Tuner searches."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_resnets*", "training*", "tuning*", "bench*"]),
+    install_requires=[
+        "keras>=3.0",
+        "tensorflow>=2.16",
+        "numpy",
+        "h5py",
+        "absl-py",
+        "keras-tuner>=1.4",
+        "tensorflow-datasets",
+        "matplotlib",
+        "grpcio",
+        "protobuf",
+        "psutil",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "scipy"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
