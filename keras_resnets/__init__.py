@@ -10,7 +10,7 @@ from keras_resnets.blocks import ORDERINGS, SHORTCUTS
 from keras_resnets.builder import ResNet, resolve_architecture
 from keras_resnets.config import LayerConfig
 from keras_resnets.layers import ZeroPadShortcut
-from keras_resnets.profile import ModelProfile, profile
+from keras_resnets.profile import ModelProfile, model_table, profile
 from keras_resnets.registry import (
     Plain18,
     Plain20,

@@ -97,7 +97,7 @@ class LayerFactory:
                 self.unmatched_overrides.discard(pattern)
         try:
             layer = layer_class(name=name, **kwargs)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise ValueError(f"Invalid arguments for layer '{name}': {error}") from None
         self.created.append(name)
         return layer

@@ -22,7 +22,7 @@ class ZeroPadShortcut(keras.layers.Layer):
 
     >>> import numpy as np
     >>> layer = ZeroPadShortcut(filters=8, strides=2)
-    >>> layer(np.ones((1, 4, 4, 4), "float32")).shape
+    >>> tuple(layer(np.ones((1, 4, 4, 4), "float32")).shape)
     (1, 2, 2, 8)
     """
 
