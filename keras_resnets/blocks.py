@@ -195,7 +195,8 @@ def residual_unit(x, convs, out_channels, *, stride, ordering, shortcut_option, 
         y = make.apply(y, operations, _names(f"{name}_{index}", operations),
                        zero_gamma=zero_init and is_last)
     if not plain:
-        short = shortcut(x, preactivated, out_channels, stride, shortcut_option, ordering, make, name)
+        short = shortcut(x, preactivated, out_channels, stride, shortcut_option, ordering, make,
+                         name)
         add_name = f"{name}_add" if ordering.post else f"{name}_out"
         y = make.create(keras.layers.Add, add_name)([short, y])
     post_names = _names(f"{name}_post", ordering.post[:-1]) + [f"{name}_out"]

@@ -1,4 +1,4 @@
-"""Search results: the trials table (CSV and Markdown), the Pareto front, the error-vs-FLOPs plot."""
+"""Search results: the trials table (CSV and Markdown), the Pareto front, error-vs-FLOPs plots."""
 
 import csv
 import dataclasses

@@ -1,4 +1,4 @@
-"""ResNet(...) arguments: keras.applications behaviour, architecture options, layer settings, errors."""
+"""ResNet(...) arguments: keras.applications behaviour, architecture, layer settings, errors."""
 
 import keras
 import numpy as np
@@ -302,7 +302,8 @@ def test_overrides_by_layer_name():
     (dict(stage_blocks=(2, 2), stem="cifar"), r"stage_blocks has 2 stages but stage_widths has 3"),
     (dict(stage_blocks=(2, 0, 2), stem="cifar"), r"stage_blocks entries must be a positive"),
     (dict(depth=20, stem="cifar", width_multiplier=0), r"width_multiplier must be a positive"),
-    (dict(depth=20, stem="cifar", pooling="mean"), r"pooling must be one of \[None, 'avg', 'max'\]"),
+    (dict(depth=20, stem="cifar", pooling="mean"),
+     r"pooling must be one of \[None, 'avg', 'max'\]"),
     (dict(depth=20, stem="cifar", classes=0), r"classes must be a positive integer"),
     (dict(depth=20, stem="cifar", input_shape=(32, 32)), r"input_shape must be \(height, width, "),
     (dict(depth=20, stem="cifar", stride_in="2x2"), r"stride_in must be one of \['1x1', '3x3'\]"),

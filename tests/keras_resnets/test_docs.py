@@ -69,7 +69,8 @@ def test_builders_run_on_the_torch_backend_without_tensorflow():
     pytest.importorskip("torch")
     code = (
         "import sys, numpy as np, keras_resnets\n"
-        "m = keras_resnets.ResNeXt29(cardinality=2, bottleneck_width=16, stage_widths=(8, 16, 32))\n"
+        "m = keras_resnets.ResNeXt29(cardinality=2, bottleneck_width=16,"
+        " stage_widths=(8, 16, 32))\n"
         "assert tuple(m(np.ones((1, 32, 32, 3), 'float32')).shape) == (1, 10)\n"
         "assert keras_resnets.ResNet20().predict(np.ones((2, 32, 32, 3), 'float32'),"
         " verbose=0).shape == (2, 10)\n"

@@ -115,7 +115,8 @@ def test_torch_tensors_are_accepted_directly():
 
 def test_torchvision_port_reports_missing_and_unused_weights():
     state = torch_resnets.resnet(18).state_dict()
-    with pytest.raises(ValueError, match=r"no source weights for 32 layer\(s\): \['conv2_block3_1_bn'"):
+    missing = r"no source weights for 32 layer\(s\): \['conv2_block3_1_bn'"
+    with pytest.raises(ValueError, match=missing):
         port.from_torchvision(state, keras_resnets.ResNet34())
     del state["layer1.0.bn1.running_var"]
     with pytest.raises(ValueError, match=r"lacks parameter 'running_var'"):
