@@ -853,15 +853,15 @@ class Pipeline:
         if cifar:
             n = len(source) if isinstance(source, _Pool) else source.records
             rng = np.random.default_rng([self.config.seed, epoch, _CIFAR_CROPS])
-            params = tf.constant(np.stack([rng.integers(0, 2 * pad[0] + 1, n),
-                                           rng.integers(0, 2 * pad[1] + 1, n),
-                                           rng.integers(0, 2, n)], axis=1).astype(np.int32))
+            crop_ids = tf.constant(rng.integers(
+                0, (2 * pad[0] + 1) * (2 * pad[1] + 1) * 2, n).astype(np.int32))
+            augment = _cifar_augmenter((h, w), self._channels, pad, scale, offset)
 
         def finish(images, labels, index):
-            x = tf.cast(images, tf.float32) * scale + offset
             if cifar:
-                x = _cifar_crop_flip(x, tf.gather(params, index), pad)
-            elif ten and full:
+                return augment(images, tf.gather(crop_ids, index)), labels
+            x = tf.cast(images, tf.float32) * scale + offset
+            if ten and full:
                 x = _ten_crop_padded(x, pad)
             return x, labels
 
@@ -1066,15 +1066,57 @@ def _decode_all(sources, hw, channels, from_files):
     return images, np.nonzero(~seen)[0]
 
 
-def _cifar_crop_flip(x, params, pad):
-    """Zero-pad a batch, crop each image at its `(top, left)` and flip where `params[:, 2]`."""
-    h, w = x.shape[1], x.shape[2]
-    padded = tf.pad(x, [[0, 0], [pad[0], pad[0]], [pad[1], pad[1]], [0, 0]])
-    rows = params[:, :1] + tf.range(h)[None]
-    cols = params[:, 1:2] + tf.range(w)[None]
-    x = tf.gather(padded, rows, axis=1, batch_dims=1)
-    x = tf.gather(x, cols, axis=2, batch_dims=1)
-    return tf.where(params[:, 2, None, None, None] > 0, tf.reverse(x, [2]), x)
+# Above this many index-table entries the CIFAR crops use two gathers instead of one table.
+_MAX_CROP_TABLE = 1 << 24
+
+
+def _cifar_augmenter(hw, channels, pad, scale, offset):
+    """A function `(uint8 images [b, h, w, c], crop ids [b]) -> normalised, augmented images`.
+
+    Crop id `k = (top * (2 * pad_w + 1) + left) * 2 + flip` selects where the crop of the
+    zero-padded normalised image starts and whether it is mirrored. Since padding is zero after
+    normalisation, this equals cropping the padded uint8 image, normalising it and adding the
+    padded offset; with one index table per crop id that is a single gather per batch (about 4x
+    faster than gathering rows and columns).
+    """
+    h, w = hw
+    ph, pw = pad
+    hp, wp = h + 2 * ph, w + 2 * pw
+    crops = (2 * ph + 1) * (2 * pw + 1) * 2
+    offset_image = np.broadcast_to(np.asarray(offset, np.float32), (h, w, channels))
+    offset_image = np.pad(offset_image, [(ph, ph), (pw, pw), (0, 0)])
+    if crops * h * w <= _MAX_CROP_TABLE:
+        tables = []
+        for top in range(2 * ph + 1):
+            for left in range(2 * pw + 1):
+                for flip in (0, 1):
+                    cols = left + np.arange(w)
+                    if flip:
+                        cols = cols[::-1]
+                    tables.append(((top + np.arange(h))[:, None] * wp + cols[None]).ravel())
+        tables = np.stack(tables).astype(np.int32)  # [crops, h * w]
+        offsets = tf.constant(offset_image.reshape(-1, channels)[tables].reshape(
+            crops, h, w, channels))
+        tables = tf.constant(tables)
+
+        def augment(images, k):
+            padded = tf.pad(images, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+            padded = tf.reshape(padded, [-1, hp * wp, channels])
+            x = tf.gather(padded, tf.gather(tables, k), batch_dims=1)
+            x = tf.reshape(x, [-1, h, w, channels])
+            return tf.cast(x, tf.float32) * scale + tf.gather(offsets, k)
+
+        return augment
+
+    def augment(images, k):
+        x = tf.cast(images, tf.float32) * scale + offset
+        padded = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+        top, left, flip = k // (2 * (2 * pw + 1)), (k // 2) % (2 * pw + 1), k % 2
+        x = tf.gather(padded, top[:, None] + tf.range(h)[None], axis=1, batch_dims=1)
+        x = tf.gather(x, left[:, None] + tf.range(w)[None], axis=2, batch_dims=1)
+        return tf.where(flip[:, None, None, None] > 0, tf.reverse(x, [2]), x)
+
+    return augment
 
 
 def _ten_crop_padded(x, pad):
