@@ -273,6 +273,9 @@ class Pipeline:
             means `[C]` (`"per_channel"`), in pixel units (0-255).
         std: NumPy array or `None`. The channel standard deviations (`"per_channel"`).
         skipped_files: tuple of str. Corrupt files dropped by `skip_corrupt=True`.
+        test_source: str. Where the test split comes from: the `test/`, `val/` or
+            `validation/` folder, the TFDS split (`"test"`, or `"validation"` where the test
+            split is missing or unlabelled, as in `imagenet2012`), or `"synthetic"`.
         load_seconds: float. Seconds spent reading and decoding when the pipeline was built.
 
     Example:
@@ -461,6 +464,7 @@ class Pipeline:
         config = self.config
         size = config.image_size or DEFAULT_SYNTHETIC_SIZE
         self._name = SYNTHETIC
+        self.test_source = SYNTHETIC
         self._num_classes = config.num_classes or 10
         self._class_names = [f"class_{i}" for i in range(self._num_classes)]
         self._resolve((size, size), fixed_size=True, channels=3)
@@ -502,6 +506,7 @@ class Pipeline:
                 f"Image folder {root} has no test split: expected one of the folders "
                 f"{', '.join(os.path.join(root, name) for name in TEST_FOLDERS)}."
             )
+        self.test_source = test_dir
         classes, train_paths, train_labels = _list_split(train_dir)
         test_classes, test_paths, test_labels = _list_split(test_dir)
         if classes != test_classes:
@@ -561,12 +566,6 @@ class Pipeline:
         if split_sizes and "train" not in split_sizes:
             raise ValueError(f"TFDS data set {name!r} has no 'train' split; its splits are "
                              f"{sorted(split_sizes)}.")
-        test_split = "test"
-        if split_sizes:
-            test_split = next((s for s in ("test", "validation") if s in split_sizes), None)
-            if test_split is None:
-                raise ValueError(f"TFDS data set {name!r} has no 'test' or 'validation' split; "
-                                 f"its splits are {sorted(split_sizes)}.")
         try:
             builder.as_dataset(split="train", shuffle_files=False)
         except (AssertionError, tf.errors.NotFoundError, FileNotFoundError) as error:
@@ -578,6 +577,8 @@ class Pipeline:
                 "access and copy its data directory here, or point data_dir (--data_dir) at a "
                 "prepared copy."
             ) from None
+        test_split = self._tfds_test_split(split_sizes)
+        self.test_source = test_split
         self._resolve(natural_hw, fixed_size=fixed, channels=channels)
 
         if self.cached:
@@ -609,6 +610,23 @@ class Pipeline:
                 "validation": _Stream("train", validation_mask, channels),
                 "test": _Stream(test_split, test_mask, channels),
             }
+
+    def _tfds_test_split(self, split_sizes):
+        """`"test"`, or `"validation"` where the test split is missing or unlabelled (TFDS'
+        `imagenet2012` test split has label -1)."""
+        candidates = [s for s in ("test", "validation") if not split_sizes or s in split_sizes]
+        for split in candidates:
+            if self._tfds_first_label(split) >= 0:
+                return split
+        raise ValueError(
+            f"TFDS data set {self.config.dataset!r} has no labelled 'test' or 'validation' "
+            f"split (its splits: {sorted(split_sizes) or candidates})."
+        )
+
+    def _tfds_first_label(self, split):
+        for example in self._tfds_dataset(split).take(1):
+            return int(example[self._label_key])
+        return -1
 
     def _tfds_dataset(self, split):
         import tensorflow_datasets as tfds

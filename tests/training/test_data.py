@@ -381,6 +381,7 @@ def test_image_size_resizes_small_images_and_val_folder_is_the_test_split(tmp_pa
         f.write("not an image, ignored")
     pipeline = Pipeline(DataConfig(dataset=str(tmp_path), image_size=24))
     assert pipeline.info.image_shape == (24, 24, 3) and pipeline.info.test_examples == 9
+    assert pipeline.test_source == str(tmp_path / "val")
     assert pipeline.info.train_examples == 24
     assert next(iter(pipeline.train(0, 4)))[0].shape == (4, 24, 24, 3)
     assert next(iter(pipeline.evaluation("test", 4)))[0].shape == (4, 24, 24, 3)
@@ -547,6 +548,7 @@ def test_decoding_runs_in_parallel_maps(folder, large_folder):
 def test_synthetic_data_shapes_classes_and_sizes():
     pipeline = Pipeline(DataConfig(dataset="synthetic", synthetic_examples=80,
                                    validation_images=16, deterministic=True))
+    assert pipeline.test_source == "synthetic"
     assert pipeline.info == DatasetInfo(
         name="synthetic", num_classes=10, image_shape=(32, 32, 3), train_examples=64,
         validation_examples=16, test_examples=20,
@@ -582,7 +584,7 @@ def test_tfds_cifar10_cached(tfds):
     info = pipeline.info
     assert (info.name, info.num_classes, info.image_shape) == ("cifar10", 10, (32, 32, 3))
     assert (info.train_examples, info.validation_examples, info.test_examples) == (40, 8, 48)
-    assert len(info.class_names) == 10 and pipeline.cached
+    assert len(info.class_names) == 10 and pipeline.cached and pipeline.test_source == "test"
     batches = collect(pipeline.train(0, 16))
     assert len(batches[0]) == 2 and batches[0][0].shape == (16, 32, 32, 3)
     test_labels = np.concatenate(collect(pipeline.evaluation("test", 10))[1])
@@ -623,6 +625,19 @@ def test_tfds_streamed_training_is_augmented(tfds):
     x1 = np.concatenate(collect(pipeline.train(1, 16))[0])
     assert x0.shape == (32, 32, 32, 3) and not np.allclose(np.sort(x0.ravel()),
                                                            np.sort(x1.ravel()))
+
+
+def test_tfds_unlabelled_test_split_falls_back_to_validation(tfds, monkeypatch):
+    # TFDS' imagenet2012 test split has label -1: evaluate on its validation split instead.
+    first_label = Pipeline._tfds_first_label
+    monkeypatch.setattr(Pipeline, "_tfds_first_label", lambda self, split: (
+        -1 if split == "test" else first_label(self, split)))
+    pipeline = Pipeline(DataConfig(dataset="imagenet2012", image_size=32, cache=False))
+    assert pipeline.test_source == "validation" and pipeline.info.num_classes == 1000
+    assert next(iter(pipeline.evaluation("test", 4)))[0].shape == (4, 32, 32, 3)
+    monkeypatch.setattr(Pipeline, "_tfds_first_label", lambda self, split: -1)
+    with pytest.raises(ValueError, match="no labelled 'test' or 'validation' split"):
+        Pipeline(DataConfig(dataset="imagenet2012"))
 
 
 def test_tfds_not_prepared_tells_how_to_get_the_data(tmp_path):
