@@ -110,9 +110,10 @@ class DataConfig:
             Defaults to `None`.
         seed: int. Seed of the order and augmentation of every epoch (and of synthetic data).
             Defaults to `0`.
-        deterministic: bool. `tf.data.Options.deterministic`: `True` delivers elements in order
-            (a resumed run replays its epochs exactly); `False` lets tf.data trade order for
-            speed. Augmentation is stateless either way. Defaults to `False`.
+        deterministic: bool. `tf.data.Options.deterministic` of the training data: `True`
+            delivers elements in order (a resumed run replays its epochs exactly); `False` lets
+            tf.data trade order for speed. Augmentation is stateless either way, and evaluation
+            data always comes in order. Defaults to `False`.
         skip_corrupt: bool. What to do with image files that cannot be decoded: `False` raises
             an error naming them, `True` drops them, logs how many and lists them in
             `Pipeline.skipped_files`. Files are checked when the pipeline is built (fully for
@@ -303,12 +304,6 @@ class Pipeline:
         else:
             self._load_tfds()
         self.load_seconds = time.perf_counter() - start
-        if config.num_classes is not None and config.dataset != SYNTHETIC:
-            if config.num_classes != self._num_classes:
-                raise ValueError(
-                    f"num_classes is {config.num_classes} but {config.dataset} has "
-                    f"{self._num_classes} classes; leave num_classes unset for real data."
-                )
         self.mean, self.std = self._statistics()
         self._scale, self._offset = self._normalizer()
         h, w = self._out_hw
@@ -386,7 +381,7 @@ class Pipeline:
             keys = self._window_shuffle(keys, epoch)
             keys = keys.take(steps * per_pipeline).skip(skip_batches * per_pipeline)
         ds = self._batches(source, keys, batch, train=True, epoch=epoch)
-        return self._finish(ds, sharded=input_context is not None)
+        return self._finish(ds, self.config.deterministic, sharded=input_context is not None)
 
     def evaluation(
         self,
@@ -395,6 +390,9 @@ class Pipeline:
         input_context: Optional[tf.distribute.InputContext] = None,
     ) -> tf.data.Dataset:
         """Every example of a split exactly once, in a fixed order, without augmentation.
+
+        The order is fixed whatever `DataConfig.deterministic` says: the split's order of
+        examples (files sorted by class and name, TFDS records in file order).
 
         Batches are `(images, labels)` with float32 images `[batch, H, W, C]`, or
         `[batch, 10, H, W, C]` with `eval_crops=10` (average the predictions over axis 1); the
@@ -423,13 +421,18 @@ class Pipeline:
         else:
             keys = self._shard_stream(self._stream_records(source), pipelines, pipeline_id)
         ds = self._batches(source, keys, batch, train=False, epoch=0)
-        return self._finish(ds, sharded=input_context is not None)
+        return self._finish(ds, True, sharded=input_context is not None)
 
     # ---------------------------------------------------------------- sources
 
     def _resolve(self, natural_hw, fixed_size, channels):
         """Choose geometry, output size, caching, augmentation and normalisation."""
         config = self.config
+        if config.num_classes is not None and config.num_classes != self._num_classes:
+            raise ValueError(
+                f"num_classes is {config.num_classes} but {config.dataset} has "
+                f"{self._num_classes} classes; leave num_classes unset for real data."
+            )
         small = natural_hw is not None and max(natural_hw) <= SMALL_IMAGE_PIXELS
         self.augmentation = config.augmentation
         if self.augmentation == "auto":
@@ -885,9 +888,10 @@ class Pipeline:
 
         return finish
 
-    def _finish(self, ds, sharded):
+    @staticmethod
+    def _finish(ds, deterministic, sharded):
         options = tf.data.Options()
-        options.deterministic = self.config.deterministic
+        options.deterministic = deterministic
         if sharded:  # already sharded per input pipeline
             options.experimental_distribute.auto_shard_policy = (
                 tf.data.experimental.AutoShardPolicy.OFF)
