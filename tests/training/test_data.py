@@ -9,13 +9,16 @@ in it, it came from.
 import doctest
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
-from tests.conftest import CIFAR10_DIR
+from tests.conftest import CIFAR10_DIR, REPO_ROOT
 from training import data
 from training.data import DataConfig, DatasetInfo, Pipeline
 
@@ -107,7 +110,8 @@ def context(pipelines, pipeline_id, replicas=None):
 def parallel_map_calls(dataset):
     """num_parallel_calls of every parallel map in a dataset's graph."""
     graph = graph_pb2.GraphDef()
-    graph.ParseFromString(tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy())
+    serialized = tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor)
+    graph.ParseFromString(serialized.numpy())
     nodes = {node.name: node for node in graph.node}
     calls = []
     for node in graph.node:
@@ -289,6 +293,47 @@ def test_two_input_pipelines_read_disjoint_halves_of_the_epoch(folder):
     test = [epoch_ids(pipeline.evaluation("test", 4, input_context=context(2, i)))
             for i in range(2)]
     assert not set(test[0]) & set(test[1]) and len(test[0]) + len(test[1]) == 9
+
+
+def test_mirrored_strategy_feeds_each_replica_its_own_half(tmp_path):
+    """distribute_datasets_from_function on two logical CPUs (a subprocess: logical devices must
+    be set before TensorFlow starts)."""
+    script = textwrap.dedent("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from training.data import DataConfig, Pipeline
+        pipeline = Pipeline(DataConfig(dataset="synthetic", synthetic_examples=64,
+                                       normalization="none", augmentation="none",
+                                       deterministic=True))
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        dist = strategy.distribute_datasets_from_function(
+            lambda ctx: pipeline.train(0, 16, input_context=ctx))
+        seen, steps = [], 0
+        for images, labels in dist:
+            parts = strategy.experimental_local_results(images)
+            assert [tuple(p.shape) for p in parts] == [(8, 32, 32, 3)] * 2, parts
+            seen += [image.tobytes() for part in parts for image in part.numpy()]
+            steps += 1
+        whole = [image.tobytes() for images, _ in pipeline.train(0, 64)
+                 for image in images.numpy()]
+        assert steps == pipeline.steps_per_epoch(16) == 4, steps
+        assert sorted(seen) == sorted(whole) and len(set(seen)) == 64
+        print("ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=str(tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_nondeterministic_order_keeps_the_examples_and_their_augmentation(large_folder):
+    config = dict(dataset=large_folder[0], image_size=32, augmentation="inception")
+    ordered = collect(Pipeline(DataConfig(deterministic=True, **config)).train(5, 4))[0]
+    unordered = collect(Pipeline(DataConfig(deterministic=False, **config)).train(5, 4))[0]
+    assert sorted(x.tobytes() for b in ordered for x in b) == sorted(
+        x.tobytes() for b in unordered for x in b)
 
 
 def test_dataset_options_follow_the_config(folder):
