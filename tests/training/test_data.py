@@ -672,6 +672,14 @@ def test_tfds_streamed_training_is_augmented(tfds):
                                                            np.sort(x1.ravel()))
 
 
+@pytest.mark.parametrize("cache", [None, False])
+def test_tfds_grayscale_keeps_one_channel(tfds, cache):
+    pipeline = Pipeline(DataConfig(dataset="mnist", cache=cache, eval_crops=10))
+    assert pipeline.info.image_shape == (28, 28, 1) and pipeline.mean.shape == (28, 28, 1)
+    assert next(iter(pipeline.train(0, 8)))[0].shape == (8, 28, 28, 1)
+    assert next(iter(pipeline.evaluation("test", 4)))[0].shape == (4, 10, 28, 28, 1)
+
+
 def test_tfds_unlabelled_test_split_falls_back_to_validation(tfds, monkeypatch):
     # TFDS' imagenet2012 test split has label -1: evaluate on its validation split instead.
     first_label = Pipeline._tfds_first_label
