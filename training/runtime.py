@@ -122,10 +122,13 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
             `TF_CONFIG`) or `"tpu"` (the TPU named by `TPU_NAME`, or a local one).
     """
     name = resolve_strategy_name(name)
-    gpus = tf.config.list_logical_devices("GPU")
+    # Listing devices starts the TensorFlow runtime, after which multi-worker collectives can
+    # no longer be configured: only the local strategies list them.
     if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":

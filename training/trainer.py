@@ -196,6 +196,7 @@ class Trainer:
         )
         self._train_function = self._make_train_function()
         self._eval_function = self._make_eval_function()
+        self._sync_function = self._make_sync_function()
         self._outputs = _Outputs(
             self.model_dir, self.runtime, self.checkpoint, settings.keep_checkpoints,
             title=f"{config.name}: {config.model.name} on {self.info.name}",
@@ -237,6 +238,14 @@ class Trainer:
 
     def _replica_eval_step(self, images, labels):
         labels = _sparse_labels(labels)
+        count = tf.shape(labels)[0]
+        # A replica can get an empty final batch; the model needs at least one example, so pad
+        # one (masked out below).
+        pad = tf.maximum(1 - count, 0)
+        images = tf.pad(images, tf.concat(
+            [[[0, pad]], tf.zeros([tf.rank(images) - 1, 2], tf.int32)], axis=0))
+        labels = tf.pad(labels, [[0, pad]])
+        mask = tf.cast(tf.range(count + pad) < count, tf.float32)
         crops = images.shape.rank == 5
         if crops:  # [batch, crops, H, W, C]: average the probabilities of the crops
             shape = tf.shape(images)
@@ -250,10 +259,10 @@ class Trainer:
         correct = tf.equal(tf.argmax(log_probs, axis=-1, output_type=tf.int64), labels)
         top5 = tf.math.in_top_k(labels, log_probs, k=min(5, self.info.num_classes))
         return {
-            "loss": tf.reduce_sum(_cross_entropy(labels, log_probs, 0.0)),
-            "correct": tf.reduce_sum(tf.cast(correct, tf.float32)),
-            "correct_top5": tf.reduce_sum(tf.cast(top5, tf.float32)),
-            "count": tf.cast(tf.shape(labels)[0], tf.float32),
+            "loss": tf.reduce_sum(mask * _cross_entropy(labels, log_probs, 0.0)),
+            "correct": tf.reduce_sum(mask * tf.cast(correct, tf.float32)),
+            "correct_top5": tf.reduce_sum(mask * tf.cast(top5, tf.float32)),
+            "count": tf.cast(count, tf.float32),
         }
 
     def _distributed(self, replica_fn):
@@ -275,6 +284,40 @@ class Trainer:
     def _make_eval_function(self):
         return self._distributed(self._replica_eval_step)
 
+    def _make_sync_function(self):
+        """Averages the non-trainable weights (batch-norm moving statistics) over replicas.
+
+        Keras 3 creates them with `aggregation="none"`, so under a strategy each replica's copy
+        tracks its own batches, and the workers of a multi-worker run end with different
+        statistics. Their moving averages are linear in the batch statistics, so averaging the
+        copies whenever they are read (evaluation, checkpoints, export) gives exactly the moving
+        average of the replica-averaged statistics, as tf.keras' `aggregation=MEAN` did.
+        """
+        variables = self.model.non_trainable_variables
+        if self.runtime.num_replicas == 1 or not variables:
+            return None
+        strategy = self.runtime.strategy
+
+        def replica_sync():
+            context = tf.distribute.get_replica_context()
+            # tf.identity: reading the variables directly fails under MultiWorkerMirroredStrategy
+            # ("destinations can not be empty").
+            values = context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                        [tf.identity(v.value) for v in variables])
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+
+        @tf.function
+        def sync():
+            strategy.run(replica_sync)
+
+        return sync
+
+    def sync_replicas(self) -> None:
+        """Makes every replica's copy of the non-trainable weights equal (their mean)."""
+        if self._sync_function is not None:
+            self._sync_function()
+
     # ----------------------------------------------------------------------------------------
     # Evaluation.
 
@@ -290,6 +333,7 @@ class Trainer:
             `examples` and, with more than five classes, `top5_accuracy` and `top5_error`.
         """
         batch = self.runtime.global_batch_size
+        self.sync_replicas()
         dataset = self.runtime.strategy.distribute_datasets_from_function(
             lambda context: self.pipeline.evaluation(split, batch, context))
         totals = {"loss": 0.0, "correct": 0.0, "correct_top5": 0.0, "count": 0.0}
@@ -379,6 +423,7 @@ class Trainer:
     def _save(self, state, best=False):
         if not self._outputs:
             return
+        self.sync_replicas()
         if not all(np.isfinite(v.numpy()).all() for v in self.model.weights):
             self._diverged(state, "the weights are no longer finite")
         self._state.assign(json.dumps(state))
@@ -642,6 +687,7 @@ class Trainer:
 
     def _clean_copy(self) -> keras.Model:
         """The trained model rebuilt outside the strategy (plain variables) for saving."""
+        self.sync_replicas()
         with runtime_lib.policy_scope(self.runtime.dtype_policy):
             model = self.config.model.build(self.info.num_classes, self.info.image_shape)
         model.set_weights(self.model.get_weights())
