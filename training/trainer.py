@@ -434,8 +434,9 @@ class Trainer:
         kept = (f"the last good checkpoint, {last}, is kept" if last
                 else "no checkpoint was written (no model_dir)")
         message = (
-            f"Training diverged at step {int(self.step.numpy())} (epoch "
-            f"{int(self.epoch.numpy()) + 1}): {what}. Stopped without saving this state; {kept}. "
+            f"Training diverged in update {int(self.step.numpy()) + 1} of {self.total_steps} "
+            f"(epoch {int(self.epoch.numpy()) + 1}): {what}. Stopped without saving this "
+            f"state; {kept}. "
             f"Lower the learning rate (now {self.config.optimization.learning_rate}) or check "
             "the data."
         )

@@ -5,7 +5,8 @@ The spec is a JSON object: `settings` (flat `training.config` settings), `pipeli
 arguments of `FakePipeline`), `output` (an .npz path for the final weights and results, written
 outside the model directory), and optionally `sleep_per_batch` (seconds, to give a test time to
 kill the run), `compare_strategies` (a list of strategy names: the run is repeated under each,
-in this process, with the weights of each saved as `weights_<name>`).
+in this process). The arrays saved are `weight_<name>_<index>`, `loss_<name>`,
+`results_<name>` and `output_dtype_<name>`, with `<name>` = `run` without `compare_strategies`.
 """
 
 import json
@@ -51,7 +52,7 @@ def main(path):
         experiment = config.from_settings(run_settings)
         pipeline = fakes.FakePipeline(**spec["pipeline"])
         result = trainer.run(experiment, pipeline=pipeline, callbacks=callbacks)
-        suffix = f"_{name}" if name else ""
+        suffix = f"_{name or 'run'}"
         for index, weight in enumerate(result.model.get_weights()):
             arrays[f"weight{suffix}_{index:03d}"] = weight
         arrays[f"loss{suffix}"] = np.array(result.history.history["loss"])
