@@ -14,6 +14,8 @@ from absl import flags
 from absl import logging as absl_logging
 
 USAGE_ERROR = 2
+_HELP = {"--help", "-help", "-h", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull",
+         "--helpxml", "-helpxml"}
 
 
 def fail(program: str, error) -> None:
@@ -39,6 +41,11 @@ def flags_parser(program: str):
             return flags.FLAGS(argv)
         except flags.Error as error:
             fail(program, error)
+        except SystemExit:
+            # absl prints the help and exits with 1; asking for help is no error.
+            if any(arg.split("=")[0] in _HELP for arg in argv[1:]):
+                sys.exit(0)
+            raise
 
     return parse
 

@@ -19,17 +19,28 @@ from training import config as config_lib
 
 PROGRAM = "training.evaluate"
 
-flags.DEFINE_string("model_dir", None, "The model directory of a training.fit run.")
-flags.DEFINE_string("checkpoint", "best", "best, latest, or the path of a checkpoint.")
-flags.DEFINE_enum("split", "test", ["test", "validation"], "The split to evaluate.")
-flags.DEFINE_integer("eval_crops", None, "1 (centre crop) or 10 (ten-crop); default: the run's.")
-flags.DEFINE_integer("batch_size", None, "Global evaluation batch; default: the run's.")
-flags.DEFINE_string("dataset", None, "Evaluate on another copy of the data (e.g. a local path); "
-                    "default: the run's.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory; default: the run's.")
-flags.DEFINE_enum("strategy", None, list(config_lib.STRATEGIES), "Default: the run's.")
-flags.DEFINE_enum("mixed_precision", None, list(config_lib.MIXED_PRECISION),
-                  "Default: the run's.")
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the flags of `python -m training.evaluate` in `flag_values`."""
+    flags.DEFINE_string("model_dir", None, "The model directory of a training.fit run.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("checkpoint", "best", "best, latest, or the path of a checkpoint.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("split", "test", ["test", "validation"], "The split to evaluate.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("eval_crops", None, "1 (centre crop) or 10 (ten-crop); default: the "
+                         "run's.", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", None, "Global evaluation batch; default: the run's.",
+                         flag_values=flag_values)
+    flags.DEFINE_string("dataset", None, "Evaluate on another copy of the data (e.g. a local "
+                        "path); default: the run's.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "TFDS data directory; default: the run's.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("strategy", None, list(config_lib.STRATEGIES), "Default: the run's.",
+                      flag_values=flag_values)
+    flags.DEFINE_enum("mixed_precision", None, list(config_lib.MIXED_PRECISION),
+                      "Default: the run's.", flag_values=flag_values)
+
 
 FLAGS = flags.FLAGS
 
@@ -153,6 +164,7 @@ def main(argv):
 
 def run_main():
     """The console entry point."""
+    define_flags()
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
 
 

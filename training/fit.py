@@ -26,89 +26,98 @@ PROGRAM = "training.fit"
 _OPTIMIZATION = {f.name: f.default for f in dataclasses.fields(config_lib.OptimizationConfig)}
 _RUNTIME = {f.name: f.default for f in dataclasses.fields(config_lib.RuntimeConfig)}
 
-# Model and recipe.
-flags.DEFINE_string("recipe", None, "A paper's recipe: " + ", ".join(config_lib.list_recipes())
-                    + ". Other flags given on the command line override it.")
-flags.DEFINE_string("model", "resnet20", "A model name from keras_resnets.list_models().")
-flags.DEFINE_string("model_overrides", "{}", "JSON dict of keras_resnets.ResNet arguments, e.g. "
-                    "'{\"stage_widths\": [8, 16, 32], \"zero_init_residual\": true}'.")
-# Data (training.data.DataConfig).
-flags.DEFINE_string("dataset", "cifar10", "A TFDS name (cifar10, cifar100, imagenet2012, ...), "
-                    "the path of an image folder with train/ and test/ (or val/), or synthetic.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory.")
-flags.DEFINE_integer("image_size", None, "Training image size; default: the data set's "
-                     "(32 for CIFAR, 224 for ImageNet).")
-flags.DEFINE_enum("augmentation", "auto", ["auto", "cifar", "imagenet", "inception", "none"],
-                  "Training augmentation; auto picks by data set.")
-flags.DEFINE_enum("normalization", "auto", ["auto", "per_pixel_mean", "per_channel", "none"],
-                  "Input normalisation; auto picks by data set.")
-flags.DEFINE_integer("validation_images", 0, "Images carved from train for validation "
-                     "(5000 = the papers' 45k/5k CIFAR split).")
-flags.DEFINE_boolean("cache", None, "Cache decoded images in memory; default: for small data "
-                     "sets.")
-flags.DEFINE_integer("shuffle_buffer", None, "Shuffle buffer; default: the pipeline's.")
-flags.DEFINE_boolean("skip_corrupt", False, "Skip unreadable images (and report how many) "
-                     "instead of failing.")
-flags.DEFINE_integer("eval_crops", 1, "1 (centre crop) or 10 (ten-crop evaluation).")
-flags.DEFINE_integer("synthetic_examples", 1024, "Training examples of --dataset=synthetic.")
-flags.DEFINE_integer("num_classes", None, "Classes of --dataset=synthetic (default: 10).")
-flags.DEFINE_integer("max_train_examples", None, "Use at most this many training images.")
-flags.DEFINE_integer("max_test_examples", None, "Use at most this many test images.")
-# Optimisation.
-flags.DEFINE_integer("epochs", None, "Training length in epochs (replaces the recipe's "
-                     "total_steps).")
-flags.DEFINE_integer("total_steps", None, "Training length in updates (replaces the recipe's "
-                     "epochs).")
-flags.DEFINE_integer("batch_size", _OPTIMIZATION["global_batch_size"],
-                     "Global batch size over all replicas; each replica gets batch_size / "
-                     "replicas.")
-flags.DEFINE_float("learning_rate", _OPTIMIZATION["learning_rate"], "Peak learning rate.")
-flags.DEFINE_float("momentum", _OPTIMIZATION["momentum"], "SGD momentum.")
-flags.DEFINE_boolean("nesterov", _OPTIMIZATION["nesterov"], "Nesterov momentum.")
-flags.DEFINE_float("weight_decay", _OPTIMIZATION["weight_decay"], "L2 weight decay (added to "
-                   "the gradient as weight_decay * w, as in the papers).")
-flags.DEFINE_boolean("decay_bn_and_bias", _OPTIMIZATION["decay_bn_and_bias"], "Also decay "
-                     "batch-norm parameters and biases (--nodecay_bn_and_bias: kernels only).")
-flags.DEFINE_float("label_smoothing", _OPTIMIZATION["label_smoothing"], "Label smoothing.")
-flags.DEFINE_enum("schedule", _OPTIMIZATION["schedule"], list(config_lib.SCHEDULES),
-                  "Learning-rate schedule.")
-flags.DEFINE_list("decay_steps", [], "Step-schedule boundaries in iterations, e.g. 32000,48000.")
-flags.DEFINE_list("decay_epochs", [], "Step-schedule boundaries in epochs, e.g. 30,60,80.")
-flags.DEFINE_float("decay_rate", _OPTIMIZATION["decay_rate"], "Factor at each boundary.")
-flags.DEFINE_float("warmup_epochs", _OPTIMIZATION["warmup_epochs"], "Linear warmup epochs.")
-flags.DEFINE_float("warmup_learning_rate", _OPTIMIZATION["warmup_learning_rate"],
-                   "Learning rate at the start of the linear warmup.")
-flags.DEFINE_integer("warm_start_steps", _OPTIMIZATION["warm_start_steps"], "Iterations at "
-                     "--warm_start_learning_rate before the schedule (400 for ResNet-110).")
-flags.DEFINE_float("warm_start_learning_rate", _OPTIMIZATION["warm_start_learning_rate"],
-                   "Learning rate of the warm start.")
-# Runtime.
-flags.DEFINE_enum("strategy", _RUNTIME["strategy"], list(config_lib.STRATEGIES),
-                  "Distribution strategy; multi_worker reads TF_CONFIG.")
-flags.DEFINE_enum("mixed_precision", _RUNTIME["mixed_precision"],
-                  list(config_lib.MIXED_PRECISION), "Mixed precision (float16 adds loss scaling).")
-flags.DEFINE_enum("jit_compile", _RUNTIME["jit_compile"], list(config_lib.JIT_COMPILE),
-                  "XLA; auto compiles on GPU and TPU only.")
-flags.DEFINE_integer("cpu_devices", _RUNTIME["cpu_devices"], "Split the CPU into this many "
-                     "logical devices (mirrored training without GPUs); 0 leaves it alone.")
-flags.DEFINE_string("model_dir", _RUNTIME["model_dir"], "Directory for checkpoints, logs, "
-                    "results and the exported model; rerun with it to resume.")
-flags.DEFINE_integer("keep_checkpoints", _RUNTIME["keep_checkpoints"],
-                     "Latest checkpoints to keep (the best is kept apart).")
-flags.DEFINE_integer("checkpoint_every_steps", _RUNTIME["checkpoint_every_steps"],
-                     "Also checkpoint every this many steps; 0: at epoch ends only.")
-flags.DEFINE_integer("eval_every_epochs", _RUNTIME["eval_every_epochs"],
-                     "Evaluate every this many epochs (and after the last).")
-flags.DEFINE_integer("summary_every_steps", _RUNTIME["summary_every_steps"],
-                     "TensorBoard training scalars every this many steps.")
-flags.DEFINE_integer("seed", _RUNTIME["seed"], "Seed of the initialisation and data order.")
-flags.DEFINE_boolean("deterministic", _RUNTIME["deterministic"],
-                     "Deterministic ops and input pipeline (reruns give the same weights).")
-flags.DEFINE_float("max_loss", _RUNTIME["max_loss"], "Stop when the loss exceeds this.")
-flags.DEFINE_integer("verbose", _RUNTIME["verbose"], "0 silent, 1 progress bar, 2 a line per "
-                     "epoch.")
-flags.DEFINE_boolean("save_model", _RUNTIME["save_model"], "Write model.keras and saved_model/ "
-                     "at the end.")
+_DATA_DEFAULTS = {  # training.data.DataConfig's defaults (a test checks that they agree)
+    "dataset": "cifar10", "data_dir": None, "image_size": None, "augmentation": "auto",
+    "normalization": "auto", "validation_images": 0, "cache": None, "shuffle_buffer": None,
+    "skip_corrupt": False, "eval_crops": 1, "synthetic_examples": 1024, "num_classes": None,
+    "max_train_examples": None, "max_test_examples": None,
+}
+_DEFAULTS = {**_DATA_DEFAULTS, **_OPTIMIZATION, **_RUNTIME, "batch_size":
+             _OPTIMIZATION["global_batch_size"], "recipe": None, "model": "resnet20",
+             "model_overrides": "{}", "decay_steps": [], "decay_epochs": []}
+
+# (kind, name, help[, choices]); the defaults come from the configs above.
+_FLAGS = [
+    ("string", "recipe", "A paper's recipe: " + ", ".join(config_lib.list_recipes())
+     + ". Other flags given on the command line override it."),
+    ("string", "model", "A model name from keras_resnets.list_models()."),
+    ("string", "model_overrides", "JSON object of keras_resnets.ResNet arguments, e.g. "
+     "'{\"stage_widths\": [8, 16, 32], \"zero_init_residual\": true}'."),
+    # Data (training.data.DataConfig).
+    ("string", "dataset", "A TFDS name (cifar10, cifar100, imagenet2012, ...), the path of an "
+     "image folder with train/ and test/ (or val/), or synthetic."),
+    ("string", "data_dir", "TFDS data directory."),
+    ("integer", "image_size", "Training image size; default: the data set's (32 for CIFAR, 224 "
+     "for ImageNet)."),
+    ("enum", "augmentation", "Training augmentation; auto picks by data set.",
+     ["auto", "cifar", "imagenet", "inception", "none"]),
+    ("enum", "normalization", "Input normalisation; auto picks by data set.",
+     ["auto", "per_pixel_mean", "per_channel", "none"]),
+    ("integer", "validation_images", "Images carved from train for validation (5000 = the "
+     "papers' 45k/5k CIFAR split)."),
+    ("boolean", "cache", "Cache decoded images in memory; default: for small data sets."),
+    ("integer", "shuffle_buffer", "Shuffle buffer; default: the pipeline's."),
+    ("boolean", "skip_corrupt", "Skip unreadable images (and report how many) instead of "
+     "failing."),
+    ("integer", "eval_crops", "1 (centre crop) or 10 (ten-crop evaluation)."),
+    ("integer", "synthetic_examples", "Training examples of --dataset=synthetic."),
+    ("integer", "num_classes", "Classes of --dataset=synthetic (default: 10)."),
+    ("integer", "max_train_examples", "Use at most this many training images."),
+    ("integer", "max_test_examples", "Use at most this many test images."),
+    # Optimisation.
+    ("integer", "epochs", "Training length in epochs (replaces the recipe's total_steps)."),
+    ("integer", "total_steps", "Training length in updates (replaces the recipe's epochs)."),
+    ("integer", "batch_size", "Global batch size over all replicas; each replica gets "
+     "batch_size / replicas."),
+    ("float", "learning_rate", "Peak learning rate."),
+    ("float", "momentum", "SGD momentum."),
+    ("boolean", "nesterov", "Nesterov momentum."),
+    ("float", "weight_decay", "L2 weight decay (added to the gradient as weight_decay * w, as in "
+     "the papers)."),
+    ("boolean", "decay_bn_and_bias", "Also decay batch-norm parameters and biases "
+     "(--nodecay_bn_and_bias: kernels only)."),
+    ("float", "label_smoothing", "Label smoothing of the cross-entropy."),
+    ("enum", "schedule", "Learning-rate schedule.", list(config_lib.SCHEDULES)),
+    ("list", "decay_steps", "Step-schedule boundaries in iterations, e.g. 32000,48000."),
+    ("list", "decay_epochs", "Step-schedule boundaries in epochs, e.g. 30,60,80."),
+    ("float", "decay_rate", "Factor of the step schedule at each boundary."),
+    ("float", "warmup_epochs", "Linear warmup epochs (Goyal et al. 2017)."),
+    ("float", "warmup_learning_rate", "Learning rate at the start of the linear warmup."),
+    ("integer", "warm_start_steps", "Iterations at --warm_start_learning_rate before the "
+     "schedule (400 for ResNet-110)."),
+    ("float", "warm_start_learning_rate", "Learning rate of the warm start."),
+    # Runtime.
+    ("enum", "strategy", "Distribution strategy; multi_worker reads TF_CONFIG.",
+     list(config_lib.STRATEGIES)),
+    ("enum", "mixed_precision", "Mixed precision (float16 adds loss scaling).",
+     list(config_lib.MIXED_PRECISION)),
+    ("enum", "jit_compile", "XLA; auto compiles on GPU and TPU only.",
+     list(config_lib.JIT_COMPILE)),
+    ("integer", "cpu_devices", "Split the CPU into this many logical devices (mirrored training "
+     "without GPUs); 0 leaves it alone."),
+    ("string", "model_dir", "Directory for checkpoints, logs, results and the exported model; "
+     "rerun with it to resume."),
+    ("integer", "keep_checkpoints", "Latest checkpoints to keep (the best is kept apart)."),
+    ("integer", "checkpoint_every_steps", "Also checkpoint every this many steps; 0: at epoch "
+     "ends only."),
+    ("integer", "eval_every_epochs", "Evaluate every this many epochs (and after the last)."),
+    ("integer", "summary_every_steps", "TensorBoard training scalars every this many steps."),
+    ("integer", "seed", "Seed of the initialisation and of the data order."),
+    ("boolean", "deterministic", "Deterministic ops and input pipeline (reruns give the same "
+     "weights)."),
+    ("float", "max_loss", "Stop when the training loss exceeds this (or is not finite)."),
+    ("integer", "verbose", "0 silent, 1 progress bar, 2 a line per epoch."),
+    ("boolean", "save_model", "Write model.keras and saved_model/ at the end."),
+]
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the flags of `python -m training.fit` in `flag_values`."""
+    for kind, name, help_text, *choices in _FLAGS:
+        define = getattr(flags, f"DEFINE_{kind}")
+        arguments = (name, _DEFAULTS[name], *choices, help_text)
+        define(*arguments, flag_values=flag_values)
+
 
 FLAGS = flags.FLAGS
 
@@ -151,10 +160,10 @@ def settings_from_flags(flag_values=FLAGS):
 def config_from_flags(flag_values=FLAGS) -> config_lib.ExperimentConfig:
     """The `ExperimentConfig` of the command line: the recipe (if any) with the flags given."""
     settings = settings_from_flags(flag_values)
-    if flag_values.recipe is not None:
-        return config_lib.recipe(flag_values.recipe, **settings)
+    if flag_values["recipe"].value is not None:
+        return config_lib.recipe(flag_values["recipe"].value, **settings)
     if "model" not in settings:
-        settings["model"] = flag_values.model
+        settings["model"] = flag_values["model"].value
     return config_lib.from_settings(settings)
 
 
@@ -185,6 +194,7 @@ def main(argv):
 
 def run_main():
     """The console entry point."""
+    define_flags()
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
 
 
