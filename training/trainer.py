@@ -488,6 +488,7 @@ class Trainer:
                 f"best_{split}_accuracy": best[prefix + "accuracy"],
                 f"best_{split}_error": best[prefix + "error"],
                 f"best_{split}_epoch": best["epoch"],
+                f"{split}_examples": final[prefix + "examples"],
             })
         if evaluated:
             results["final_test_loss"] = evaluated[-1]["test_loss"]
@@ -504,7 +505,8 @@ class Trainer:
         Args:
             callbacks: Keras callbacks. They get `on_train_begin/end`, `on_epoch_begin/end`
                 (with the epoch's logs: `loss`, `accuracy`, `error`, `learning_rate`,
-                `val_*` and `test_*` where evaluated, `images_per_second`) and
+                `val_*` and `test_*` (loss, accuracy, error, examples, top-5 with more than
+                five classes) where evaluated, `images_per_second`) and
                 `on_train_batch_begin/end` (running `loss` and `accuracy`); setting
                 `model.stop_training` ends the run after the batch.
 
@@ -674,7 +676,8 @@ class Trainer:
             for split in splits:
                 prefix = "val_" if split == "validation" else "test_"
                 metrics = self.evaluate(split)
-                for key in ("loss", "accuracy", "error", "top5_accuracy", "top5_error"):
+                for key in ("loss", "accuracy", "error", "top5_accuracy", "top5_error",
+                            "examples"):
                     if key in metrics:
                         logs[prefix + key] = metrics[key]
                 if self._outputs:
