@@ -544,7 +544,8 @@ class Trainer:
         status = "completed"
         try:
             while epoch < self.epochs and step < self.total_steps:
-                epoch_steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+                epoch_steps = min(self.steps_per_epoch,
+                                  self.total_steps - epoch * self.steps_per_epoch)
                 sums = state["epoch_sums"] if skip and state["epoch_sums"] else {
                     "loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0, "seconds": 0.0}
                 callback_list.on_epoch_begin(epoch)
@@ -647,10 +648,10 @@ class Trainer:
             self._outputs.write_results(self.results)
             self._outputs.close()
         final = self.results.get("final_test_error")
-        self._log(f"Finished ({status}): {self.results['steps']} steps, "
-                  + (f"final test error {100 * final:.2f}%, best {100 * self.results['best_test_error']:.2f}%"
-                     if final is not None else "no test evaluation")
-                  + (f"; results in {self.model_dir}" if self.model_dir else "") + ".")
+        summary = "no test evaluation" if final is None else (
+            f"final test error {_percent(final)}, best {_percent(self.results['best_test_error'])}")
+        where = f"; results in {self.model_dir}" if self.model_dir else ""
+        self._log(f"Finished ({status}): {self.results['steps']} steps, {summary}{where}.")
         return history
 
     def _checkpoint_mid_epoch(self, state, sums, tick, started, wall_before, images):

@@ -43,7 +43,8 @@ def test_flags_override_the_recipe_and_only_when_given():
     optimization = experiment.optimization
     assert experiment.name == "cifar10_resnet110"
     assert (optimization.global_batch_size, optimization.decay_steps,
-            optimization.total_steps, optimization.decay_bn_and_bias) == (64, (100, 200), 300, False)
+            optimization.total_steps, optimization.decay_bn_and_bias) == (
+        64, (100, 200), 300, False)
     assert optimization.warm_start_steps == 400  # the recipe's, not the flag's default 0
     assert optimization.learning_rate == 0.1
     assert experiment.model.overrides == {"stage_widths": (4, 8, 16)}

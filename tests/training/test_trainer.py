@@ -247,8 +247,9 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_a_loss_above_max_loss_stops_the_run():
     run = trainer.Trainer(experiment(max_loss=0.01), fakes.FakePipeline())
-    with pytest.raises(trainer.TrainingDiverged, match=r"in update 1 of 16 \(epoch 1\): the loss .* "
-                                                       r"exceeds max_loss=0.01.*no model_dir"):
+    with pytest.raises(trainer.TrainingDiverged,
+                       match=r"in update 1 of 16 \(epoch 1\): the loss .* exceeds "
+                             r"max_loss=0.01.*no model_dir"):
         run.fit()
 
 
