@@ -240,7 +240,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         results = json.load(file)
     assert (results["status"], results["message"]) == ("diverged", message)
     restored = trainer.Trainer(experiment(epochs=3, model_dir=model_dir), fakes.FakePipeline())
-    restored.checkpoint.restore(latest).assert_existing_objects_matched()
+    restored.checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
     assert all(np.isfinite(w).all() for w in restored.model.get_weights())
     assert int(restored.step.numpy()) < int(message.split("update ")[1].split(" ")[0])
 
