@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: the `training.data` test double, tiny models and runs."""
+"""Fixtures of the training tests: tiny models and runs, subprocess helpers."""
 
 import json
 import os
@@ -8,21 +8,17 @@ import sys
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.training import fakes
 
-fakes.install()
-
-from tests.conftest import REPO_ROOT  # noqa: E402
-
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-RUN_MODULE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run_module.py")
 
 # A ResNet with one basic block per stage and widths 4-8-16 (about 5k parameters).
 TINY_MODEL = {"depth": 8, "stage_widths": (4, 8, 16)}
 
 
 def tiny_settings(**overrides):
-    """Flat settings of a tiny run on the fake pipeline's 8x8 images."""
+    """Flat settings of a tiny run on synthetic data."""
     settings = dict(model="resnet20", model_overrides=dict(TINY_MODEL), dataset="synthetic",
                     global_batch_size=16, epochs=2, verbose=0, save_model=False)
     settings.update(overrides)
@@ -69,8 +65,8 @@ def run_worker(spec_path, timeout=240, **env):
 
 
 def run_cli(module, *args, timeout=240, **env):
-    """Runs `python -m module args` (with the data test double if needed)."""
-    return subprocess.run([sys.executable, RUN_MODULE, module, *args], cwd=REPO_ROOT,
+    """Runs `python -m module args`."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
                           env=subprocess_env(**env), capture_output=True, text=True,
                           timeout=timeout)
 

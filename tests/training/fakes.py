@@ -1,54 +1,15 @@
-"""Test doubles for `training.data` (written in parallel on another branch).
+"""A test double of `training.data.Pipeline`: small in-memory images that a tiny model learns.
 
 `FakePipeline` implements the interface the trainer consumes (`info`, `train`, `evaluation`,
-`steps_per_epoch`) over small in-memory random images whose labels are learnable (each class is
-a noisy copy of a random prototype). Its order is a pure function of `(seed, epoch)`, and with an
-`input_context` it yields per-replica batches in the order `tf.distribute` hands them to the
-replicas, so distributed runs see the same global batches as one-device runs.
-
-`install()` registers this module as `training.data` when the real one is not there yet, so that
-`training.config` (which builds `training.data.DataConfig`) and `python -m training.fit` (through
-`tests/training/run_module.py`) work; once the real module lands, `install()` does nothing.
+`steps_per_epoch`) over random images whose labels are learnable (each class is a noisy copy of
+a random prototype), so trainer tests do not depend on the real pipeline's augmentation. Its
+order is a pure function of `(seed, epoch)`, and with an `input_context` it yields per-replica
+batches in the order `tf.distribute` hands them to the replicas.
 """
-
-import dataclasses
-import importlib.util
-import os
-import sys
-from typing import Optional, Tuple
 
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    dataset: str = "cifar10"
-    data_dir: Optional[str] = None
-    image_size: Optional[int] = None
-    augmentation: str = "auto"
-    normalization: str = "auto"
-    validation_images: int = 0
-    cache: Optional[bool] = None
-    shuffle_buffer: Optional[int] = None
-    seed: int = 0
-    deterministic: bool = False
-    skip_corrupt: bool = False
-    eval_crops: int = 1
-    synthetic_examples: int = 1024
-    num_classes: Optional[int] = None
-    max_train_examples: Optional[int] = None
-    max_test_examples: Optional[int] = None
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    num_classes: int
-    image_shape: Tuple[int, int, int]
-    train_examples: int
-    validation_examples: int
-    test_examples: int
-    class_names: Tuple[str, ...]
+from training.data import DatasetInfo
 
 
 class FakePipeline:
@@ -129,41 +90,3 @@ class FakePipeline:
         if pipelines > 1:
             dataset = dataset.shard(pipelines, pipeline_id)
         return dataset
-
-
-class Pipeline(FakePipeline):
-    """`training.data.Pipeline(config)` for `dataset="synthetic"`; paths that do not exist and
-    other data sets are ValueErrors, as the real pipeline reports them."""
-
-    def __init__(self, config):
-        dataset = config.dataset
-        if dataset != "synthetic":
-            if os.sep in dataset or dataset.startswith("."):
-                if not os.path.isdir(dataset):
-                    raise ValueError(f"dataset path {dataset!r} does not exist.")
-            raise ValueError(
-                f"The test double of training.data serves only dataset='synthetic'; got "
-                f"{dataset!r}.")
-        train = config.max_train_examples or config.synthetic_examples
-        test = config.max_test_examples or max(config.synthetic_examples // 4, 1)
-        super().__init__(
-            train_examples=train - config.validation_images,
-            validation_examples=config.validation_images, test_examples=test,
-            image_size=config.image_size or 32, num_classes=config.num_classes or 10,
-            seed=config.seed, eval_crops=config.eval_crops)
-
-
-def install():
-    """Makes this module `training.data` unless the real one exists; returns which is used."""
-    if "training.data" in sys.modules:
-        return sys.modules["training.data"]
-    if importlib.util.find_spec("training.data") is not None:
-        import training.data
-
-        return training.data
-    import training
-
-    module = sys.modules[__name__]
-    sys.modules["training.data"] = module
-    training.data = module
-    return module

@@ -10,11 +10,11 @@ from training import config, evaluate, trainer
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A run through `training.data.Pipeline(config.data)` (the test double's synthetic data)."""
+    """A run through `training.data.Pipeline(config.data)` on synthetic data."""
     folder = str(tmp_path_factory.mktemp("evaluate") / "run")
     settings = tiny_settings(
         epochs=3, model_dir=folder, synthetic_examples=96, image_size=8, num_classes=6,
-        max_test_examples=30)
+        max_test_examples=20)
     result = trainer.run(config.from_settings(settings))
     return folder, result
 
@@ -24,7 +24,7 @@ def test_latest_checkpoint_gives_the_final_test_metrics(model_dir):
     metrics = evaluate.evaluate(folder, checkpoint="latest")
     assert metrics["checkpoint"] == os.path.join(folder, "checkpoints", "ckpt-18")
     assert (metrics["step"], metrics["split"], metrics["eval_crops"], metrics["examples"]) == (
-        18, "test", 1, 30)
+        18, "test", 1, 20)
     history = result.history.history
     assert metrics["accuracy"] == pytest.approx(history["test_accuracy"][-1])
     assert metrics["loss"] == pytest.approx(history["test_loss"][-1], rel=1e-5)
@@ -44,7 +44,7 @@ def test_ten_crops_and_an_explicit_checkpoint_path(model_dir):
     metrics = evaluate.evaluate(folder, checkpoint=path, eval_crops=10,
                                 global_batch_size=7)
     assert (metrics["checkpoint"], metrics["step"], metrics["eval_crops"],
-            metrics["examples"]) == (path, 12, 10, 30)
+            metrics["examples"]) == (path, 12, 10, 20)
 
 
 def test_bad_model_dir_and_checkpoint_are_value_errors(model_dir, tmp_path):

@@ -9,7 +9,7 @@ import sys
 import pytest
 from absl import flags
 
-from tests.training.conftest import RUN_MODULE, REPO_ROOT, run_cli, subprocess_env
+from tests.training.conftest import REPO_ROOT, run_cli, subprocess_env
 from training import config, fit
 
 
@@ -105,7 +105,7 @@ BAD_FLAGS = {
 
 def test_bad_flags_exit_2_with_one_line():
     processes = {
-        name: subprocess.Popen([sys.executable, RUN_MODULE, "training.fit", *args],
+        name: subprocess.Popen([sys.executable, "-m", "training.fit", *args],
                                cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         for name, (args, _) in BAD_FLAGS.items()}

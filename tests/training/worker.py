@@ -31,10 +31,9 @@ class _Sleep:
 def main(path):
     with open(path) as file:
         spec = json.load(file)
-    from tests.training import fakes
-
-    fakes.install()
     import numpy as np
+
+    from tests.training import fakes
     from training import config, runtime, trainer
 
     settings = spec["settings"]
