@@ -9,8 +9,15 @@ import time
 
 import numpy as np
 
-from tests.training.conftest import (TINY_MODEL, free_port, run_worker, start_worker,
-                                     tiny_settings, weights_of, worker_spec)
+from tests.training.conftest import (
+    TINY_MODEL,
+    free_port,
+    run_worker,
+    start_worker,
+    tiny_settings,
+    weights_of,
+    worker_spec,
+)
 
 
 def results_of(npz, name="run"):
