@@ -279,6 +279,8 @@ class RuntimeConfig:
             Defaults to `1`.
         save_model: bool. Write the final `model.keras` and the `saved_model` export.
             Defaults to `True`.
+        evaluate_test: bool. Evaluate the test split during training. Searches turn it off so
+            that only the validation split guides them. Defaults to `True`.
     """
 
     strategy: str = "auto"
@@ -295,6 +297,7 @@ class RuntimeConfig:
     max_loss: float = 1e4
     verbose: int = 1
     save_model: bool = True
+    evaluate_test: bool = True
 
     def __post_init__(self):
         _choice("strategy", self.strategy, STRATEGIES)
@@ -316,8 +319,9 @@ class RuntimeConfig:
             raise ValueError(f"deterministic must be True or False; got {self.deterministic!r}.")
         _number_in("max_loss", self.max_loss, 0, math.inf, low_open=True)
         _choice("verbose", self.verbose, (0, 1, 2))
-        if not isinstance(self.save_model, bool):
-            raise ValueError(f"save_model must be True or False; got {self.save_model!r}.")
+        for name in ("save_model", "evaluate_test"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}.")
 
 
 def data_config(**fields):

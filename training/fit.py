@@ -108,6 +108,7 @@ _FLAGS = [
     ("float", "max_loss", "Stop when the training loss exceeds this (or is not finite)."),
     ("integer", "verbose", "0 silent, 1 progress bar, 2 a line per epoch."),
     ("boolean", "save_model", "Write model.keras and saved_model/ at the end."),
+    ("boolean", "evaluate_test", "Evaluate the test split during training."),
 ]
 
 

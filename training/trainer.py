@@ -166,6 +166,10 @@ class Trainer:
                 f"batch_size={batch} is larger than the {self.info.train_examples} training "
                 f"images of {self.info.name}; use a smaller batch."
             )
+        if not settings.evaluate_test and not self.info.validation_examples:
+            raise ValueError(
+                "evaluate_test=False needs a validation split to evaluate (validation_images > 0)."
+            )
         self.total_steps = optimization.steps(self.steps_per_epoch)
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.schedule = schedules.build(optimization, self.steps_per_epoch)
@@ -676,7 +680,8 @@ class Trainer:
         logs["images_per_second"] = sums["count"] / sums["seconds"] if sums["seconds"] else 0.0
         logs["epoch_seconds"] = sums["seconds"]
         if (epoch + 1) % settings.eval_every_epochs == 0 or epoch + 1 == self.epochs:
-            splits = (["validation"] if self.info.validation_examples else []) + ["test"]
+            splits = (["validation"] if self.info.validation_examples else []) + (
+                ["test"] if settings.evaluate_test else [])
             for split in splits:
                 prefix = "val_" if split == "validation" else "test_"
                 metrics = self.evaluate(split)

@@ -354,3 +354,15 @@ def test_without_model_dir_nothing_is_written(tmp_path, monkeypatch):
 def test_a_batch_larger_than_the_data_is_an_error():
     with pytest.raises(ValueError, match="batch_size=256 is larger than the 128 training images"):
         trainer.Trainer(experiment(global_batch_size=256), fakes.FakePipeline())
+
+
+def test_evaluate_test_false_never_touches_the_test_split(tmp_path):
+    pipeline = fakes.FakePipeline(train_examples=64, validation_examples=16, test_examples=16)
+    result = trainer.run(experiment(epochs=2, evaluate_test=False,
+                                    model_dir=str(tmp_path / "run")), pipeline)
+    assert [call[1] for call in pipeline.calls if call[0] == "evaluation"] == ["validation"] * 2
+    assert "final_test_accuracy" not in result.results
+    assert result.results["final_validation_error"] == result.history.history["val_error"][-1]
+    assert os.path.exists(tmp_path / "run" / "results.json")
+    with pytest.raises(ValueError, match=r"evaluate_test=False needs a validation split"):
+        trainer.Trainer(experiment(evaluate_test=False), fakes.FakePipeline())
