@@ -73,13 +73,17 @@ def _increasing(argument, values, kind):
     return tuple(int(v) if kind is int else float(v) for v in values)
 
 
+CUSTOM_MODEL = "custom"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Which network to train.
 
     Args:
         name: str. A name from `keras_resnets.list_models()`, e.g. `"resnet20"` or
-            `"resnext29_8x64d"`. Defaults to `"resnet20"`.
+            `"resnext29_8x64d"`, or `"custom"`: `keras_resnets.ResNet(**overrides)` (a point
+            of a search, say). Defaults to `"resnet20"`.
         overrides: dict. Arguments of `keras_resnets.ResNet` that replace the registry's, e.g.
             `{"stage_widths": (4, 8, 16)}`, `{"zero_init_residual": True}` or
             `{"overrides": {"*_bn": {"synchronized": True}}}` (cross-replica batch norm). The
@@ -97,7 +101,7 @@ class ModelConfig:
     def __post_init__(self):
         import keras_resnets
 
-        names = keras_resnets.list_models()
+        names = keras_resnets.list_models() + [CUSTOM_MODEL]
         if self.name not in names:
             raise ValueError(f"model must be one of {names}; got {self.name!r}.")
         if not isinstance(self.overrides, Mapping):
@@ -117,9 +121,11 @@ class ModelConfig:
         """Builds the model for a data set of `num_classes` classes and `image_shape` images."""
         import keras_resnets
 
-        return keras_resnets.get_model(
-            self.name, classes=int(num_classes), input_shape=tuple(image_shape), **self.overrides
-        )
+        arguments = dict(classes=int(num_classes), input_shape=tuple(image_shape),
+                         **self.overrides)
+        if self.name == CUSTOM_MODEL:
+            return keras_resnets.ResNet(**arguments)
+        return keras_resnets.get_model(self.name, **arguments)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,7 +40,8 @@ _DEFAULTS = {**_DATA_DEFAULTS, **_OPTIMIZATION, **_RUNTIME, "batch_size":
 _FLAGS = [
     ("string", "recipe", "A paper's recipe: " + ", ".join(config_lib.list_recipes())
      + ". Other flags given on the command line override it."),
-    ("string", "model", "A model name from keras_resnets.list_models()."),
+    ("string", "model", "A model name from keras_resnets.list_models(), or custom: "
+                        "keras_resnets.ResNet(**model_overrides)."),
     ("string", "model_overrides", "JSON object of keras_resnets.ResNet arguments, e.g. "
      "'{\"stage_widths\": [8, 16, 32], \"zero_init_residual\": true}'."),
     # Data (training.data.DataConfig).

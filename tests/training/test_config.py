@@ -212,3 +212,13 @@ def test_model_config_builds_for_the_data_set():
     model = config.ModelConfig("resnet20", {"depth": 8}).build(7, (16, 16, 3))
     assert model.output_shape == (None, 7)
     assert model.input_shape == (None, 16, 16, 3)
+
+
+def test_custom_model_is_the_generic_builder():
+    arguments = {"depth": 8, "stem": "cifar", "stage_widths": [4, 8, 16],
+                 "unit": "full_preactivation"}
+    model = config.ModelConfig("custom", arguments).build(num_classes=7, image_shape=(16, 16, 3))
+    expected = keras_resnets.ResNet(8, stem="cifar", stage_widths=(4, 8, 16), classes=7,
+                                    unit="full_preactivation", input_shape=(16, 16, 3))
+    assert model.count_params() == expected.count_params()
+    assert model.output_shape == (None, 7)
