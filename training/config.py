@@ -115,7 +115,9 @@ class ModelConfig:
                 f"model_overrides may not set {reserved}: the classes and input shape come from "
                 "the data set, and a trained classifier needs include_top."
             )
-        object.__setattr__(self, "overrides", dict(self.overrides))
+        # JSON gives lists; keras_resnets takes tuples (and equal configs compare equal).
+        object.__setattr__(self, "overrides", {
+            k: tuple(v) if isinstance(v, list) else v for k, v in self.overrides.items()})
 
     def build(self, num_classes: int, image_shape):
         """Builds the model for a data set of `num_classes` classes and `image_shape` images."""

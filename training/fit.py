@@ -8,6 +8,7 @@ overrides the recipe (the defaults shown by `--help` apply without `--recipe`):
     python -m training.fit --recipe=imagenet_resnet50 --data_dir=~/tensorflow_datasets \
         --mixed_precision=float16 --model_dir=runs/resnet50
     python -m training.fit --model=resnet56 --dataset=cifar100 --epochs=10 --batch_size=64
+    python -m training.fit --config=tuning_runs/search/export/best_1.json --epochs=180
 
 Rerunning the same command resumes from the model directory's latest checkpoint. A bad flag exits
 with code 2 and one line on stderr; a diverging run exits with code 1.
@@ -33,13 +34,16 @@ _DATA_DEFAULTS = {  # training.data.DataConfig's defaults (a test checks that th
     "max_train_examples": None, "max_test_examples": None,
 }
 _DEFAULTS = {**_DATA_DEFAULTS, **_OPTIMIZATION, **_RUNTIME, "batch_size":
-             _OPTIMIZATION["global_batch_size"], "recipe": None, "model": "resnet20",
+             _OPTIMIZATION["global_batch_size"], "recipe": None, "config": None,
+             "model": "resnet20",
              "model_overrides": "{}", "decay_steps": [], "decay_epochs": []}
 
 # (kind, name, help[, choices]); the defaults come from the configs above.
 _FLAGS = [
     ("string", "recipe", "A paper's recipe: " + ", ".join(config_lib.list_recipes())
      + ". Other flags given on the command line override it."),
+    ("string", "config", "A JSON experiment config (a model directory's config.json, or one "
+     "exported by python -m tuning.search); other flags override it, as for --recipe."),
     ("string", "model", "A model name from keras_resnets.list_models(), or custom: "
                         "keras_resnets.ResNet(**model_overrides)."),
     ("string", "model_overrides", "JSON object of keras_resnets.ResNet arguments, e.g. "
@@ -162,6 +166,17 @@ def settings_from_flags(flag_values=FLAGS):
 def config_from_flags(flag_values=FLAGS) -> config_lib.ExperimentConfig:
     """The `ExperimentConfig` of the command line: the recipe (if any) with the flags given."""
     settings = settings_from_flags(flag_values)
+    path = flag_values["config"].value
+    if path is not None:
+        if flag_values["recipe"].value is not None:
+            raise ValueError("Give --recipe or --config, not both.")
+        try:
+            with open(path) as file:
+                base = config_lib.ExperimentConfig.from_dict(json.load(file))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"--config={path!r} is not a readable experiment config: "
+                             f"{error}") from None
+        return base.replace(**settings)
     if flag_values["recipe"].value is not None:
         return config_lib.recipe(flag_values["recipe"].value, **settings)
     if "model" not in settings:

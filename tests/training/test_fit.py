@@ -22,7 +22,7 @@ def parse(*args):
 
 def test_every_setting_has_a_flag():
     flag_values = parse()
-    names = set(flag_values) - {"recipe"}
+    names = set(flag_values) - {"recipe", "config"}
     expected = (set(config.override_keys()) - {"global_batch_size"}) | {"batch_size"}
     assert expected <= names
 
@@ -67,6 +67,20 @@ def test_without_a_recipe_the_flag_defaults_apply():
     assert experiment.optimization.epochs == 2
     assert experiment.optimization.decay_epochs == (1.5,)
     assert experiment.optimization.global_batch_size == 128
+
+
+def test_a_config_file_is_the_base_and_flags_override_it(tmp_path):
+    base = config.recipe("cifar10_resnet56", model="custom",
+                         model_overrides={"depth": 8, "stem": "cifar", "stage_widths": (4, 8, 16)})
+    path = tmp_path / "best_1.json"
+    path.write_text(json.dumps(base.to_dict()))
+    assert fit.config_from_flags(parse(f"--config={path}")) == base
+    changed = fit.config_from_flags(parse(f"--config={path}", "--epochs=3", "--seed=2"))
+    assert changed == base.replace(epochs=3, seed=2)
+    with pytest.raises(ValueError, match=r"Give --recipe or --config, not both"):
+        fit.config_from_flags(parse(f"--config={path}", "--recipe=cifar10_resnet20"))
+    with pytest.raises(ValueError, match=r"--config='/no/file.json' is not a readable"):
+        fit.config_from_flags(parse("--config=/no/file.json"))
 
 
 def test_a_bad_list_is_a_value_error():
