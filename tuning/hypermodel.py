@@ -148,6 +148,16 @@ class TrainingSpace:
     batch_sizes: Optional[Tuple[int, ...]] = None
     label_smoothings: Optional[Tuple[float, ...]] = None
 
+    def __post_init__(self):
+        for name in ("learning_rates", "weight_decays"):
+            bounds = getattr(self, name)
+            if bounds is not None and (len(bounds) != 2 or not 0 < bounds[0] < bounds[1]):
+                raise ValueError(f"{name} must be (low, high) with 0 < low < high; "
+                                 f"got {bounds!r}.")
+        for name in ("batch_sizes", "label_smoothings"):
+            if getattr(self, name) is not None and not getattr(self, name):
+                raise ValueError(f"The search space is empty: {name} has no values.")
+
     def choose(self, hp: keras_tuner.HyperParameters) -> Dict[str, object]:
         """Declare the training hyperparameters in `hp`; returns training-config overrides."""
         overrides = {}
