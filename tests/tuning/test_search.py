@@ -138,6 +138,21 @@ def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
     with open(os.path.join(project_dir, "results.csv")) as file:
         assert len(file.read().splitlines()) == 1 + 4  # the chief's table holds all of them
 
+    # The same search on one machine proposes the same points and gets the same errors.
+    local_dir = str(tmp_path / "local")
+    local = subprocess.run(_search_command("--max_trials=4", f"--directory={local_dir}"),
+                           cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
+                           timeout=600)
+    assert local.returncode == 0, local.stderr[-3000:]
+    local_completed = _completed(os.path.join(local_dir, "search"))
+
+    def outcomes(trials):
+        return sorted((json.dumps(t["hyperparameters"]["values"], sort_keys=True),
+                       t["metrics"]["metrics"]["val_error"]["observations"][0]["value"][0])
+                      for t in trials.values())
+
+    assert outcomes(local_completed) == outcomes(completed)
+
 
 @pytest.mark.parametrize("flags, message", [
     (["--tuner=grid"], r"tuner must be one of \['random', 'bayesian', 'hyperband'\]"),
