@@ -88,3 +88,20 @@ class captured_stderr:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def set_up_or_fail(program: str, set_up):
+    """Runs `set_up()` with TensorFlow's start-up lines held back and returns its result; a
+    `ValueError` or `TypeError` from it is a usage error (one line, exit code 2)."""
+    with captured_stderr() as captured:
+        try:
+            result = set_up()
+        except (ValueError, TypeError) as error:
+            captured.discard()
+            usage_error = error
+        else:
+            usage_error = None
+    if usage_error is not None:
+        fail(program, usage_error)
+    captured.replay()
+    return result

@@ -139,18 +139,8 @@ def main(argv):
         ("batch_size", "global_batch_size"), ("dataset", "dataset"), ("data_dir", "data_dir"),
         ("strategy", "strategy"), ("mixed_precision", "mixed_precision"))
         if FLAGS[flag].value is not None}
-    with cli.captured_stderr() as captured:
-        try:
-            trainer, path = load(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_crops,
-                                 **overrides)
-        except (ValueError, TypeError) as error:
-            captured.discard()
-            usage_error = error
-        else:
-            usage_error = None
-    if usage_error is not None:
-        cli.fail(PROGRAM, usage_error)
-    captured.replay()
+    trainer, path = cli.set_up_or_fail(PROGRAM, lambda: load(
+        FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_crops, **overrides))
     metrics = _metrics(trainer, path, FLAGS.split)
     name = os.path.basename(metrics["checkpoint"]) if FLAGS.checkpoint not in (
         config_lib.CHECKPOINTS) else FLAGS.checkpoint

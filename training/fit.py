@@ -188,23 +188,18 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(PROGRAM, f"unexpected arguments {argv[1:]}; every setting is a --flag.")
     cli.quiet_logs()
-    with cli.captured_stderr() as captured:
-        try:
-            experiment = config_from_flags()
-            from training import trainer
 
-            run = trainer.Trainer(experiment)
-        except (ValueError, TypeError) as error:
-            captured.discard()
-            usage_error = error
-        else:
-            usage_error = None
-    if usage_error is not None:
-        cli.fail(PROGRAM, usage_error)
-    captured.replay()
+    def set_up():
+        from training import trainer
+
+        return trainer.Trainer(config_from_flags())
+
+    run = cli.set_up_or_fail(PROGRAM, set_up)
+    from training.trainer import TrainingDiverged
+
     try:
         run.fit()
-    except trainer.TrainingDiverged as error:
+    except TrainingDiverged as error:
         sys.stderr.write(f"{PROGRAM}: {error}\n")
         sys.exit(1)
 

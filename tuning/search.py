@@ -110,21 +110,17 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(PROGRAM, f"unexpected arguments {argv[1:]}; every setting is a --flag.")
     cli.quiet_logs()
-    with cli.captured_stderr() as captured:
-        try:
-            from tuning import tuner as tuner_lib
 
-            search = search_config_from_flags()
-            tuner = tuner_lib.build_tuner(search, FLAGS.role, FLAGS.oracle_address,
-                                          FLAGS.tuner_id)
-        except (ValueError, TypeError) as error:
-            captured.discard()
-            usage_error = error
-        else:
-            usage_error = None
-    if usage_error is not None:
-        cli.fail(PROGRAM, usage_error)
-    captured.replay()
+    def set_up():
+        from tuning import tuner as tuner_lib
+
+        search = search_config_from_flags()
+        return search, tuner_lib.build_tuner(search, FLAGS.role, FLAGS.oracle_address,
+                                             FLAGS.tuner_id)
+
+    search, tuner = cli.set_up_or_fail(PROGRAM, set_up)
+    from tuning import tuner as tuner_lib
+
     tuner.search()
     if FLAGS.role != "worker":
         result = tuner_lib.write_report(tuner, search)
