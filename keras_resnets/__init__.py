@@ -9,7 +9,7 @@
 from keras_resnets.blocks import ORDERINGS, SHORTCUTS
 from keras_resnets.builder import ResNet, resolve_architecture
 from keras_resnets.config import LayerConfig
-from keras_resnets.layers import ZeroPadShortcut
+from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
 from keras_resnets.profile import ModelProfile, model_table, profile
 from keras_resnets.registry import (
     Plain18,
@@ -85,6 +85,8 @@ __all__ = [
     "SHORTCUTS",
     "UNITS",
     "ZeroPadShortcut",
+    "FusedBatchNormalization",
+    "GroupedConv2D",
     "get_model",
     "list_models",
     "model_arguments",

@@ -15,7 +15,7 @@ from typing import NamedTuple, Sequence, Tuple
 import keras
 
 from keras_resnets.config import LayerConfig
-from keras_resnets.layers import ZeroPadShortcut
+from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,7 @@ class LayerFactory:
         if use_bias == "auto":
             use_bias = not followed_by_bn
         return self.create(
-            keras.layers.Conv2D,
+            GroupedConv2D if spec.groups > 1 else keras.layers.Conv2D,
             name,
             filters=spec.filters,
             kernel_size=spec.kernel_size,
@@ -127,7 +127,7 @@ class LayerFactory:
 
     def bn(self, x, name, zero_gamma=False):
         return self.create(
-            keras.layers.BatchNormalization,
+            FusedBatchNormalization,
             name,
             momentum=self.config.bn_momentum,
             epsilon=self.config.bn_epsilon,

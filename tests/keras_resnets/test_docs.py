@@ -55,14 +55,25 @@ def test_readme_quick_start_runs():
     assert namespace["custom"].name == "resnet"
 
 
-def test_keras_resnets_source_never_imports_tensorflow():
+def _tensorflow_imports(tree):
+    for node in ast.walk(tree):
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        if any(name.split(".")[0] == "tensorflow" for name in names):
+            yield node
+
+
+def test_only_the_backends_module_imports_tensorflow_and_only_lazily():
     package = pathlib.Path(keras_resnets.__file__).parent
     for path in package.glob("*.py"):
         tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(name.split(".")[0] == "tensorflow" for name in names), path
+        if path.name != "backends.py":
+            assert not list(_tensorflow_imports(tree)), path
+            continue
+        for function in [node for node in tree.body if isinstance(node, ast.FunctionDef)]:
+            for node in _tensorflow_imports(function):
+                node.lazy = True
+        assert all(getattr(node, "lazy", False) for node in _tensorflow_imports(tree))
 
 
 def test_builders_run_on_the_torch_backend_without_tensorflow():
