@@ -30,7 +30,7 @@ def _batch():
     from training.data import DataConfig, Pipeline
 
     pipeline = Pipeline(DataConfig(dataset=common.CIFAR10, validation_images=5000,
-                                   max_train_examples=20_000))
+                                   max_train_examples=common.SHORT_SCHEDULE["max_train_examples"]))
     images, labels = next(iter(pipeline.evaluation("validation", 128)))
     return images.numpy(), labels.numpy()
 
