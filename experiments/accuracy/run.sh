@@ -7,3 +7,6 @@ DATA=${CIFAR10:-../shared/data/cifar10}
 python -m training.fit --recipe=cifar10_resnet20 --dataset="$DATA" --validation_images=5000 \
   --epochs=60 --schedule=cosine --weight_decay=5e-4 --seed=0 \
   --model_dir=experiments/accuracy/runs/resnet20 --verbose=2
+# The committed results: the run's summary, per-epoch history and curves.
+mkdir -p experiments/accuracy/results
+cp experiments/accuracy/runs/resnet20/{results.json,history.csv,curves.png} experiments/accuracy/results/
