@@ -8,7 +8,7 @@ Committed results go to `experiments/<name>/results/`.
 import csv
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
 CIFAR10 = os.environ.get(
@@ -106,29 +106,31 @@ def summary(experiment: str, run: str, results: Dict) -> Dict:
     }
 
 
-def plot_curves(experiment: str, runs: Dict[str, str], path: str, title: str):
-    """Training (dashed) and test (solid) error per epoch of several runs in one figure, in the
-    style of He et al. 2015, Figure 6."""
+def plot_curves(panels: Dict[str, Dict[Tuple[str, str], str]], path: str) -> str:
+    """Training (dashed) and test (solid) error per epoch, one panel per title, each with the
+    runs it maps (`(experiment, run)` to a label), in the style of He et al. 2015, Figure 6."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axis = pyplot.subplots(figsize=(7, 4.5))
-    for (run, label), color in zip(runs.items(), pyplot.rcParams["axes.prop_cycle"].by_key()[
-            "color"]):
-        rows = history(experiment, run)
-        epochs = [row["epoch"] for row in rows]
-        axis.plot(epochs, [100 * row["error"] for row in rows], "--", color=color,
-                  label=f"{label} train")
-        axis.plot(epochs, [100 * row["test_error"] for row in rows], "-", color=color,
-                  label=f"{label} test")
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("error (%)")
-    axis.set_ylim(0, None)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, ncol=2)
-    axis.set_title(title)
+    figure, axes = pyplot.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), sharey=True,
+                                   squeeze=False)
+    colors = pyplot.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, (title, runs) in zip(axes[0], panels.items()):
+        for ((experiment, run), label), color in zip(runs.items(), colors):
+            rows = history(experiment, run)
+            epochs = [row["epoch"] for row in rows]
+            axis.plot(epochs, [100 * row["error"] for row in rows], "--", color=color,
+                      label=f"{label} train")
+            axis.plot(epochs, [100 * row["test_error"] for row in rows], "-", color=color,
+                      label=f"{label} test")
+        axis.set_xlabel("epoch")
+        axis.set_ylim(0, None)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, ncol=2)
+        axis.set_title(title)
+    axes[0][0].set_ylabel("error (%)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     pyplot.close(figure)

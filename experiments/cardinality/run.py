@@ -33,9 +33,10 @@ def main():
         rows.append({"template": run, "paper_resnext50_top1_error": paper,
                      "mmacs": cost.macs / 1e6, **common.summary(NAME, run, results)})
     common.write_table(NAME, "results", rows)
-    common.plot_curves(NAME, {row["template"]: row["template"] for row in rows},
-                       os.path.join(common.results_dir(NAME), "curves.png"),
-                       "ResNeXt-29 (widths 16-64) at matched multiply-adds")
+    common.plot_curves(
+        {"ResNeXt-29 (widths 16-64) at matched multiply-adds":
+         {(NAME, row["template"]): row["template"] for row in rows}},
+        os.path.join(common.results_dir(NAME), "curves.png"))
     print(common.markdown(rows, ["template", "paper_resnext50_top1_error", "params", "mmacs",
                                  "train_error", "val_error", "test_error"]))
 

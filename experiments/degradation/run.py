@@ -19,11 +19,10 @@ def main():
     results = {run: common.train(NAME, run, model=run) for run in RUNS}
     rows = [common.summary(NAME, run, results[run]) for run in RUNS]
     common.write_table(NAME, "results", rows)
-    folder = common.results_dir(NAME)
-    common.plot_curves(NAME, {r: RUNS[r] for r in ("plain20", "plain56")},
-                       os.path.join(folder, "plain.png"), "Plain networks on CIFAR-10")
-    common.plot_curves(NAME, {r: RUNS[r] for r in ("resnet20", "resnet56")},
-                       os.path.join(folder, "resnet.png"), "Residual networks on CIFAR-10")
+    common.plot_curves(
+        {"Plain networks": {(NAME, r): RUNS[r] for r in ("plain20", "plain56")},
+         "Residual networks": {(NAME, r): RUNS[r] for r in ("resnet20", "resnet56")}},
+        os.path.join(common.results_dir(NAME), "curves.png"))
     print(common.markdown(rows, ["run", "params", "train_error", "val_error", "test_error",
                                  "hours"]))
 

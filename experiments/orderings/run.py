@@ -31,9 +31,10 @@ def _train(unit, seed=0):
 
 
 def main():
-    rows = []
+    rows, curves = [], {}
     for unit, letter in UNITS.items():
         experiment, run, results = _train(unit)
+        curves[(experiment, run)] = f"{letter} {unit}"
         rows.append({"unit": f"{letter} {unit}", "paper_resnet110_error": PAPER[unit],
                      **common.summary(experiment, run, results)})
     for unit in ("original", "full_preactivation"):
@@ -43,9 +44,8 @@ def main():
                          "paper_resnet110_error": PAPER[unit],
                          **common.summary(experiment, run, results)})
     common.write_table(NAME, "results", rows)
-    runs = {unit: f"{letter} {unit}" for unit, letter in UNITS.items() if unit != "original"}
-    common.plot_curves(NAME, runs, os.path.join(common.results_dir(NAME), "curves.png"),
-                       "ResNet-20 with the five unit orderings ((a): degradation/resnet20)")
+    common.plot_curves({"ResNet-20 with the five unit orderings": curves},
+                       os.path.join(common.results_dir(NAME), "curves.png"))
     print(common.markdown(rows, ["unit", "paper_resnet110_error", "train_error", "val_error",
                                  "test_error"]))
 
