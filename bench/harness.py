@@ -1,0 +1,325 @@
+"""The shared benchmark harness: interleaved timing windows, ratios, peak memory, results files.
+
+Every figure a benchmark reports is a ratio against a baseline measured in the same process, so
+the harness times the contenders of one comparison in interleaved windows (A B, B A, A B, ...: the
+order rotates every round, so machine noise and order effects hit all of them) and reports the
+median rate and the median of the per-round ratios. Peak memory is the resident-set high-water
+mark of a fresh subprocess per contender, since TensorFlow and PyTorch never hand memory back.
+
+This module imports only the standard library, so any benchmark (and `bench/gpu_check.py` on a
+machine with only TensorFlow installed) can use it. A benchmark module is a `main(argv)` that
+builds `Workload`s, times them with `time_interleaved`, and writes its dict with `write_results`.
+"""
+
+import dataclasses
+import datetime
+import importlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
+RESULT_MARKER = "BENCH_RESULT "
+PACKAGES = ("tensorflow", "keras", "torch", "numpy", "keras-resnets")
+
+
+@dataclasses.dataclass
+class Workload:
+    """One timed thing: `step()` runs one synchronous step over `items_per_step` images."""
+
+    name: str
+    step: Callable[[], object]
+    items_per_step: int
+
+
+# ----------------------------------------------------------------------------------- statistics
+
+
+def median(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("median of no values")
+    return float(statistics.median(values))
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """(max - min) / median: how far apart the windows were, as a fraction of the median."""
+    return (max(values) - min(values)) / median(values)
+
+
+def paired_ratios(candidate: Sequence[float], baseline: Sequence[float]) -> List[float]:
+    """Per-round ratios of two interleaved series (round i of one against round i of the other)."""
+    if len(candidate) != len(baseline):
+        raise ValueError(f"series differ in length: {len(candidate)} vs {len(baseline)}")
+    return [c / b for c, b in zip(candidate, baseline)]
+
+
+def ratio_summary(candidate: Sequence[float], baseline: Sequence[float]) -> Dict[str, float]:
+    """Median of the per-round ratios, with their lowest and highest value."""
+    ratios = paired_ratios(candidate, baseline)
+    return {"ratio": median(ratios), "ratio_low": min(ratios), "ratio_high": max(ratios)}
+
+
+def summarize(rates: Sequence[float], cores_busy: Sequence[float] = ()) -> Dict[str, object]:
+    """Median rate, relative spread, the window rates, and the median cores busy if given."""
+    return {
+        "images_per_s": median(rates),
+        "spread": relative_spread(rates),
+        "windows": [float(r) for r in rates],
+        "cores_busy": median(cores_busy) if cores_busy else None,
+    }
+
+
+# --------------------------------------------------------------------------------------- timing
+
+
+def calibrate(step: Callable[[], object], min_window_s: float, clock=time.perf_counter) -> int:
+    """Steps per window: enough for `min_window_s` seconds at the speed of one timed step."""
+    start = clock()
+    step()
+    elapsed = max(clock() - start, 1e-9)
+    return max(1, math.ceil(min_window_s / elapsed))
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used, over all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_window(workload: Workload, steps: int, clock=time.perf_counter) -> Tuple[float, float]:
+    """Images per second over `steps` consecutive steps, and the cores busy on average
+    (process CPU time / wall time: below the thread count when other work took the CPUs)."""
+    start, cpu_start = clock(), cpu_seconds()
+    for _ in range(steps):
+        workload.step()
+    wall = clock() - start
+    return workload.items_per_step * steps / wall, (cpu_seconds() - cpu_start) / wall
+
+
+def time_interleaved(
+    workloads: Sequence[Workload],
+    *,
+    warmup_steps: int = 2,
+    windows: int = 5,
+    min_window_s: float = 5.0,
+    log: Optional[Callable[[str], None]] = None,
+) -> Dict[str, Dict[str, List[float]]]:
+    """Warm up every workload, then time `windows` rounds of one window each, interleaved.
+
+    Round r runs the workloads in their order rotated by r (A B C, B C A, C A B, ...). Each
+    workload's steps per window are calibrated once after its warm-up.
+
+    Returns:
+        name -> {"rates": images/s per round, "cores_busy": CPU time / wall time per round};
+        index i of every list is the same round.
+    """
+    names = [w.name for w in workloads]
+    if len(set(names)) != len(names):
+        raise ValueError(f"workload names must be unique; got {names}")
+    steps = {}
+    for workload in workloads:
+        for _ in range(warmup_steps):
+            workload.step()
+        steps[workload.name] = calibrate(workload.step, min_window_s)
+        if log:
+            log(f"  warmed up {workload.name}: {steps[workload.name]} step(s) per window")
+    series = {name: {"rates": [], "cores_busy": []} for name in names}
+    for round_index in range(windows):
+        shift = round_index % len(workloads)
+        for workload in list(workloads[shift:]) + list(workloads[:shift]):
+            rate, busy = time_window(workload, steps[workload.name])
+            series[workload.name]["rates"].append(rate)
+            series[workload.name]["cores_busy"].append(busy)
+        if log:
+            log(f"  round {round_index + 1}/{windows} (load {load_average():.2f}): "
+                + ", ".join(f"{n} {series[n]['rates'][-1]:.1f}/s" for n in names))
+    return series
+
+
+# --------------------------------------------------------------------------------------- memory
+
+
+def peak_rss_mib() -> float:
+    """This process's resident-set high-water mark in MiB.
+
+    On Linux this is `VmHWM` from /proc/self/status: `getrusage`'s `ru_maxrss` survives
+    fork + exec, so a fresh child would report its parent's peak when the parent was larger.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def run_isolated(target: str, kwargs: Mapping[str, object], timeout: float = 1800) -> dict:
+    """Call `module:function(**kwargs)` in a fresh Python process and return its dict result.
+
+    The child adds `peak_rss_mib`, its resident-set high-water mark at the end of the call. The
+    result crosses the process boundary as JSON, so kwargs and the result must be JSON-able.
+    """
+    command = [sys.executable, "-m", "bench.harness", target, json.dumps(dict(kwargs))]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=root)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):])
+    raise RuntimeError(
+        f"isolated run of {target}({kwargs}) failed with exit code {done.returncode}:\n"
+        + (done.stderr or done.stdout)[-3000:]
+    )
+
+
+def _child_main(argv: Sequence[str]) -> None:
+    target, kwargs = argv[0], json.loads(argv[1])
+    module_name, function_name = target.split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    result = dict(function(**kwargs))
+    result["peak_rss_mib"] = peak_rss_mib()
+    sys.stdout.flush()
+    print(RESULT_MARKER + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------------- the machine
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> Optional[float]:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    return None
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable processes on the machine), 0.0 where unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def package_versions(packages: Sequence[str] = PACKAGES) -> Dict[str, Optional[str]]:
+    """Installed versions, read from package metadata (nothing is imported)."""
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def machine_info() -> Dict[str, object]:
+    """CPU model, cores, memory, OS, Python and framework versions."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "memory_gib": _memory_gib(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": package_versions(),
+        "load_average": load_average(),
+    }
+
+
+# --------------------------------------------------------------------------------- results files
+
+
+def markdown_table(columns: Sequence[tuple], rows: Sequence[Mapping[str, object]]) -> str:
+    """A Markdown table; `columns` are (header, key, format) with format like "{:.1f}".
+
+    Missing or None values print as an empty cell.
+    """
+    lines = ["| " + " | ".join(header for header, _, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = []
+        for _, key, fmt in columns:
+            value = row.get(key)
+            cells.append("" if value is None else fmt.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def timestamp() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def write_results(result: Mapping[str, object], markdown: str, name: str,
+                  directory: str = RESULTS_DIR) -> Dict[str, str]:
+    """Write `<name>-<UTC time>.json` and `.md` into `directory`; returns their paths."""
+    os.makedirs(directory, exist_ok=True)
+    stem = os.path.join(directory, f"{name}-{result.get('created', timestamp())}")
+    with open(stem + ".json", "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    with open(stem + ".md", "w", encoding="utf-8") as handle:
+        handle.write(markdown.rstrip() + "\n")
+    return {"json": stem + ".json", "markdown": stem + ".md"}
+
+
+def update_readme(section: str, markdown: str, readme: str = README) -> bool:
+    """Replace the text between `<!-- {section}:begin -->` and `<!-- {section}:end -->`.
+
+    Returns False (and changes nothing) when the README has no such markers.
+    """
+    if not os.path.exists(readme):
+        return False
+    with open(readme, encoding="utf-8") as handle:
+        text = handle.read()
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(text):
+        return False
+    text = pattern.sub(lambda _: f"{begin}\n{markdown.strip()}\n{end}", text)
+    with open(readme, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return True
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])
