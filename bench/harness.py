@@ -31,6 +31,8 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
 RESULT_MARKER = "BENCH_RESULT "
 PACKAGES = ("tensorflow", "keras", "torch", "numpy", "keras-resnets")
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
+              "TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 @dataclasses.dataclass
@@ -63,19 +65,38 @@ def paired_ratios(candidate: Sequence[float], baseline: Sequence[float]) -> List
     return [c / b for c, b in zip(candidate, baseline)]
 
 
-def ratio_summary(candidate: Sequence[float], baseline: Sequence[float]) -> Dict[str, float]:
-    """Median of the per-round ratios, with their lowest and highest value."""
-    ratios = paired_ratios(candidate, baseline)
-    return {"ratio": median(ratios), "ratio_low": min(ratios), "ratio_high": max(ratios)}
+def _select(values: Sequence[float], mask: Optional[Sequence[bool]]) -> List[float]:
+    """The values where `mask` is true; all of them when there is no mask or it selects none."""
+    if mask is None or not any(mask):
+        return list(values)
+    return [value for value, keep in zip(values, mask) if keep]
 
 
-def summarize(rates: Sequence[float], cores_busy: Sequence[float] = ()) -> Dict[str, object]:
-    """Median rate, relative spread, the window rates, and the median cores busy if given."""
+def ratio_summary(candidate: Sequence[float], baseline: Sequence[float],
+                  clean: Optional[Sequence[bool]] = None) -> Dict[str, object]:
+    """Median of the per-round ratios, with their lowest and highest value.
+
+    With `clean` (one flag per round), only the clean rounds count, unless there are none;
+    `rounds` says how many rounds the figure rests on and `clean` whether they were clean.
+    """
+    ratios = _select(paired_ratios(candidate, baseline), clean)
+    return {"ratio": median(ratios), "ratio_low": min(ratios), "ratio_high": max(ratios),
+            "rounds": len(ratios), "clean": clean is None or any(clean)}
+
+
+def summarize(rates: Sequence[float], cores_busy: Sequence[float] = (),
+              other_cores: Sequence[float] = (),
+              clean: Optional[Sequence[bool]] = None) -> Dict[str, object]:
+    """Median rate (over the clean windows when some are), relative spread, the window rates,
+    the median cores this process kept busy and the median cores other processes used."""
+    selected = _select(rates, clean)
     return {
-        "images_per_s": median(rates),
-        "spread": relative_spread(rates),
+        "images_per_s": median(selected),
+        "spread": relative_spread(selected),
         "windows": [float(r) for r in rates],
+        "clean_windows": len(rates) if clean is None else sum(bool(c) for c in clean),
         "cores_busy": median(cores_busy) if cores_busy else None,
+        "other_cores": median(other_cores) if other_cores else None,
     }
 
 
@@ -96,14 +117,81 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_window(workload: Workload, steps: int, clock=time.perf_counter) -> Tuple[float, float]:
-    """Images per second over `steps` consecutive steps, and the cores busy on average
-    (process CPU time / wall time: below the thread count when other work took the CPUs)."""
-    start, cpu_start = clock(), cpu_seconds()
+def system_busy_seconds() -> Optional[float]:
+    """CPU time every process on the machine has used since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores this process and all other processes kept busy between `start()` and `stop()`."""
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+
+    def start(self):
+        self._wall, self._own, self._system = self.clock(), cpu_seconds(), system_busy_seconds()
+
+    def stop(self) -> Tuple[float, float, Optional[float]]:
+        """Returns (wall seconds, own cores busy, other processes' cores busy or None)."""
+        wall = max(self.clock() - self._wall, 1e-9)
+        own = cpu_seconds() - self._own
+        system = system_busy_seconds()
+        others = None
+        if system is not None and self._system is not None:
+            others = max(0.0, (system - self._system - own) / wall)
+        return wall, own / wall, others
+
+
+@dataclasses.dataclass
+class Quiet:
+    """When a window counts as clean, and how long to wait for a quiet machine before one.
+
+    Other processes on a small shared machine take cores from the benchmark, and frameworks
+    suffer unequally (PyTorch's OpenMP threads spin at barriers while a partner thread waits
+    for a core): a window during which other processes kept more than `max_other_cores` busy
+    is contended. Before each window the harness waits up to `timeout_s` for `probe_s` seconds
+    in which the others stay below that bound.
+    """
+
+    max_other_cores: float = 0.25
+    timeout_s: float = 0.0
+    probe_s: float = 1.0
+
+    def wait(self) -> float:
+        """Wait for a quiet probe (at most `timeout_s`); returns the seconds waited."""
+        start = time.perf_counter()
+        meter = CpuMeter()
+        while time.perf_counter() - start < self.timeout_s:
+            meter.start()
+            time.sleep(self.probe_s)
+            _, _, others = meter.stop()
+            if others is None or others <= self.max_other_cores:
+                break
+        return time.perf_counter() - start
+
+    def is_clean(self, other_cores: Optional[float]) -> bool:
+        return other_cores is None or other_cores <= self.max_other_cores
+
+
+def time_window(workload: Workload, steps: int, clock=time.perf_counter) -> Dict[str, float]:
+    """Images per second over `steps` consecutive steps; the cores this process kept busy
+    (CPU time / wall time) and the cores other processes took meanwhile."""
+    meter = CpuMeter(clock)
+    meter.start()
     for _ in range(steps):
         workload.step()
-    wall = clock() - start
-    return workload.items_per_step * steps / wall, (cpu_seconds() - cpu_start) / wall
+    wall, own, others = meter.stop()
+    return {"rate": workload.items_per_step * steps / wall, "cores_busy": own,
+            "other_cores": others}
+
+
+SERIES = ("rates", "cores_busy", "other_cores", "waited_s")
 
 
 def time_interleaved(
@@ -112,16 +200,18 @@ def time_interleaved(
     warmup_steps: int = 2,
     windows: int = 5,
     min_window_s: float = 5.0,
+    quiet: Optional[Quiet] = None,
     log: Optional[Callable[[str], None]] = None,
-) -> Dict[str, Dict[str, List[float]]]:
+) -> Dict[str, Dict[str, list]]:
     """Warm up every workload, then time `windows` rounds of one window each, interleaved.
 
     Round r runs the workloads in their order rotated by r (A B C, B C A, C A B, ...). Each
-    workload's steps per window are calibrated once after its warm-up.
+    workload's steps per window are calibrated once after its warm-up. With `quiet`, each
+    window waits for a quiet machine first (see `Quiet`).
 
     Returns:
-        name -> {"rates": images/s per round, "cores_busy": CPU time / wall time per round};
-        index i of every list is the same round.
+        name -> {"rates": images/s, "cores_busy", "other_cores", "waited_s"}, lists with one
+        entry per round (index i of every list is the same round).
     """
     names = [w.name for w in workloads]
     if len(set(names)) != len(names):
@@ -133,17 +223,35 @@ def time_interleaved(
         steps[workload.name] = calibrate(workload.step, min_window_s)
         if log:
             log(f"  warmed up {workload.name}: {steps[workload.name]} step(s) per window")
-    series = {name: {"rates": [], "cores_busy": []} for name in names}
+    series = {name: {key: [] for key in SERIES} for name in names}
     for round_index in range(windows):
         shift = round_index % len(workloads)
         for workload in list(workloads[shift:]) + list(workloads[:shift]):
-            rate, busy = time_window(workload, steps[workload.name])
-            series[workload.name]["rates"].append(rate)
-            series[workload.name]["cores_busy"].append(busy)
+            waited = quiet.wait() if quiet else 0.0
+            window = time_window(workload, steps[workload.name])
+            entry = series[workload.name]
+            entry["rates"].append(window["rate"])
+            entry["cores_busy"].append(window["cores_busy"])
+            entry["other_cores"].append(window["other_cores"])
+            entry["waited_s"].append(waited)
         if log:
-            log(f"  round {round_index + 1}/{windows} (load {load_average():.2f}): "
-                + ", ".join(f"{n} {series[n]['rates'][-1]:.1f}/s" for n in names))
+            log(f"  round {round_index + 1}/{windows}: " + ", ".join(
+                f"{n} {series[n]['rates'][-1]:.1f}/s (others {_cores(series[n])})"
+                for n in names))
     return series
+
+
+def _cores(entry):
+    value = entry["other_cores"][-1]
+    return "?" if value is None else f"{value:.2f}"
+
+
+def clean_rounds(series: Mapping[str, Mapping[str, list]], names: Sequence[str],
+                 quiet: Quiet) -> List[bool]:
+    """Per round: whether every window of `names` in it was clean."""
+    rounds = len(series[names[0]]["rates"])
+    return [all(quiet.is_clean(series[n]["other_cores"][i]) for n in names)
+            for i in range(rounds)]
 
 
 # --------------------------------------------------------------------------------------- memory
@@ -259,6 +367,7 @@ def machine_info() -> Dict[str, object]:
         "python": platform.python_version(),
         "versions": package_versions(),
         "load_average": load_average(),
+        "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
     }
 
 

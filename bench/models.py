@@ -205,6 +205,19 @@ def torch_available(device: str) -> bool:
     return device == "cpu" or torch.cuda.is_available()
 
 
+def configure_threads(threads: int) -> int:
+    """Threads per framework: 0 leaves TensorFlow's defaults (one per core) and gives PyTorch
+    one per usable core; N > 0 sets TensorFlow's intra- and inter-op pools and PyTorch to N.
+    Call before TensorFlow runs its first op. Returns PyTorch's thread count."""
+    count = threads or harness.usable_cores()
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return count
+
+
 def _keras_workload(name, contender, mode, batch, jit_compile):
     import keras
     import tensorflow as tf
@@ -222,11 +235,11 @@ def _keras_workload(name, contender, mode, batch, jit_compile):
     return harness.Workload(name, step, batch)
 
 
-def _torch_workload(name, contender, mode, batch, device):
+def _torch_workload(name, contender, mode, batch, device, threads):
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(harness.usable_cores())
+    torch.set_num_threads(threads)
     target = "cuda" if device == "gpu" else "cpu"
     sync = torch.cuda.synchronize if target == "cuda" else (lambda: None)
     layout = torch.channels_last
@@ -253,11 +266,13 @@ def _torch_workload(name, contender, mode, batch, device):
     return harness.Workload(name, step, batch)
 
 
-def make_workload(name: str, mode: str, batch: int, device: str, jit_compile: bool):
+def make_workload(name: str, mode: str, batch: int, device: str, jit_compile: bool,
+                  threads: int = 0):
     contender = CONTENDERS[name]
     if contender.framework == "keras":
         return _keras_workload(name, contender, mode, batch, jit_compile)
-    return _torch_workload(name, contender, mode, batch, device)
+    return _torch_workload(name, contender, mode, batch, device,
+                           threads or harness.usable_cores())
 
 
 def _release(framework_names):
@@ -269,7 +284,7 @@ def _release(framework_names):
 
 
 def memory_probe(name: str, mode: str, batch: int, device: str, jit_compile: bool,
-                 steps: int = 3) -> dict:
+                 threads: int = 0, steps: int = 3) -> dict:
     """Run in a fresh process by `harness.run_isolated`: import the framework, note the peak
     RSS, build the contender and run `steps` steps (the child adds the final peak)."""
     if CONTENDERS[name].framework == "keras":
@@ -277,10 +292,12 @@ def memory_probe(name: str, mode: str, batch: int, device: str, jit_compile: boo
         import tensorflow  # noqa: F401
 
         import keras_resnets  # noqa: F401
+
+        configure_threads(threads)
     else:
         import torch  # noqa: F401
     after_import = harness.peak_rss_mib()
-    workload = make_workload(name, mode, batch, device, jit_compile)
+    workload = make_workload(name, mode, batch, device, jit_compile, threads)
     for _ in range(steps):
         workload.step()
     return {"rss_after_import_mib": after_import}
@@ -300,9 +317,15 @@ class Settings:
     memory: bool = True
     memory_steps: int = 3
     jit_compile: Optional[bool] = None  # None: XLA on GPU, off on CPU
+    threads: int = 0  # 0: the frameworks' defaults (all usable cores); see configure_threads
+    max_other_cores: float = 0.25  # a window is clean while other processes use at most this
+    quiet_timeout_s: float = 0.0  # wait up to this long for a quiet machine before each window
 
     def resolved_jit(self) -> bool:
         return self.device == "gpu" if self.jit_compile is None else self.jit_compile
+
+    def quiet(self) -> harness.Quiet:
+        return harness.Quiet(self.max_other_cores, self.quiet_timeout_s)
 
 
 def _threads():
@@ -325,17 +348,16 @@ def run_group(group: Group, settings: Settings, log=harness.log) -> dict:
     has_torch = torch_available(settings.device)
     members = [m for m in group.members if CONTENDERS[m].framework == "keras" or has_torch]
     skipped = [m for m in group.members if m not in members]
+    quiet = settings.quiet()
     rows, comparisons = [], []
     for mode in settings.modes:
         log(f"{group.name} / {mode}: batch {batch}, {len(members)} contenders")
-        workloads = [make_workload(m, mode, batch, settings.device, settings.resolved_jit())
-                     for m in members]
-        load = harness.load_average()
+        workloads = [make_workload(m, mode, batch, settings.device, settings.resolved_jit(),
+                                   settings.threads) for m in members]
         series = harness.time_interleaved(workloads, warmup_steps=settings.warmup_steps,
                                           windows=settings.windows,
-                                          min_window_s=settings.min_window_s, log=log)
-        load = max(load, harness.load_average())
-        rates = {member: series[member]["rates"] for member in members}
+                                          min_window_s=settings.min_window_s, quiet=quiet,
+                                          log=log)
         del workloads
         _release({CONTENDERS[m].framework for m in members})
         memory = {}
@@ -343,29 +365,34 @@ def run_group(group: Group, settings: Settings, log=harness.log) -> dict:
             memory[member] = harness.run_isolated(
                 "bench.models:memory_probe",
                 dict(name=member, mode=mode, batch=batch, device=settings.device,
-                     jit_compile=settings.resolved_jit(), steps=settings.memory_steps))
+                     jit_compile=settings.resolved_jit(), threads=settings.threads,
+                     steps=settings.memory_steps))
             log(f"  peak memory {member}: {memory[member]['peak_rss_mib']:.0f} MiB")
         for member in members:
-            probe = memory.get(member)
+            probe, entry = memory.get(member), series[member]
             rows.append({
                 "group": group.name, "mode": mode, "name": member,
                 "framework": CONTENDERS[member].framework, "batch": batch,
                 "image_size": CONTENDERS[member].image_size,
-                **harness.summarize(rates[member], series[member]["cores_busy"]),
+                **harness.summarize(entry["rates"], entry["cores_busy"],
+                                    [c for c in entry["other_cores"] if c is not None],
+                                    harness.clean_rounds(series, [member], quiet)),
+                "waited_s": sum(entry["waited_s"]),
                 "peak_rss_mib": probe["peak_rss_mib"] if probe else None,
-                "model_peak_mib": (probe["peak_rss_mib"] - probe["rss_after_import_mib"])
-                if probe else None,
+                "model_peak_mib": _model_peak(probe) if probe else None,
             })
         for candidate, baseline in group.comparisons:
-            if candidate not in rates or baseline not in rates:
+            if candidate not in series or baseline not in series:
                 continue
             memory_ratio = None
             if candidate in memory and baseline in memory:
-                memory_ratio = (_model_peak(memory[candidate]) / _model_peak(memory[baseline]))
+                memory_ratio = _model_peak(memory[candidate]) / _model_peak(memory[baseline])
             comparisons.append({
                 "group": group.name, "mode": mode, "candidate": candidate, "baseline": baseline,
-                **harness.ratio_summary(rates[candidate], rates[baseline]),
-                "memory_ratio": memory_ratio, "load_average": load,
+                **harness.ratio_summary(
+                    series[candidate]["rates"], series[baseline]["rates"],
+                    harness.clean_rounds(series, [candidate, baseline], quiet)),
+                "memory_ratio": memory_ratio,
             })
     return {"group": {**dataclasses.asdict(group), "batch": batch, "skipped": skipped},
             "throughput": rows, "comparisons": comparisons}
@@ -378,23 +405,33 @@ def _model_peak(probe):
 def evaluate_targets(comparisons: Sequence[dict], targets: Sequence[Target] = TARGETS):
     """Each target with its measured value, its threshold and whether it is met."""
 
-    def ratio(mode, metric, pair):
+    def find(mode, pair):
         for row in comparisons:
             if row["mode"] == mode and (row["candidate"], row["baseline"]) == tuple(pair):
-                return row["ratio"] if metric == "throughput" else row["memory_ratio"]
+                return row
         return None
+
+    def ratio(row, metric):
+        if row is None:
+            return None
+        return row["ratio"] if metric == "throughput" else row.get("memory_ratio")
 
     results = []
     for target in targets:
-        value = ratio(target.mode, target.metric, target.comparison)
+        rows = [find(target.mode, target.comparison)]
         threshold = target.threshold
         if isinstance(threshold, tuple):
-            threshold = ratio(target.mode, target.metric, threshold)
+            rows.append(find(target.mode, threshold))
+            threshold = ratio(rows[-1], target.metric)
+        value = ratio(rows[0], target.metric)
         met = None
         if value is not None and threshold is not None:
             met = value >= threshold if target.metric == "throughput" else value <= threshold
+        clean = None
+        if target.metric == "throughput" and all(rows):
+            clean = all(row.get("clean", True) for row in rows)
         results.append({"target": target.label, "value": value, "threshold": threshold,
-                        "met": met})
+                        "met": met, "clean": clean})
     return results
 
 
@@ -416,10 +453,14 @@ def run(group_names: Sequence[str], settings: Settings, log=harness.log) -> dict
             "memory": "peak RSS of a fresh process per contender and mode after "
                       f"{settings.memory_steps} steps; memory_ratio compares model_peak_mib "
                       "(peak minus the RSS after importing the framework)",
-            "ratio": "median over rounds of candidate/baseline images/s of the same round",
+            "ratio": "median over rounds of candidate/baseline images/s of the same round; only "
+                     "clean rounds (other processes used <= max_other_cores during both windows) "
+                     "count when there are any",
         },
         "groups": [], "throughput": [], "comparisons": [],
     }
+    torch_threads = configure_threads(settings.threads)
+    result["settings"]["torch_threads"] = torch_threads
     for name in group_names:
         measured = run_group(GROUPS[name], settings, log)
         result["groups"].append(measured["group"])
@@ -440,7 +481,11 @@ def to_markdown(result: dict) -> str:
         f"{machine['memory_gib']} GiB; device {settings['device']}; {versions}.",
         f"Settings: {settings['windows']} timed windows of >= {settings['min_window_s']} s after "
         f"{settings['warmup_steps']} warm-up steps, interleaved; XLA "
-        f"{'on' if settings['jit_compile'] else 'off'}. Keras: {settings['keras_train_step']}; "
+        f"{'on' if settings['jit_compile'] else 'off'}. A window is clean when other processes "
+        f"kept at most {settings['max_other_cores']} cores busy meanwhile; medians and ratios "
+        "use the clean windows and rounds where there are any (the clean column says whether "
+        "there were). "
+        f"Keras: {settings['keras_train_step']}; "
         f"{settings['keras_inference']}. PyTorch: {settings['torch_train_step']}; "
         f"{settings['torch_inference']}. Threads: {settings.get('threads')}.",
         "",
@@ -449,7 +494,8 @@ def to_markdown(result: dict) -> str:
         harness.markdown_table(
             [("group", "group", "{}"), ("mode", "mode", "{}"), ("model", "name", "{}"),
              ("batch", "batch", "{}"), ("images/s", "images_per_s", "{:.1f}"),
-             ("spread", "spread", "{:.0%}"), ("cores busy", "cores_busy", "{:.2f}"),
+             ("spread", "spread", "{:.0%}"), ("clean windows", "clean_windows", "{}"),
+             ("cores busy", "cores_busy", "{:.2f}"), ("others' cores", "other_cores", "{:.2f}"),
              ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
              ("model MiB", "model_peak_mib", "{:.0f}")],
             result["throughput"]),
@@ -460,14 +506,16 @@ def to_markdown(result: dict) -> str:
             [("mode", "mode", "{}"), ("candidate", "candidate", "{}"),
              ("baseline", "baseline", "{}"), ("throughput ratio", "ratio", "{:.3f}"),
              ("low", "ratio_low", "{:.3f}"), ("high", "ratio_high", "{:.3f}"),
-             ("memory ratio", "memory_ratio", "{:.3f}"), ("load", "load_average", "{:.1f}")],
+             ("rounds", "rounds", "{}"), ("clean", "clean", "{}"),
+             ("memory ratio", "memory_ratio", "{:.3f}")],
             result["comparisons"]),
         "",
         "### Targets (issue 5)",
         "",
         harness.markdown_table(
             [("target", "target", "{}"), ("measured", "value", "{:.3f}"),
-             ("threshold", "threshold", "{:.3f}"), ("met", "status", "{}")],
+             ("threshold", "threshold", "{:.3f}"), ("met", "status", "{}"),
+             ("clean rounds", "clean", "{}")],
             [{**t, "status": {True: "yes", False: "**no**", None: "not measured"}[t["met"]]}
              for t in result["targets"]]),
     ]
@@ -500,6 +548,14 @@ def _parse(argv):
     parser.add_argument("--memory_steps", type=int, default=3)
     parser.add_argument("--jit_compile", choices=("auto", "on", "off"), default="auto",
                         help="XLA for the Keras contenders; auto: on for GPU, off for CPU")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads per framework; 0: TensorFlow's defaults and one PyTorch "
+                             "thread per usable core")
+    parser.add_argument("--max_other_cores", type=float, default=0.25,
+                        help="a window is clean while other processes keep at most this many "
+                             "cores busy")
+    parser.add_argument("--quiet_timeout_s", type=float, default=60.0,
+                        help="wait up to this long for a quiet machine before each window")
     parser.add_argument("--results_dir", default=harness.RESULTS_DIR)
     parser.add_argument("--update_readme", action="store_true",
                         help="quote the table in bench/README.md")
@@ -526,6 +582,8 @@ def main(argv=None) -> Optional[dict]:
         min_window_s=args.min_window_s, batch=args.batch, memory=args.memory,
         memory_steps=args.memory_steps,
         jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
+        threads=args.threads, max_other_cores=args.max_other_cores,
+        quiet_timeout_s=args.quiet_timeout_s,
     )
     result = run(names, settings)
     paths = write(result, args.results_dir, args.update_readme)

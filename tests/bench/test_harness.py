@@ -16,7 +16,14 @@ def test_median_spread_and_ratios():
     assert harness.paired_ratios([2.0, 3.0], [1.0, 2.0]) == [2.0, 1.5]
     summary = harness.ratio_summary([10.0, 12.0, 9.0], [10.0, 10.0, 10.0])
     assert summary == {"ratio": pytest.approx(1.0), "ratio_low": pytest.approx(0.9),
-                       "ratio_high": pytest.approx(1.2)}
+                       "ratio_high": pytest.approx(1.2), "rounds": 3, "clean": True}
+    # Only clean rounds count; with none clean, all rounds count and the figure says so.
+    summary = harness.ratio_summary([10.0, 12.0, 9.0], [10.0, 10.0, 10.0], [False, True, True])
+    assert summary["ratio"] == pytest.approx(1.05) and summary["rounds"] == 2
+    assert summary["ratio_low"] == pytest.approx(0.9) and summary["clean"]
+    summary = harness.ratio_summary([10.0, 12.0, 9.0], [10.0, 10.0, 10.0], [False] * 3)
+    assert summary["ratio"] == pytest.approx(1.0) and summary["rounds"] == 3
+    assert not summary["clean"]
     with pytest.raises(ValueError):
         harness.paired_ratios([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
@@ -24,12 +31,36 @@ def test_median_spread_and_ratios():
 
 
 def test_summarize():
-    summary = harness.summarize([100.0, 80.0, 120.0], [1.9, 2.0, 1.8])
+    summary = harness.summarize([100.0, 80.0, 120.0], [1.9, 2.0, 1.8], [0.0, 0.5, 0.1])
     assert summary["images_per_s"] == 100.0
     assert summary["spread"] == pytest.approx(0.4)
     assert summary["windows"] == [100.0, 80.0, 120.0]
-    assert summary["cores_busy"] == 1.9
+    assert summary["cores_busy"] == 1.9 and summary["other_cores"] == 0.1
+    assert summary["clean_windows"] == 3
     assert harness.summarize([5.0])["cores_busy"] is None
+    clean = harness.summarize([100.0, 80.0, 120.0], clean=[True, False, True])
+    assert clean["images_per_s"] == 110.0 and clean["clean_windows"] == 2
+
+
+def test_quiet_and_clean_rounds():
+    quiet = harness.Quiet(max_other_cores=0.5)
+    assert quiet.is_clean(0.5) and quiet.is_clean(None) and not quiet.is_clean(0.6)
+    assert quiet.wait() == pytest.approx(0.0, abs=0.05)  # timeout_s=0: never waits
+    series = {"a": {"rates": [1, 1, 1], "other_cores": [0.1, 0.9, 0.1]},
+              "b": {"rates": [1, 1, 1], "other_cores": [0.1, 0.1, 0.7]}}
+    assert harness.clean_rounds(series, ["a"], quiet) == [True, False, True]
+    assert harness.clean_rounds(series, ["a", "b"], quiet) == [True, False, False]
+
+
+def test_cpu_meter_sees_this_process_work():
+    meter = harness.CpuMeter()
+    meter.start()
+    deadline = harness.time.perf_counter() + 0.3
+    while harness.time.perf_counter() < deadline:
+        pass
+    wall, own, others = meter.stop()
+    assert wall >= 0.3 and 0.5 < own <= 1.2
+    assert others is None or others >= 0.0
 
 
 def test_time_interleaved_rotates_the_order_and_counts_images():
@@ -42,7 +73,7 @@ def test_time_interleaved_rotates_the_order_and_counts_images():
         [workload("a", 4), workload("b", 8), workload("c", 2)],
         warmup_steps=1, windows=3, min_window_s=0.0)
     assert set(series) == {"a", "b", "c"}
-    assert all(len(s["rates"]) == 3 and len(s["cores_busy"]) == 3 for s in series.values())
+    assert all(len(s[key]) == 3 for s in series.values() for key in harness.SERIES)
     assert all(rate > 0 for s in series.values() for rate in s["rates"])
     # Warm-up and calibration run a, b, c in order (2 steps each); then one step per window
     # (min_window_s=0) in rotated order.
@@ -127,7 +158,7 @@ def test_every_group_names_known_contenders_and_targets_name_comparisons():
 
 def test_tiny_end_to_end_run_writes_the_result_schema(tmp_path):
     settings = models.Settings(device="cpu", windows=1, warmup_steps=1, min_window_s=0.0,
-                               memory=True, memory_steps=1)
+                               memory=True, memory_steps=1, max_other_cores=99.0)
     result = models.run(["smoke"], settings, log=lambda message: None)
     paths = models.write(result, str(tmp_path))
     saved = json.loads(open(paths["json"]).read())
@@ -144,6 +175,7 @@ def test_tiny_end_to_end_run_writes_the_result_schema(tmp_path):
     assert len(saved["comparisons"]) == 2
     for comparison in saved["comparisons"]:
         assert comparison["ratio"] > 0 and comparison["memory_ratio"] > 0
+        assert comparison["rounds"] == 1 and comparison["clean"]
     assert len(saved["targets"]) == len(models.TARGETS)
     markdown = open(paths["markdown"]).read()
     assert "keras_resnets.ResNet(8)" in markdown and "### Targets" in markdown
