@@ -45,11 +45,14 @@ def _keras_applications(name):
     return build
 
 
-def _keras_resnets(name, **options):
+def _keras_resnets(name, variants=(), **options):
     def build():
         import keras_resnets
 
-        return getattr(keras_resnets, name)(**options)
+        from bench import variants as variants_lib
+
+        with variants_lib.use(*variants):
+            return getattr(keras_resnets, name)(**options)
 
     return build
 
@@ -88,6 +91,22 @@ CONTENDERS: Dict[str, Contender] = {
                                 input_shape=(16, 16, 3)), 16, 10),
     "torch.cifar_resnet8": Contender("torch", _torch("cifar_resnet", 8), 16, 10),
 }
+
+# Variants of our layer choices (bench/variants.py), measured before they go into the package:
+# "<our contender>+<variant>[+<variant>]".
+VARIANT_COMBINATIONS = (("fused_bn",), ("pool_shortcut",), ("fused_bn", "pool_shortcut"))
+_VARIANT_BASES = {
+    **{f"keras_resnets.ResNet{d}": (f"ResNet{d}", {}) for d in (20, 56, 110)},
+    "keras_resnets.ResNet50": ("ResNet50", {}),
+    "keras_resnets.ResNeXt50": ("ResNeXt50", {}),
+    "keras_resnets.ResNet50V2": ("ResNet50V2", {}),
+    "keras_resnets.ResNet50(keras_applications)": ("ResNet50", {"layer_config": KA}),
+    "keras_resnets.ResNet50V2(keras_applications)": ("ResNet50V2", {"layer_config": KA}),
+}
+for _base, (_builder, _options) in _VARIANT_BASES.items():
+    for _combination in VARIANT_COMBINATIONS:
+        CONTENDERS[_base + "+" + "+".join(_combination)] = dataclasses.replace(
+            CONTENDERS[_base], build=_keras_resnets(_builder, variants=_combination, **_options))
 
 
 @dataclasses.dataclass(frozen=True)
