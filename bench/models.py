@@ -161,7 +161,46 @@ GROUPS: Dict[str, Group] = {
               (("keras_resnets.ResNet(8)", "torch.cifar_resnet8"),), 8, 8),
     )
 }
-DEFAULT_GROUPS = tuple(name for name in GROUPS if name != "smoke")
+CURRENT_GROUPS = tuple(name for name in GROUPS if name != "smoke")
+
+# The changes this benchmark proposes for keras_resnets (bench/variants.py), applied together.
+PROPOSED = "+fused_bn+pool_shortcut"
+
+
+def proposed(name: str) -> str:
+    """The contender with the proposed changes, for keras_resnets contenders; else `name`."""
+    return name + PROPOSED if name.startswith("keras_resnets.") else name
+
+
+def _proposed_group(group: Group) -> Group:
+    """`group` plus each keras_resnets member with the proposed changes: its comparisons, the
+    same comparisons with the changes, and each changed member against the unchanged one."""
+    ours = [m for m in group.members if m.startswith("keras_resnets.")]
+    members = group.members + tuple(proposed(m) for m in ours)
+    changed = tuple((proposed(c), proposed(b)) for c, b in group.comparisons)
+    comparisons = group.comparisons + changed + tuple((proposed(m), m) for m in ours)
+    return dataclasses.replace(group, name="proposed_" + group.name, members=members,
+                               description=group.description + ", with the proposed changes",
+                               comparisons=tuple(dict.fromkeys(comparisons)))
+
+
+def _ablation_group(depth):
+    base = f"keras_resnets.ResNet{depth}"
+    members = (f"torch.cifar_resnet{depth}", base) + tuple(
+        base + "+" + "+".join(c) for c in VARIANT_COMBINATIONS)
+    comparisons = tuple((m, members[0]) for m in members[1:]) + tuple(
+        (m, base) for m in members[2:])
+    return Group(f"ablation_resnet{depth}",
+                 f"CIFAR ResNet-{depth}: each proposed change alone and together", members,
+                 comparisons, 128, 128)
+
+
+for _name in CURRENT_GROUPS:
+    GROUPS["proposed_" + _name] = _proposed_group(GROUPS[_name])
+GROUPS["ablation_resnet20"] = _ablation_group(20)
+PROPOSED_GROUPS = tuple(name for name in GROUPS if name.startswith("proposed_"))
+GROUP_SETS = {"current": CURRENT_GROUPS, "proposed": PROPOSED_GROUPS,
+              "all": CURRENT_GROUPS + PROPOSED_GROUPS + ("ablation_resnet20",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +228,7 @@ def _twin_targets(ours, theirs, title):
     ]
 
 
-TARGETS: List[Target] = [
+CURRENT_TARGETS: List[Target] = [
     *_twin_targets("keras_resnets.ResNet50(keras_applications)", "keras.applications.ResNet50",
                    "ResNet50"),
     *_twin_targets("keras_resnets.ResNet50V2(keras_applications)",
@@ -202,6 +241,15 @@ TARGETS: List[Target] = [
            ("keras_resnets.ResNeXt50", "keras_resnets.ResNet50"),
            ("torch.resnext50_32x4d", "torch.resnet50")),
 ]
+PROPOSED_TARGETS: List[Target] = [
+    dataclasses.replace(
+        t, label=t.label + " (proposed changes)",
+        comparison=tuple(proposed(n) for n in t.comparison),
+        threshold=tuple(proposed(n) for n in t.threshold) if isinstance(t.threshold, tuple)
+        else t.threshold)
+    for t in CURRENT_TARGETS
+]
+TARGETS = CURRENT_TARGETS + PROPOSED_TARGETS
 
 # ------------------------------------------------------------------------------------ workloads
 
@@ -536,7 +584,7 @@ def to_markdown(result: dict) -> str:
              ("threshold", "threshold", "{:.3f}"), ("met", "status", "{}"),
              ("clean rounds", "clean", "{}")],
             [{**t, "status": {True: "yes", False: "**no**", None: "not measured"}[t["met"]]}
-             for t in result["targets"]]),
+             for t in result["targets"] if t["value"] is not None]),
     ]
     return "\n".join(lines)
 
@@ -552,8 +600,10 @@ def write(result: dict, results_dir: str = harness.RESULTS_DIR, update_readme=Fa
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--groups", default=",".join(DEFAULT_GROUPS),
-                        help="comma-separated group names (see --list); default: all but smoke")
+    parser.add_argument("--groups", default="current",
+                        help="comma-separated group names (see --list) or a set: current (the "
+                             "package as it is), proposed (before and after the proposed "
+                             "changes), all")
     parser.add_argument("--modes", default=",".join(MODES), help="train, infer or both")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per contender")
@@ -587,8 +637,12 @@ def main(argv=None) -> Optional[dict]:
     if args.list:
         for group in GROUPS.values():
             print(f"{group.name}: {group.description}\n    " + ", ".join(group.members))
+        for name, names in GROUP_SETS.items():
+            print(f"set {name}: {', '.join(names)}")
         return None
-    names = [n for n in args.groups.split(",") if n]
+    names = []
+    for item in (n for n in args.groups.split(",") if n):
+        names += list(GROUP_SETS.get(item, (item,)))
     unknown = [n for n in names if n not in GROUPS]
     if unknown:
         raise SystemExit(f"unknown group(s) {unknown}; valid: {', '.join(GROUPS)}")
