@@ -48,7 +48,7 @@ def resnet50_throughput(batch, jit_compile, warmup_steps, steps, windows, policy
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
                       jit_compile=jit_compile)
-        with tf.device("/GPU:0"):
+        with tf.device("/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"):
             x = tf.random.uniform((batch, 224, 224, 3))
             y = tf.random.uniform((batch,), maxval=1000, dtype=tf.int32)
         start = time.perf_counter()
@@ -89,8 +89,8 @@ def mirrored_smoke(steps=4, global_batch=128):
     data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(global_batch)
     history = model.fit(data, epochs=2, verbose=0)
     losses = [float(v) for v in history.history["loss"]]
-    kernel = model.get_layer("conv1_conv").kernel
-    replica_values = [v.numpy() for v in getattr(kernel, "values", (kernel.value,))]
+    kernel = model.get_layer("conv1_conv").kernel.value  # the tf.Variable (MirroredVariable)
+    replica_values = [v.numpy() for v in getattr(kernel, "values", (kernel,))]
     identical = all(np.array_equal(replica_values[0], v) for v in replica_values[1:])
     return {"replicas": strategy.num_replicas_in_sync,
             "devices": list(strategy.extended.worker_devices), "losses": losses,
@@ -98,14 +98,14 @@ def mirrored_smoke(steps=4, global_batch=128):
             "ok": bool(np.all(np.isfinite(losses)) and identical)}
 
 
-def run(batch, warmup_steps, steps, windows, no_xla):
+def run(batch, warmup_steps, steps, windows, no_xla, allow_cpu=False):
     import tensorflow as tf
 
     cards = _gpus(tf)
     result = {"benchmark": "gpu_check", "created": harness.timestamp(),
               "machine": harness.machine_info(), "gpus": cards,
               "reference_a100_amp_xla_images_per_s": A100_AMP_XLA_REFERENCE}
-    if not cards:
+    if not cards and not allow_cpu:
         result["error"] = "no GPU visible to TensorFlow"
         return result
     result["resnet50_mixed_float16_xla"] = resnet50_throughput(
@@ -147,10 +147,13 @@ def main(argv=None):
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--no_xla", action=argparse.BooleanOptionalAction, default=True,
                         help="also time mixed_float16 without XLA, for comparison")
+    parser.add_argument("--allow_cpu", action="store_true",
+                        help="run without a GPU (to check the script itself, with a small batch)")
     parser.add_argument("--results_dir", default=harness.RESULTS_DIR)
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
-    result = run(args.batch, args.warmup_steps, args.steps, args.windows, args.no_xla)
+    result = run(args.batch, args.warmup_steps, args.steps, args.windows, args.no_xla,
+                 args.allow_cpu)
     if args.write:
         harness.write_results(result, to_markdown(result), "gpu_check", args.results_dir)
     print(json.dumps(result), flush=True)

@@ -387,12 +387,13 @@ class Settings:
     threads: int = 0  # 0: the frameworks' defaults (all usable cores); see configure_threads
     max_other_cores: float = 0.25  # a window is clean while other processes use at most this
     quiet_timeout_s: float = 0.0  # wait up to this long for a quiet machine before each window
+    retries: int = 0  # re-time a contended window up to this many times
 
     def resolved_jit(self) -> bool:
         return self.device == "gpu" if self.jit_compile is None else self.jit_compile
 
     def quiet(self) -> harness.Quiet:
-        return harness.Quiet(self.max_other_cores, self.quiet_timeout_s)
+        return harness.Quiet(self.max_other_cores, self.quiet_timeout_s, retries=self.retries)
 
 
 def _threads():
@@ -623,8 +624,10 @@ def _parse(argv):
     parser.add_argument("--max_other_cores", type=float, default=0.25,
                         help="a window is clean while other processes keep at most this many "
                              "cores busy")
-    parser.add_argument("--quiet_timeout_s", type=float, default=60.0,
+    parser.add_argument("--quiet_timeout_s", type=float, default=30.0,
                         help="wait up to this long for a quiet machine before each window")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="re-time a contended window up to this many times")
     parser.add_argument("--results_dir", default=harness.RESULTS_DIR)
     parser.add_argument("--update_readme", action="store_true",
                         help="quote the table in bench/README.md")
@@ -656,7 +659,7 @@ def main(argv=None) -> Optional[dict]:
         memory_steps=args.memory_steps,
         jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
         threads=args.threads, max_other_cores=args.max_other_cores,
-        quiet_timeout_s=args.quiet_timeout_s,
+        quiet_timeout_s=args.quiet_timeout_s, retries=args.retries,
     )
     result = run(names, settings)
     paths = write(result, args.results_dir, args.update_readme)

@@ -52,6 +52,19 @@ def test_quiet_and_clean_rounds():
     assert harness.clean_rounds(series, ["a", "b"], quiet) == [True, False, False]
 
 
+def test_contended_windows_are_retimed(monkeypatch):
+    others = iter([0.9, 0.5, 0.7, 0.1])
+    monkeypatch.setattr(harness, "time_window", lambda workload, steps: {
+        "rate": 1.0, "cores_busy": 1.0, "other_cores": next(others)})
+    workload = harness.Workload("a", lambda: None, 1)
+    quiet = harness.Quiet(max_other_cores=0.25, retries=2)
+    series = harness.time_interleaved([workload], warmup_steps=0, windows=2, min_window_s=0.0,
+                                      quiet=quiet)
+    # Window 1: three contended attempts (0.9, 0.5, 0.7), the cleanest kept; window 2 is clean
+    # at its first attempt.
+    assert series["a"]["other_cores"] == [0.5, 0.1]
+
+
 def test_cpu_meter_sees_this_process_work():
     meter = harness.CpuMeter()
     meter.start()
