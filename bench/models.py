@@ -34,6 +34,7 @@ class Contender:
     build: Callable[[], object]
     image_size: int
     classes: int
+    jit_compile: Optional[bool] = None  # Keras: overrides the run's XLA setting
 
 
 def _keras_applications(name):
@@ -94,7 +95,8 @@ CONTENDERS: Dict[str, Contender] = {
 
 # Variants of our layer choices (bench/variants.py), measured before they go into the package:
 # "<our contender>+<variant>[+<variant>]".
-VARIANT_COMBINATIONS = (("fused_bn",), ("pool_shortcut",), ("fused_bn", "pool_shortcut"))
+VARIANT_COMBINATIONS = (("fused_bn",), ("pool_shortcut",), ("fused_bn", "pool_shortcut"),
+                        ("native_gconv",), ("fused_bn", "pool_shortcut", "native_gconv"))
 _VARIANT_BASES = {
     **{f"keras_resnets.ResNet{d}": (f"ResNet{d}", {}) for d in (20, 56, 110)},
     "keras_resnets.ResNet50": ("ResNet50", {}),
@@ -107,6 +109,9 @@ for _base, (_builder, _options) in _VARIANT_BASES.items():
     for _combination in VARIANT_COMBINATIONS:
         CONTENDERS[_base + "+" + "+".join(_combination)] = dataclasses.replace(
             CONTENDERS[_base], build=_keras_resnets(_builder, variants=_combination, **_options))
+# "+xla": the same model compiled with jit_compile=True (XLA) whatever the device.
+for _name in [n for n in CONTENDERS if n.startswith("keras_resnets.") and "(8)" not in n]:
+    CONTENDERS[_name + "+xla"] = dataclasses.replace(CONTENDERS[_name], jit_compile=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +169,7 @@ GROUPS: Dict[str, Group] = {
 CURRENT_GROUPS = tuple(name for name in GROUPS if name != "smoke")
 
 # The changes this benchmark proposes for keras_resnets (bench/variants.py), applied together.
-PROPOSED = "+fused_bn+pool_shortcut"
+PROPOSED = "+fused_bn+pool_shortcut+native_gconv"
 
 
 def proposed(name: str) -> str:
@@ -337,6 +342,8 @@ def make_workload(name: str, mode: str, batch: int, device: str, jit_compile: bo
                   threads: int = 0):
     contender = CONTENDERS[name]
     if contender.framework == "keras":
+        if contender.jit_compile is not None:
+            jit_compile = contender.jit_compile
         return _keras_workload(name, contender, mode, batch, jit_compile)
     return _torch_workload(name, contender, mode, batch, device,
                            threads or harness.usable_cores())
@@ -503,8 +510,10 @@ def evaluate_targets(comparisons: Sequence[dict], targets: Sequence[Target] = TA
     return results
 
 
-def run(group_names: Sequence[str], settings: Settings, log=harness.log) -> dict:
-    """Run the groups; returns the result dict that `write` saves."""
+def run(group_names: Sequence[str], settings: Settings, log=harness.log,
+        on_group: Optional[Callable[[dict], None]] = None) -> dict:
+    """Run the groups; returns the result dict that `write` saves. `on_group` receives the
+    result so far after each group (to save partial results of a long run)."""
     result = {
         "benchmark": "models",
         "created": harness.timestamp(),
@@ -525,7 +534,7 @@ def run(group_names: Sequence[str], settings: Settings, log=harness.log) -> dict
                      "clean rounds (other processes used <= max_other_cores during both windows) "
                      "count when there are any",
         },
-        "groups": [], "throughput": [], "comparisons": [],
+        "groups": [], "throughput": [], "comparisons": [], "targets": [],
     }
     torch_threads = configure_threads(settings.threads)
     result["settings"]["torch_threads"] = torch_threads
@@ -534,8 +543,10 @@ def run(group_names: Sequence[str], settings: Settings, log=harness.log) -> dict
         result["groups"].append(measured["group"])
         result["throughput"] += measured["throughput"]
         result["comparisons"] += measured["comparisons"]
-    result["settings"]["threads"] = _threads()
-    result["targets"] = evaluate_targets(result["comparisons"])
+        result["settings"]["threads"] = _threads()
+        result["targets"] = evaluate_targets(result["comparisons"])
+        if on_group:
+            on_group(result)
     return result
 
 
@@ -661,7 +672,7 @@ def main(argv=None) -> Optional[dict]:
         threads=args.threads, max_other_cores=args.max_other_cores,
         quiet_timeout_s=args.quiet_timeout_s, retries=args.retries,
     )
-    result = run(names, settings)
+    result = run(names, settings, on_group=lambda partial: write(partial, args.results_dir))
     paths = write(result, args.results_dir, args.update_readme)
     print(to_markdown(result))
     harness.log(f"wrote {paths['json']} and {paths['markdown']}")

@@ -14,6 +14,13 @@ wins here is proposed to the package with its figures rather than applied from h
   generic `StridedSlice` / `StridedSliceGrad`, which are several times slower on CPU.
   keras.applications' ResNetV2 subsamples its shortcut the same way (`MaxPooling2D(1, s)`).
 
+- `native_gconv`: grouped convolutions (ResNeXt) through TensorFlow's own `Conv2D` kernels.
+  Keras 3's TensorFlow backend compiles every grouped convolution with XLA (`ops.conv` sets
+  `jit_compile=True` when input channels differ from the kernel's, "grouped convolutions are
+  broken on CPU without XLA"), whatever the model's `jit_compile`; on this CPU, XLA's grouped
+  convolution is several hundred times slower than TensorFlow's native kernel, which computes
+  the same values and gradients in TF 2.21.
+
 Use a variant while building:
 
     with variants.use("fused_bn"):
@@ -108,10 +115,36 @@ class PooledZeroPadShortcut(layers.ZeroPadShortcut):
         return x
 
 
+@keras.saving.register_keras_serializable(package="keras_resnets_bench")
+class NativeGroupedConv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` whose grouped convolution calls `tf.nn.convolution` directly on
+    the TensorFlow backend instead of Keras' forced XLA compilation (same weights, outputs)."""
+
+    def convolution_op(self, inputs, kernel):
+        if keras.backend.backend() != "tensorflow" or self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+
+        return tf.nn.convolution(
+            inputs, kernel, strides=list(self.strides), padding=self.padding.upper(),
+            dilations=list(self.dilation_rate),
+            data_format="NHWC" if self.data_format == "channels_last" else "NCHW")
+
+
+_create = blocks.LayerFactory.create
+
+
+def _create_native_grouped(self, layer_class, name, **kwargs):
+    if layer_class is keras.layers.Conv2D and kwargs.get("groups", 1) > 1:
+        layer_class = NativeGroupedConv2D
+    return _create(self, layer_class, name, **kwargs)
+
+
 # name -> (object patched, {attribute: replacement}) while building.
 VARIANTS = {
     "fused_bn": (blocks.LayerFactory, {"bn": _fused_bn}),
     "pool_shortcut": (blocks, {"ZeroPadShortcut": PooledZeroPadShortcut}),
+    "native_gconv": (blocks.LayerFactory, {"create": _create_native_grouped}),
 }
 
 
