@@ -157,7 +157,8 @@ class Quiet:
     for a core): a window during which other processes kept more than `max_other_cores` busy
     is contended. Before each window the harness waits up to `timeout_s` for `probe_s` seconds
     in which the others stay below that bound, and re-times a contended window up to `retries`
-    times, keeping the attempt during which the others used the fewest cores.
+    times (while the waits find quiet seconds; on a machine that stays busy it moves on),
+    keeping the attempt during which the others used the fewest cores.
     """
 
     max_other_cores: float = 0.25
@@ -165,8 +166,9 @@ class Quiet:
     probe_s: float = 1.0
     retries: int = 0  # re-time a contended window up to this many times (keeping the cleanest)
 
-    def wait(self) -> float:
-        """Wait for a quiet probe (at most `timeout_s`); returns the seconds waited."""
+    def wait(self) -> Tuple[float, bool]:
+        """Wait for a quiet probe (at most `timeout_s`); returns the seconds waited and whether
+        a quiet probe was seen (always True with `timeout_s` 0: nothing was waited for)."""
         start = time.perf_counter()
         meter = CpuMeter()
         while time.perf_counter() - start < self.timeout_s:
@@ -174,8 +176,8 @@ class Quiet:
             time.sleep(self.probe_s)
             _, _, others = meter.stop()
             if others is None or others <= self.max_other_cores:
-                break
-        return time.perf_counter() - start
+                return time.perf_counter() - start, True
+        return time.perf_counter() - start, self.timeout_s <= 0
 
     def is_clean(self, other_cores: Optional[float]) -> bool:
         return other_cores is None or other_cores <= self.max_other_cores
@@ -231,12 +233,15 @@ def time_interleaved(
         for workload in list(workloads[shift:]) + list(workloads[:shift]):
             waited, window = 0.0, None
             for _ in range(1 + (quiet.retries if quiet else 0)):
-                waited += quiet.wait() if quiet else 0.0
+                seconds, found_quiet = quiet.wait() if quiet else (0.0, True)
+                waited += seconds
                 attempt = time_window(workload, steps[workload.name])
                 if window is None or (attempt["other_cores"] or 0.0) < (
                         window["other_cores"] or 0.0):
                     window = attempt
-                if quiet is None or quiet.is_clean(window["other_cores"]):
+                # Retry only while the contention looks transient: not after a wait that
+                # timed out on a busy machine.
+                if quiet is None or quiet.is_clean(window["other_cores"]) or not found_quiet:
                     break
             entry = series[workload.name]
             entry["rates"].append(window["rate"])
