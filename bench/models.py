@@ -18,6 +18,8 @@ and mode in a fresh process. Results go to bench/results/models-<UTC time>.json 
 import argparse
 import dataclasses
 import gc
+import json
+import os
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -502,11 +504,12 @@ def evaluate_targets(comparisons: Sequence[dict], targets: Sequence[Target] = TA
         met = None
         if value is not None and threshold is not None:
             met = value >= threshold if target.metric == "throughput" else value <= threshold
-        clean = None
+        clean = rounds = None
         if target.metric == "throughput" and all(rows):
             clean = all(row.get("clean", True) for row in rows)
+            rounds = min(row.get("rounds", 0) for row in rows)
         results.append({"target": target.label, "value": value, "threshold": threshold,
-                        "met": met, "clean": clean})
+                        "met": met, "clean": clean, "rounds": rounds})
     return results
 
 
@@ -594,7 +597,7 @@ def to_markdown(result: dict) -> str:
         harness.markdown_table(
             [("target", "target", "{}"), ("measured", "value", "{:.3f}"),
              ("threshold", "threshold", "{:.3f}"), ("met", "status", "{}"),
-             ("clean rounds", "clean", "{}")],
+             ("rounds", "rounds", "{}"), ("clean", "clean", "{}")],
             [{**t, "status": {True: "yes", False: "**no**", None: "not measured"}[t["met"]]}
              for t in result["targets"] if t["value"] is not None]),
     ]
@@ -643,6 +646,9 @@ def _parse(argv):
     parser.add_argument("--update_readme", action="store_true",
                         help="quote the table in bench/README.md")
     parser.add_argument("--list", action="store_true", help="list the groups and exit")
+    parser.add_argument("--render", metavar="RESULT_JSON",
+                        help="re-evaluate the targets of a saved result and rewrite its Markdown "
+                             "(and, with --update_readme, the README) without measuring")
     return parser.parse_args(argv)
 
 
@@ -654,6 +660,14 @@ def main(argv=None) -> Optional[dict]:
         for name, names in GROUP_SETS.items():
             print(f"set {name}: {', '.join(names)}")
         return None
+    if args.render:
+        with open(args.render, encoding="utf-8") as handle:
+            result = json.load(handle)
+        result["targets"] = evaluate_targets(result["comparisons"])
+        paths = write(result, os.path.dirname(os.path.abspath(args.render)), args.update_readme)
+        print(to_markdown(result))
+        harness.log(f"rewrote {paths['json']} and {paths['markdown']}")
+        return result
     names = []
     for item in (n for n in args.groups.split(",") if n):
         names += list(GROUP_SETS.get(item, (item,)))

@@ -194,3 +194,8 @@ def test_tiny_end_to_end_run_writes_the_result_schema(tmp_path):
     markdown = open(paths["markdown"]).read()
     assert "keras_resnets.ResNet(8)" in markdown and "### Targets" in markdown
     assert os.path.basename(paths["json"]).startswith("models-")
+    # A saved result re-renders without measuring anything.
+    os.remove(paths["markdown"])
+    rendered = models.main(["--render", paths["json"]])
+    assert rendered["comparisons"] == saved["comparisons"]
+    assert "keras_resnets.ResNet(8)" in open(paths["markdown"]).read()
