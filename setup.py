@@ -20,6 +20,8 @@ setup(
         "h5py",
         "absl-py",
         "keras-tuner>=1.4",
+        "scipy",
+        "scikit-learn",  # KerasTuner's Bayesian optimisation
         "tensorflow-datasets",
         "matplotlib",
         "grpcio",
@@ -27,7 +29,7 @@ setup(
         "psutil",
     ],
     extras_require={
-        "test": ["pytest>=7", "scipy"],
+        "test": ["pytest>=7"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
     },
     classifiers=[

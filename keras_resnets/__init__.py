@@ -9,8 +9,8 @@
 from keras_resnets.blocks import ORDERINGS, SHORTCUTS
 from keras_resnets.builder import ResNet, resolve_architecture
 from keras_resnets.config import LayerConfig
-from keras_resnets.layers import ZeroPadShortcut
-from keras_resnets.profile import ModelProfile, profile
+from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
+from keras_resnets.profile import ModelProfile, model_table, profile
 from keras_resnets.registry import (
     Plain18,
     Plain20,
@@ -47,5 +47,52 @@ from keras_resnets.registry import (
 )
 
 UNITS = tuple(ORDERINGS)
+
+__all__ = [
+    "LayerConfig",
+    "ModelProfile",
+    "ORDERINGS",
+    "Plain110",
+    "Plain18",
+    "Plain20",
+    "Plain32",
+    "Plain34",
+    "Plain44",
+    "Plain56",
+    "PreActResNet1001",
+    "PreActResNet110",
+    "PreActResNet164",
+    "ResNeXt101",
+    "ResNeXt29",
+    "ResNeXt50",
+    "ResNet",
+    "ResNet101",
+    "ResNet101V2",
+    "ResNet110",
+    "ResNet1202",
+    "ResNet152",
+    "ResNet152V2",
+    "ResNet18",
+    "ResNet20",
+    "ResNet200",
+    "ResNet200V2",
+    "ResNet32",
+    "ResNet34",
+    "ResNet44",
+    "ResNet50",
+    "ResNet50V2",
+    "ResNet56",
+    "SHORTCUTS",
+    "UNITS",
+    "ZeroPadShortcut",
+    "FusedBatchNormalization",
+    "GroupedConv2D",
+    "get_model",
+    "list_models",
+    "model_arguments",
+    "model_table",
+    "profile",
+    "resolve_architecture",
+]
 
 __version__ = "0.1.0"

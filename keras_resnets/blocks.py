@@ -15,7 +15,7 @@ from typing import NamedTuple, Sequence, Tuple
 import keras
 
 from keras_resnets.config import LayerConfig
-from keras_resnets.layers import ZeroPadShortcut
+from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +97,7 @@ class LayerFactory:
                 self.unmatched_overrides.discard(pattern)
         try:
             layer = layer_class(name=name, **kwargs)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise ValueError(f"Invalid arguments for layer '{name}': {error}") from None
         self.created.append(name)
         return layer
@@ -113,7 +113,7 @@ class LayerFactory:
         if use_bias == "auto":
             use_bias = not followed_by_bn
         return self.create(
-            keras.layers.Conv2D,
+            GroupedConv2D if spec.groups > 1 else keras.layers.Conv2D,
             name,
             filters=spec.filters,
             kernel_size=spec.kernel_size,
@@ -127,7 +127,7 @@ class LayerFactory:
 
     def bn(self, x, name, zero_gamma=False):
         return self.create(
-            keras.layers.BatchNormalization,
+            FusedBatchNormalization,
             name,
             momentum=self.config.bn_momentum,
             epsilon=self.config.bn_epsilon,
@@ -195,7 +195,8 @@ def residual_unit(x, convs, out_channels, *, stride, ordering, shortcut_option, 
         y = make.apply(y, operations, _names(f"{name}_{index}", operations),
                        zero_gamma=zero_init and is_last)
     if not plain:
-        short = shortcut(x, preactivated, out_channels, stride, shortcut_option, ordering, make, name)
+        short = shortcut(x, preactivated, out_channels, stride, shortcut_option, ordering, make,
+                         name)
         add_name = f"{name}_add" if ordering.post else f"{name}_out"
         y = make.create(keras.layers.Add, add_name)([short, y])
     post_names = _names(f"{name}_post", ordering.post[:-1]) + [f"{name}_out"]

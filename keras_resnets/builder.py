@@ -10,9 +10,9 @@ import keras
 from keras_resnets import config as config_lib
 from keras_resnets.blocks import (
     BLOCKS,
-    ConvSpec,
     ORDERINGS,
     SHORTCUTS,
+    ConvSpec,
     LayerFactory,
     basic_block,
     bottleneck_block,

@@ -121,7 +121,8 @@ def from_torchvision(state_dict: Mapping[str, object], target: keras.Model) -> k
     >>> from_torchvision(weights, model)
     Traceback (most recent call last):
     ...
-    ValueError: Cannot port a torchvision state dict into model 'resnet20': no source weights for 57 layer(s): ...
+    ValueError: Cannot port a torchvision state dict into model 'resnet20': no source weights
+    for 38 layer(s): ...
     """
     grouped: Dict[str, Dict[str, np.ndarray]] = {}
     for key, value in state_dict.items():

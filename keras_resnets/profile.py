@@ -72,3 +72,31 @@ def _all_layers(model):
             yield from _all_layers(layer)
         else:
             yield layer
+
+
+def model_table(names=None, build=None) -> str:
+    """A Markdown table of registered models: input size, parameters and multiply-adds.
+
+    Args:
+        names: list of str. Registry names. Defaults to every registered model, in spec order.
+        build: callable. Builds a model from its name. Defaults to `keras_resnets.get_model`.
+    """
+    from keras_resnets import registry, specs
+
+    build = build or registry.get_model
+    rows = [
+        "| Model | Paper | Input | Parameters | Trainable | Multiply-adds |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for name in names or list(specs.MODEL_SPECS):
+        model = build(name)
+        result = profile(model)
+        paper = specs.PAPERS[specs.MODEL_SPECS[name].paper].split(",")[0]
+        size = "x".join(str(d) for d in model.input_shape[1:3])
+        rows.append(f"| `{name}` | {paper} | {size} | {result.params:,} | "
+                    f"{result.trainable_params:,} | {result.gmacs:.2f}G |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(model_table(), end="")

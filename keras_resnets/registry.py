@@ -150,7 +150,8 @@ PreActResNet164 = _named_builder("PreActResNet164", "preact_resnet164",
 PreActResNet1001 = _named_builder("PreActResNet1001", "preact_resnet1001",
                                   "pre-activation ResNet-1001 (CIFAR, bottleneck blocks)")
 ResNeXt50 = _named_builder("ResNeXt50", "resnext50_32x4d",
-                           "ResNeXt-50 (ImageNet; 32x4d by default)", _RESNEXT_NAME.format(depth=50))
+                           "ResNeXt-50 (ImageNet; 32x4d by default)",
+                           _RESNEXT_NAME.format(depth=50))
 ResNeXt101 = _named_builder("ResNeXt101", "resnext101_32x4d",
                             "ResNeXt-101 (ImageNet; 32x4d by default, cardinality=64 gives 64x4d)",
                             _RESNEXT_NAME.format(depth=101))

@@ -19,7 +19,8 @@ PAPERS = {"v1": _V1, "v2": _V2, "resnext": _NEXT}
 
 MODEL_SPECS = {
     # ResNet v1 on ImageNet (He et al. 2015, Table 1; ResNet-200 from He et al. 2016).
-    **{f"resnet{d}": Spec("v1", dict(stem="imagenet", depth=d)) for d in (18, 34, 50, 101, 152, 200)},
+    **{f"resnet{d}": Spec("v1", dict(stem="imagenet", depth=d))
+       for d in (18, 34, 50, 101, 152, 200)},
     # ResNet v1 on CIFAR-10 with option A shortcuts (He et al. 2015, Section 4.2, Table 6).
     **{f"resnet{d}": Spec("v1", dict(stem="cifar", depth=d, shortcut="A"))
        for d in (20, 32, 44, 56, 110, 1202)},

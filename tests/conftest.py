@@ -1,4 +1,4 @@
-"""Shared test set-up: quiet TensorFlow logs, deterministic seeds, one build per registered model."""
+"""Shared test set-up: quiet TensorFlow logs, fixed seeds, one build per registered model."""
 
 import functools
 import os

@@ -1,0 +1,80 @@
+"""Fixtures of the training tests: tiny models and runs, subprocess helpers."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.training import fakes
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+
+# A ResNet with one basic block per stage and widths 4-8-16 (about 5k parameters).
+TINY_MODEL = {"depth": 8, "stage_widths": (4, 8, 16)}
+
+
+def tiny_settings(**overrides):
+    """Flat settings of a tiny run on synthetic data."""
+    settings = dict(model="resnet20", model_overrides=dict(TINY_MODEL), dataset="synthetic",
+                    global_batch_size=16, epochs=2, verbose=0, save_model=False)
+    settings.update(overrides)
+    return settings
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def subprocess_env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
+    env.update(extra)
+    return env
+
+
+def worker_spec(tmp_path, name, settings, pipeline, **extra):
+    """Writes a `worker.py` spec and returns (spec path, output .npz path)."""
+    output = str(tmp_path / f"{name}.npz")
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    if "model_overrides" in settings:
+        settings["model_overrides"] = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in settings["model_overrides"].items()}
+    spec = {"settings": settings, "pipeline": pipeline, "output": output, **extra}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return str(path), output
+
+
+def start_worker(spec_path, **env):
+    return subprocess.Popen([sys.executable, WORKER, spec_path], cwd=REPO_ROOT,
+                            env=subprocess_env(**env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def run_worker(spec_path, timeout=240, **env):
+    process = start_worker(spec_path, **env)
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def run_cli(module, *args, timeout=240, **env):
+    """Runs `python -m module args`."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
+                          env=subprocess_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def weights_of(npz, prefix="weight_"):
+    return [npz[key] for key in sorted(k for k in npz.files if k.startswith(prefix))]
+
+
+@pytest.fixture
+def fake_pipeline():
+    return fakes.FakePipeline()

@@ -1,0 +1,203 @@
+"""`python -m training.fit`: flags, the config they make, and one-line errors with exit code 2."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from tests.training.conftest import REPO_ROOT, run_cli, subprocess_env
+from training import config, fit
+
+
+def parse(*args):
+    flag_values = flags.FlagValues()
+    fit.define_flags(flag_values)
+    flag_values(["training.fit", *args])
+    return flag_values
+
+
+def test_every_setting_has_a_flag():
+    flag_values = parse()
+    names = set(flag_values) - {"recipe", "config"}
+    expected = (set(config.override_keys()) - {"global_batch_size"}) | {"batch_size"}
+    assert expected <= names
+
+
+def test_data_flag_defaults_are_the_data_configs():
+    flag_values = parse()
+    for field in dataclasses.fields(config.data_config()):
+        if field.name not in ("seed", "deterministic"):
+            assert flag_values[field.name].default == field.default, field.name
+
+
+def test_flags_override_the_recipe_and_only_when_given():
+    experiment = fit.config_from_flags(parse(
+        "--recipe=cifar10_resnet110", "--batch_size=64", "--decay_steps=100,200",
+        "--total_steps=300", "--model_overrides={\"stage_widths\": [4, 8, 16]}",
+        "--nodecay_bn_and_bias", "--mixed_precision=bfloat16", "--seed=5", "--deterministic",
+        "--dataset=synthetic", "--model_dir=/tmp/run"))
+    optimization = experiment.optimization
+    assert experiment.name == "cifar10_resnet110"
+    assert (optimization.global_batch_size, optimization.decay_steps,
+            optimization.total_steps, optimization.decay_bn_and_bias) == (
+        64, (100, 200), 300, False)
+    assert optimization.warm_start_steps == 400  # the recipe's, not the flag's default 0
+    assert optimization.learning_rate == 0.1
+    assert experiment.model.overrides == {"stage_widths": (4, 8, 16)}
+    assert experiment.runtime.mixed_precision == "bfloat16"
+    assert (experiment.runtime.seed, experiment.data.seed) == (5, 5)
+    assert experiment.runtime.deterministic and experiment.data.deterministic
+    assert experiment.data.validation_images == 5000
+    assert experiment.runtime.model_dir == "/tmp/run"
+
+
+def test_the_recipe_alone_is_the_recipe():
+    assert fit.config_from_flags(parse("--recipe=imagenet_resnet50_large_batch")) == (
+        config.recipe("imagenet_resnet50_large_batch"))
+
+
+def test_without_a_recipe_the_flag_defaults_apply():
+    experiment = fit.config_from_flags(parse("--epochs=2", "--decay_epochs=1.5"))
+    assert experiment.name == "custom"
+    assert experiment.model.name == "resnet20"
+    assert experiment.optimization.epochs == 2
+    assert experiment.optimization.decay_epochs == (1.5,)
+    assert experiment.optimization.global_batch_size == 128
+
+
+def test_a_config_file_is_the_base_and_flags_override_it(tmp_path):
+    base = config.recipe("cifar10_resnet56", model="custom",
+                         model_overrides={"depth": 8, "stem": "cifar", "stage_widths": (4, 8, 16)})
+    path = tmp_path / "best_1.json"
+    path.write_text(json.dumps(base.to_dict()))
+    assert fit.config_from_flags(parse(f"--config={path}")) == base
+    changed = fit.config_from_flags(parse(f"--config={path}", "--epochs=3", "--seed=2"))
+    assert changed == base.replace(epochs=3, seed=2)
+    with pytest.raises(ValueError, match=r"Give --recipe or --config, not both"):
+        fit.config_from_flags(parse(f"--config={path}", "--recipe=cifar10_resnet20"))
+    with pytest.raises(ValueError, match=r"--config='/no/file.json' is not a readable"):
+        fit.config_from_flags(parse("--config=/no/file.json"))
+
+
+def test_a_bad_list_is_a_value_error():
+    with pytest.raises(ValueError, match="--decay_steps must be a comma-separated list"):
+        fit.config_from_flags(parse("--epochs=2", "--decay_steps=10,x"))
+
+
+def test_help_lists_every_flag_with_its_default():
+    result = run_cli("training.fit", "--help")
+    assert result.returncode == 0
+    for name in parse():
+        if name in ("recipe", "model") or name in fit._DEFAULTS:
+            assert f"--{name}:" in result.stdout or f"--[no]{name}:" in result.stdout, name
+    assert "(default: '128')" in result.stdout  # batch_size
+    assert "(default: 'resnet20')" in result.stdout
+    assert "cifar10_resnet110" in result.stdout
+
+
+BAD_FLAGS = {
+    "unknown model": (["--model=resnet21", "--epochs=1"], "model must be one of ["),
+    "unknown recipe": (["--recipe=cifar10_resnet21"], "recipe must be one of ["),
+    "negative batch": (["--recipe=cifar10_resnet20", "--batch_size=-128"],
+                       "batch_size must be a positive integer; got -128."),
+    "batch not divisible by the replicas": (
+        ["--recipe=cifar10_resnet20", "--dataset=synthetic", "--strategy=mirrored",
+         "--cpu_devices=2", "--batch_size=127"],
+        "batch_size=127 (the global batch) is not divisible by the 2 replicas in sync"),
+    "missing dataset path": (["--recipe=cifar10_resnet20", "--dataset=/no/such/cifar10"],
+                             "/no/such/cifar10"),
+    "unknown flag": (["--recipe=cifar10_resnet20", "--batchsize=64"],
+                     "Unknown command line flag 'batchsize'"),
+    "bad enum": (["--recipe=cifar10_resnet20", "--strategy=horovod"], "strategy"),
+    "not a number": (["--recipe=cifar10_resnet20", "--learning_rate=fast"], "learning_rate"),
+}
+
+
+def test_bad_flags_exit_2_with_one_line():
+    processes = {
+        name: subprocess.Popen([sys.executable, "-m", "training.fit", *args],
+                               cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        for name, (args, _) in BAD_FLAGS.items()}
+    for name, process in processes.items():
+        out, err = process.communicate(timeout=240)
+        lines = err.splitlines()
+        assert process.returncode == 2, (name, err)
+        assert len(lines) == 1, (name, err)
+        assert lines[0].startswith("training.fit: error: "), (name, err)
+        assert BAD_FLAGS[name][1] in lines[0], (name, err)
+        assert "Traceback" not in err and out == ""
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("cli") / "run")
+    result = run_cli(
+        "training.fit", "--recipe=cifar10_resnet20", "--dataset=synthetic",
+        "--synthetic_examples=96", "--image_size=8", "--num_classes=4",
+        "--max_test_examples=20", "--validation_images=16", "--epochs=2", "--batch_size=16",
+        "--model_overrides={\"depth\": 8, \"stage_widths\": [4, 8, 16]}", "--verbose=2",
+        f"--model_dir={model_dir}", "--seed=3")
+    return result, model_dir
+
+
+def test_fit_runs_a_recipe_end_to_end(cli_run):
+    result, model_dir = cli_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Epoch 2/2: loss " in result.stdout
+    assert "the step schedule's boundaries [32000, 48000] lie at or after the last step (10)" in (
+        result.stdout)
+    for name in ("results.json", "history.csv", "curves.png", "config.json", "model.keras"):
+        assert os.path.isfile(os.path.join(model_dir, name)), name
+    for name in ("checkpoints", "best", "logs", "saved_model"):
+        assert os.path.isdir(os.path.join(model_dir, name)), name
+    with open(os.path.join(model_dir, "results.json")) as file:
+        results = json.load(file)
+    assert (results["status"], results["recipe"], results["steps"]) == (
+        "completed", "cifar10_resnet20", 10)
+    assert results["config"]["runtime"]["seed"] == 3
+    assert results["config"]["data"]["validation_images"] == 16
+
+
+def test_rerunning_the_command_resumes(cli_run):
+    _, model_dir = cli_run
+    again = run_cli(
+        "training.fit", "--recipe=cifar10_resnet20", "--dataset=synthetic",
+        "--synthetic_examples=96", "--image_size=8", "--num_classes=4",
+        "--max_test_examples=20", "--validation_images=16", "--epochs=3", "--batch_size=16",
+        "--model_overrides={\"depth\": 8, \"stage_widths\": [4, 8, 16]}", "--verbose=2",
+        f"--model_dir={model_dir}", "--seed=3", "--save_model=false")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming from " in again.stdout and "epoch 3, batch 0, step 10" in again.stdout
+    assert "Epoch 1/3" not in again.stdout and "Epoch 3/3: loss " in again.stdout
+
+
+def test_evaluate_cli_ten_crops(cli_run):
+    _, model_dir = cli_run
+    result = run_cli("training.evaluate", f"--model_dir={model_dir}", "--eval_crops=10",
+                     "--checkpoint=latest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (metrics["eval_crops"], metrics["examples"], metrics["split"]) == (10, 20, "test")
+    assert metrics["checkpoint"].endswith("checkpoints/ckpt-" + str(metrics["step"]))
+    with open(os.path.join(model_dir, "evaluation_latest_test_10crop.json")) as file:
+        assert json.load(file) == metrics
+    bad = run_cli("training.evaluate", "--model_dir=/no/such/run")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("training.evaluate: error: model_dir='/no/such/run' has no "
+                                  "config.json; is it a training.fit model directory?")
+
+
+def test_a_diverging_run_exits_1_with_the_message(tmp_path):
+    result = run_cli(
+        "training.fit", "--dataset=synthetic", "--synthetic_examples=64", "--image_size=8",
+        "--epochs=1", "--batch_size=16", "--model_overrides={\"depth\": 8}", "--verbose=0",
+        "--learning_rate=1e6", f"--model_dir={tmp_path / 'run'}", "--save_model=false")
+    assert result.returncode == 1
+    # TensorFlow's native start-up lines come first (they ignore TF_CPP_MIN_LOG_LEVEL).
+    assert result.stderr.splitlines()[-1].startswith("training.fit: Training diverged in update ")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,15 @@
+"""Training for keras_resnets: the papers' recipes, tf.data input, every tf.distribute strategy.
+
+The pieces, each usable on its own:
+
+- `training.config`: `ExperimentConfig` (model, optimization, runtime and data settings) and the
+  named paper recipes (`recipe("cifar10_resnet110")`).
+- `training.schedules`: learning-rate schedules (step schedules in iterations, warm start, linear
+  warmup, cosine).
+- `training.runtime`: distribution strategy, mixed-precision policy, XLA choice.
+- `training.data`: tf.data pipelines over TFDS names, image folders or synthetic data.
+- `training.analysis`: gradient measurements per residual unit.
+- `training.trainer`: one custom training loop for every strategy, with checkpoints, resume,
+  logs and exports (`trainer.run(config)`).
+- `python -m training.fit` and `python -m training.evaluate`: the command lines.
+"""

@@ -1,0 +1,162 @@
+r"""`python -m training.evaluate`: evaluates a model directory's best or latest checkpoint.
+
+    python -m training.evaluate --model_dir=runs/resnet50 --eval_crops=10
+    python -m training.evaluate --model_dir=runs/resnet20 --checkpoint=latest --split=validation
+
+The run's `config.json` gives the model and the data; `--eval_crops`, `--split`, `--batch_size`,
+`--dataset` and `--data_dir` change what is evaluated. The metrics are printed as one JSON line
+and written to `<model_dir>/evaluation_<checkpoint>_<split>_<crops>crop.json`.
+"""
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+from absl import app, flags
+
+from training import cli
+from training import config as config_lib
+
+PROGRAM = "training.evaluate"
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the flags of `python -m training.evaluate` in `flag_values`."""
+    flags.DEFINE_string("model_dir", None, "The model directory of a training.fit run.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("checkpoint", "best", "best, latest, or the path of a checkpoint.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("split", "test", ["test", "validation"], "The split to evaluate.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("eval_crops", None, "1 (centre crop) or 10 (ten-crop); default: the "
+                         "run's.", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", None, "Global evaluation batch; default: the run's.",
+                         flag_values=flag_values)
+    flags.DEFINE_string("dataset", None, "Evaluate on another copy of the data (e.g. a local "
+                        "path); default: the run's.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "TFDS data directory; default: the run's.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("strategy", None, list(config_lib.STRATEGIES), "Default: the run's.",
+                      flag_values=flag_values)
+    flags.DEFINE_enum("mixed_precision", None, list(config_lib.MIXED_PRECISION),
+                      "Default: the run's.", flag_values=flag_values)
+
+
+FLAGS = flags.FLAGS
+
+
+def load_config(model_dir: str) -> config_lib.ExperimentConfig:
+    """The `ExperimentConfig` a run wrote to `<model_dir>/config.json`."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"model_dir={model_dir!r} has no config.json; is it a training.fit "
+                         "model directory?")
+    with open(path) as file:
+        return config_lib.ExperimentConfig.from_dict(json.load(file))
+
+
+def find_checkpoint(model_dir: str, checkpoint: str = "best") -> str:
+    """The path of `"best"`, `"latest"` or an explicit checkpoint of a model directory."""
+    import tensorflow as tf
+
+    if checkpoint in config_lib.CHECKPOINTS:
+        folder = os.path.join(model_dir, "best" if checkpoint == "best" else "checkpoints")
+        path = tf.train.latest_checkpoint(folder)
+        if path is None and checkpoint == "best":  # no evaluation yet: fall back to the latest
+            path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+        if path is None:
+            raise ValueError(f"model_dir={model_dir!r} has no checkpoint.")
+        return path
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+        raise ValueError(f"checkpoint must be 'best', 'latest' or a checkpoint path; "
+                         f"{checkpoint!r} is none of them.")
+    return checkpoint
+
+
+def load(model_dir: str, checkpoint: str = "best", eval_crops: Optional[int] = None,
+         pipeline=None, strategy=None, **overrides):
+    """A `training.trainer.Trainer` of a model directory's run with a checkpoint's weights.
+
+    Returns:
+        `(trainer, checkpoint_path)`. Arguments as in `evaluate`.
+    """
+    from training import trainer as trainer_lib
+
+    experiment = load_config(model_dir)
+    if eval_crops is not None:
+        overrides["eval_crops"] = eval_crops
+    # The trainer writes nothing here: no model_dir.
+    experiment = experiment.replace(model_dir=None, verbose=0, cpu_devices=0, **overrides)
+    path = find_checkpoint(model_dir, checkpoint)
+    trainer = trainer_lib.Trainer(experiment, pipeline=pipeline, strategy=strategy)
+    trainer.restore_weights(path)
+    return trainer, path
+
+
+def _checkpoint_step(path):
+    import tensorflow as tf
+
+    return int(tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def evaluate(model_dir: str, checkpoint: str = "best", split: str = "test",
+             eval_crops: Optional[int] = None, pipeline=None, strategy=None,
+             **overrides) -> Dict[str, Any]:
+    """Evaluates a checkpoint of a `training.fit` model directory.
+
+    Args:
+        model_dir: str. The run's model directory.
+        checkpoint: str. `"best"` (by validation accuracy, or test accuracy without a
+            validation split), `"latest"`, or a checkpoint path. Defaults to `"best"`.
+        split: str. `"test"` or `"validation"`. Defaults to `"test"`.
+        eval_crops: int or `None`. `1` or `10`; `None` keeps the run's. Defaults to `None`.
+        pipeline: optional input pipeline; defaults to `training.data.Pipeline` of the run's
+            data settings.
+        strategy: optional `tf.distribute.Strategy`.
+        **overrides: flat settings for the run's config, e.g. `global_batch_size=256`,
+            `dataset="/data/imagenet"`.
+
+    Returns:
+        A dict: `checkpoint`, `step`, `split`, `eval_crops`, `loss`, `accuracy`, `error`,
+        `examples` and, with more than five classes, `top5_accuracy` and `top5_error`.
+    """
+    trainer, path = load(model_dir, checkpoint, eval_crops, pipeline, strategy, **overrides)
+    return _metrics(trainer, path, split)
+
+
+def _metrics(trainer, path, split):
+    return {"checkpoint": path, "step": _checkpoint_step(path), "split": split,
+            "eval_crops": trainer.config.data.eval_crops, **trainer.evaluate(split)}
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(PROGRAM, f"unexpected arguments {argv[1:]}; every setting is a --flag.")
+    if not FLAGS.model_dir:
+        cli.fail(PROGRAM, "--model_dir is required.")
+    cli.quiet_logs()
+    overrides = {key: FLAGS[flag].value for flag, key in (
+        ("batch_size", "global_batch_size"), ("dataset", "dataset"), ("data_dir", "data_dir"),
+        ("strategy", "strategy"), ("mixed_precision", "mixed_precision"))
+        if FLAGS[flag].value is not None}
+    trainer, path = cli.set_up_or_fail(PROGRAM, lambda: load(
+        FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_crops, **overrides))
+    metrics = _metrics(trainer, path, FLAGS.split)
+    name = os.path.basename(metrics["checkpoint"]) if FLAGS.checkpoint not in (
+        config_lib.CHECKPOINTS) else FLAGS.checkpoint
+    out = os.path.join(FLAGS.model_dir,
+                       f"evaluation_{name}_{metrics['split']}_{metrics['eval_crops']}crop.json")
+    with open(out + ".tmp", "w") as file:
+        json.dump(metrics, file, indent=2)
+    os.replace(out + ".tmp", out)
+    print(json.dumps(metrics), flush=True)
+
+
+def run_main():
+    """The console entry point."""
+    define_flags()
+    app.run(main, flags_parser=cli.flags_parser(PROGRAM))
+
+
+if __name__ == "__main__":
+    run_main()

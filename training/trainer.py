@@ -1,0 +1,923 @@
+"""One training loop for every tf.distribute strategy, with the Keras experience.
+
+Keras 3's `model.fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585), so the
+loop here is a custom one that works under all of them: `strategy.run` of the train step over
+`strategy.distribute_datasets_from_function`, the loss summed per replica and divided by the
+global batch, gradients all-reduced (summed) by `optimizer.apply`. Users keep what `fit` gives:
+a `keras.utils.Progbar` with images/s and ETA, Keras callbacks (`on_train_begin`, `on_epoch_end`
+with logs, `model.stop_training`, ...) and a `keras.callbacks.History`.
+
+With `runtime.model_dir`, a run writes:
+
+- `checkpoints/`: the latest `keep_checkpoints` `tf.train.Checkpoint`s of the model, optimizer,
+  step, epoch, batch within the epoch and the run's history; `best/`: the best one by
+  validation accuracy (test accuracy without a validation split).
+- `logs/{train,validation,test}/`: TensorBoard scalars (`tf.summary`).
+- `config.json`, `history.csv`, `results.json`, `curves.png` (loss and error, train and test,
+  against iterations, like the papers' figures), `model.keras` and `saved_model/`.
+
+Rerunning the same command resumes from the latest checkpoint: weights, optimizer state, step,
+epoch and the data position (the pipeline's order is a pure function of `(seed, epoch)`, so
+`skip_batches` reproduces it). Checkpoints become visible only once complete (TensorFlow writes
+the data first and then replaces the `checkpoint` index file), and the other files are written
+to a temporary name and renamed, so a SIGKILL leaves a model directory that resumes. Under
+multi-worker training only the chief writes there; the other workers write their checkpoints
+to temporary directories, as TensorFlow requires, and delete them.
+
+A loss that is not finite or exceeds `runtime.max_loss` stops the run with `TrainingDiverged`
+before anything is saved, so the last checkpoint is the last good state.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from training import runtime as runtime_lib
+from training import schedules
+from training.config import ExperimentConfig
+
+_SUM = tf.distribute.ReduceOp.SUM
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+).SerializeToString()
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN, infinite or larger than `RuntimeConfig.max_loss`."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `run` returns.
+
+    Args:
+        history: `keras.callbacks.History`. Per-epoch logs of the whole run (resumed epochs
+            included).
+        results: dict. The contents of `results.json`.
+        model: `keras.Model`. The trained model.
+    """
+
+    history: keras.callbacks.History
+    results: Dict[str, Any]
+    model: keras.Model
+
+
+def make_pipeline(data_config):
+    """The input pipeline of a `training.data.DataConfig`."""
+    from training.data import Pipeline
+
+    return Pipeline(data_config)
+
+
+def build_optimizer(optimization, schedule, policy: str):
+    """SGD with momentum over `schedule`, with loss scaling under `mixed_float16`."""
+    optimizer = keras.optimizers.SGD(
+        learning_rate=schedule, momentum=optimization.momentum, nesterov=optimization.nesterov
+    )
+    return runtime_lib.wrap_optimizer(optimizer, policy)
+
+
+def decayed_variables(model: keras.Model, decay_bn_and_bias: bool) -> List[keras.Variable]:
+    """The weights that weight decay applies to: every kernel, and with `decay_bn_and_bias`
+    also every batch-norm scale and offset and every bias."""
+    return [v for v in model.trainable_variables
+            if decay_bn_and_bias or v.name.split("/")[-1].endswith("kernel")]
+
+
+def _sparse_labels(labels):
+    if labels.shape.rank is not None and labels.shape.rank > 1:
+        return tf.argmax(labels, axis=-1, output_type=tf.int64)
+    return tf.cast(labels, tf.int64)
+
+
+def _logits_of(outputs, from_logits):
+    """The logits behind the model's outputs, or None when only probabilities are known."""
+    if from_logits:
+        return outputs
+    logits = getattr(outputs, "_keras_logits", None)
+    if logits is None and getattr(getattr(outputs, "op", None), "type", None) == "Softmax":
+        logits = outputs.op.inputs[0]
+    return None if logits is None else tf.cast(logits, tf.float32)
+
+
+def _log_probabilities(outputs, from_logits):
+    logits = _logits_of(outputs, from_logits)
+    if logits is not None:
+        return tf.nn.log_softmax(logits, axis=-1)
+    return tf.math.log(tf.clip_by_value(tf.cast(outputs, tf.float32), 1e-7, 1.0))
+
+
+def _cross_entropy(labels, log_probs, label_smoothing):
+    """Per-example cross-entropy of sparse labels, with label smoothing."""
+    classes = tf.shape(log_probs)[-1]
+    target = tf.one_hot(labels, classes, dtype=tf.float32)
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / tf.cast(classes, tf.float32)
+    return -tf.reduce_sum(target * log_probs, axis=-1)
+
+
+class Trainer:
+    """Trains an `ExperimentConfig` under its runtime.
+
+    Args:
+        config: `training.config.ExperimentConfig`.
+        pipeline: optional `training.data.Pipeline` (or an object with its methods: `info`,
+            `train`, `evaluation`, `steps_per_epoch`). Defaults to `Pipeline(config.data)`.
+        strategy: optional `tf.distribute.Strategy` to use instead of `config.runtime.strategy`.
+
+    Everything that can be wrong with the settings (an unknown model, a batch that the
+    replicas do not divide, a missing data set, a model directory of another run) raises a
+    `ValueError` here, before training starts.
+
+    Example:
+
+    ```python
+    from training import config, trainer
+    experiment = config.recipe("cifar10_resnet20", dataset="../shared/data/cifar10",
+                               epochs=3, model_dir="runs/r20")
+    history = trainer.Trainer(experiment).fit()
+    ```
+    """
+
+    def __init__(self, config: ExperimentConfig, pipeline=None, strategy=None):
+        if not isinstance(config, ExperimentConfig):
+            raise ValueError(f"config must be an ExperimentConfig; got {config!r}.")
+        self.config = config
+        optimization, settings = config.optimization, config.runtime
+        self.runtime = runtime_lib.setup(settings, optimization.global_batch_size, strategy)
+        self.pipeline = pipeline if pipeline is not None else make_pipeline(config.data)
+        self.info = self.pipeline.info
+        batch = optimization.global_batch_size
+        self.steps_per_epoch = int(self.pipeline.steps_per_epoch(batch))
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"batch_size={batch} is larger than the {self.info.train_examples} training "
+                f"images of {self.info.name}; use a smaller batch."
+            )
+        if not settings.evaluate_test and not self.info.validation_examples:
+            raise ValueError(
+                "evaluate_test=False needs a validation split to evaluate (validation_images > 0)."
+            )
+        self.total_steps = optimization.steps(self.steps_per_epoch)
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.schedule = schedules.build(optimization, self.steps_per_epoch)
+        self.unreached_boundaries = [
+            b for b in optimization.boundaries(self.steps_per_epoch) if b >= self.total_steps
+        ] if optimization.schedule == "step" else []
+        self.model_dir = settings.model_dir
+        self.results: Dict[str, Any] = {}
+
+        runtime_lib.seed_everything(settings.seed, settings.deterministic)
+        with runtime_lib.policy_scope(self.runtime.dtype_policy), self.runtime.strategy.scope():
+            self.model = config.model.build(self.info.num_classes, self.info.image_shape)
+            self.optimizer = build_optimizer(optimization, self.schedule,
+                                             self.runtime.dtype_policy)
+            self.optimizer.build(self.model.trainable_variables)
+        self.model.stop_training = False
+        self._from_logits = getattr(self.model.layers[-1], "activation", None) in (
+            None, keras.activations.linear)
+        self._decayed = decayed_variables(self.model, optimization.decay_bn_and_bias)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                          name="batch_in_epoch")
+        self._state = tf.Variable("{}", dtype=tf.string, trainable=False, name="state")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, step=self.step, epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch, state=self._state,
+        )
+        self._train_function = self._make_train_function()
+        self._eval_function = self._make_eval_function()
+        self._sync_function = self._make_sync_function()
+        self._outputs = _Outputs(
+            self.model_dir, self.runtime, self.checkpoint, settings.keep_checkpoints,
+            title=f"{config.name}: {config.model.name} on {self.info.name}",
+        ) if self.model_dir else None
+
+    # ----------------------------------------------------------------------------------------
+    # Steps.
+
+    def _regularization(self):
+        total = tf.constant(0.0, tf.float32)
+        weight_decay = self.config.optimization.weight_decay
+        if weight_decay and self._decayed:
+            total += 0.5 * weight_decay * tf.add_n(
+                [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in self._decayed])
+        if self.model.losses:
+            total += tf.add_n([tf.cast(loss, tf.float32) for loss in self.model.losses])
+        return total / float(self.runtime.num_replicas)
+
+    def _replica_train_step(self, images, labels):
+        labels = _sparse_labels(labels)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self.model(images, training=True)
+            log_probs = _log_probabilities(outputs, self._from_logits)
+            per_example = _cross_entropy(labels, log_probs,
+                                         self.config.optimization.label_smoothing)
+            data_loss = tf.reduce_sum(per_example) / float(self.runtime.global_batch_size)
+            regularization = self._regularization()
+            scaled = self.optimizer.scale_loss(data_loss + regularization)
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
+        correct = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int64), labels)
+        return {
+            "loss": data_loss,
+            "regularization": regularization,
+            "correct": tf.reduce_sum(tf.cast(correct, tf.float32)),
+            "count": tf.cast(tf.shape(labels)[0], tf.float32),
+        }
+
+    def _replica_eval_step(self, images, labels):
+        labels = _sparse_labels(labels)
+        count = tf.shape(labels)[0]
+        # A replica can get an empty final batch; the model needs at least one example, so pad
+        # one (masked out below).
+        pad = tf.maximum(1 - count, 0)
+        images = tf.pad(images, tf.concat(
+            [[[0, pad]], tf.zeros([tf.rank(images) - 1, 2], tf.int32)], axis=0))
+        labels = tf.pad(labels, [[0, pad]])
+        mask = tf.cast(tf.range(count + pad) < count, tf.float32)
+        crops = images.shape.rank == 5
+        if crops:  # [batch, crops, H, W, C]: average the probabilities of the crops
+            shape = tf.shape(images)
+            images = tf.reshape(images, tf.concat([[-1], shape[2:]], axis=0))
+        outputs = self.model(images, training=False)
+        log_probs = _log_probabilities(outputs, self._from_logits)
+        if crops:
+            probs = tf.reduce_mean(tf.reshape(
+                tf.exp(log_probs), [shape[0], shape[1], tf.shape(log_probs)[-1]]), axis=1)
+            log_probs = tf.math.log(tf.clip_by_value(probs, 1e-7, 1.0))
+        correct = tf.equal(tf.argmax(log_probs, axis=-1, output_type=tf.int64), labels)
+        top5 = tf.math.in_top_k(labels, log_probs, k=min(5, self.info.num_classes))
+        return {
+            "loss": tf.reduce_sum(mask * _cross_entropy(labels, log_probs, 0.0)),
+            "correct": tf.reduce_sum(mask * tf.cast(correct, tf.float32)),
+            "correct_top5": tf.reduce_sum(mask * tf.cast(top5, tf.float32)),
+            "count": tf.cast(count, tf.float32),
+        }
+
+    def _distributed(self, replica_fn):
+        strategy = self.runtime.strategy
+        if self.runtime.jit_compile and self.runtime.strategy_name != "tpu":
+            replica_fn = tf.function(replica_fn, jit_compile=True, reduce_retracing=True)
+
+        @tf.function(reduce_retracing=True)
+        def step(images, labels):
+            per_replica = strategy.run(replica_fn, args=(images, labels))
+            return {key: strategy.reduce(_SUM, value, axis=None)
+                    for key, value in per_replica.items()}
+
+        return step
+
+    def _make_train_function(self):
+        return self._distributed(self._replica_train_step)
+
+    def _make_eval_function(self):
+        return self._distributed(self._replica_eval_step)
+
+    def _make_sync_function(self):
+        """Averages the non-trainable weights (batch-norm moving statistics) over replicas.
+
+        Keras 3 creates them with `aggregation="none"`, so under a strategy each replica's copy
+        tracks its own batches, and the workers of a multi-worker run end with different
+        statistics. Their moving averages are linear in the batch statistics, so averaging the
+        copies whenever they are read (evaluation, checkpoints, export) gives exactly the moving
+        average of the replica-averaged statistics, as tf.keras' `aggregation=MEAN` did.
+        """
+        variables = self.model.non_trainable_variables
+        if self.runtime.num_replicas == 1 or not variables:
+            return None
+        strategy = self.runtime.strategy
+
+        def replica_sync():
+            context = tf.distribute.get_replica_context()
+            # tf.identity: reading the variables directly fails under MultiWorkerMirroredStrategy
+            # ("destinations can not be empty").
+            values = context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                        [tf.identity(v.value) for v in variables])
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+
+        @tf.function
+        def sync():
+            strategy.run(replica_sync)
+
+        return sync
+
+    def sync_replicas(self) -> None:
+        """Makes every replica's copy of the non-trainable weights equal (their mean)."""
+        if self._sync_function is not None:
+            self._sync_function()
+
+    # ----------------------------------------------------------------------------------------
+    # Evaluation.
+
+    def evaluate(self, split: str = "test") -> Dict[str, float]:
+        """Evaluates the current weights on a split, every example once.
+
+        Args:
+            split: str. `"validation"` or `"test"`. With the data's `eval_crops=10`, the
+                probabilities of the ten crops are averaged.
+
+        Returns:
+            A dict with `loss` (cross-entropy without label smoothing), `accuracy`, `error`,
+            `examples` and, with more than five classes, `top5_accuracy` and `top5_error`.
+        """
+        batch = self.runtime.global_batch_size
+        self.sync_replicas()
+        dataset = self.runtime.strategy.distribute_datasets_from_function(
+            lambda context: self.pipeline.evaluation(split, batch, context))
+        totals = {"loss": 0.0, "correct": 0.0, "correct_top5": 0.0, "count": 0.0}
+        for images, labels in dataset:
+            values = self._eval_function(images, labels)
+            for key in totals:
+                totals[key] += float(values[key])
+        count = totals["count"]
+        if count == 0:
+            raise ValueError(f"The {split} split of {self.info.name} has no examples.")
+        accuracy = totals["correct"] / count
+        metrics = {"loss": totals["loss"] / count, "accuracy": accuracy, "error": 1.0 - accuracy,
+                   "examples": int(count)}
+        if self.info.num_classes > 5:
+            top5 = totals["correct_top5"] / count
+            metrics.update(top5_accuracy=top5, top5_error=1.0 - top5)
+        return metrics
+
+    def restore_weights(self, path: str) -> None:
+        """Loads the model's weights (not the optimizer) from a checkpoint path."""
+        tf.train.Checkpoint(model=self.model).restore(path).expect_partial()
+
+    # ----------------------------------------------------------------------------------------
+    # Training.
+
+    def _log(self, message):
+        if self.config.runtime.verbose and self.runtime.is_chief:
+            print(message, flush=True)
+
+    def _describe(self):
+        rt, info = self.runtime, self.info
+        split = f"{info.train_examples} train"
+        if info.validation_examples:
+            split += f" / {info.validation_examples} validation"
+        split += f" / {info.test_examples} test"
+        replicas = (f"{rt.num_replicas} replicas x {rt.per_replica_batch_size}"
+                    if rt.num_replicas > 1 else "1 replica")
+        return (
+            f"Training {self.config.model.name} ({self.model.count_params() / 1e6:.2f}M "
+            f"parameters) on {info.name} ({split} images): {self.epochs} epochs of "
+            f"{self.steps_per_epoch} steps ({self.total_steps} steps), global batch "
+            f"{rt.global_batch_size} = {replicas} ({rt.strategy_name} on {rt.device_type}, "
+            f"{rt.num_workers} worker{'s' if rt.num_workers > 1 else ''}, XLA "
+            f"{'on' if rt.jit_compile else 'off'}, {rt.dtype_policy})."
+        )
+
+    def _monitor(self):
+        return "val_accuracy" if self.info.validation_examples else "test_accuracy"
+
+    def _restore_or_start(self) -> Dict[str, Any]:
+        fresh = {"history": [], "epoch_sums": None, "best": None, "best_epoch": None,
+                 "train_seconds": 0.0, "wall_seconds": 0.0, "images": 0,
+                 "global_batch_size": self.runtime.global_batch_size,
+                 "steps_per_epoch": self.steps_per_epoch}
+        latest = self._outputs.latest_checkpoint() if self._outputs else None
+        if latest is None:
+            self._state.assign(json.dumps(fresh))
+            if self._outputs:
+                self._outputs.write_config(self.config)
+                self._outputs.save(0)
+            return fresh
+        # expect_partial: only silences TensorFlow's warnings about values left unrestored
+        # (save_counter); the assertion still checks every object of this run.
+        try:
+            status = self.checkpoint.restore(latest).expect_partial()
+            status.assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            raise ValueError(
+                f"model_dir={self.model_dir!r} holds a checkpoint ({latest}) of a different model "
+                f"or optimizer; use a new model_dir. ({str(error).splitlines()[0]})"
+            ) from None
+        state = json.loads(self._state.numpy().decode())
+        for key, now in (("global_batch_size", self.runtime.global_batch_size),
+                         ("steps_per_epoch", self.steps_per_epoch)):
+            if state.get(key) != now:
+                raise ValueError(
+                    f"model_dir={self.model_dir!r} holds a run with {key}={state.get(key)}, but "
+                    f"this run has {key}={now}; resume with the same batch and data settings or "
+                    "use a new model_dir."
+                )
+        if self._outputs:
+            changes = self._outputs.config_changes(self.config)
+            if changes:
+                self._log("Resuming with changed settings: " + ", ".join(changes) + ".")
+            self._outputs.write_config(self.config)
+        self._log(f"Resuming from {latest}: epoch {int(self.epoch.numpy()) + 1}, batch "
+                  f"{int(self.batch_in_epoch.numpy())}, step {int(self.step.numpy())}.")
+        return state
+
+    def _save(self, state, best=False):
+        if not self._outputs:
+            return
+        self.sync_replicas()
+        if not all(np.isfinite(v.numpy()).all() for v in self.model.weights):
+            self._diverged(state, "the weights are no longer finite")
+        self._state.assign(json.dumps(state))
+        self._outputs.save(int(self.step.numpy()), best=best)
+
+    def _diverged(self, state, what):
+        last = self._outputs.latest_checkpoint() if self._outputs else None
+        kept = (f"the last good checkpoint, {last}, is kept" if last
+                else "no checkpoint was written (no model_dir)")
+        message = (
+            f"Training diverged in update {int(self.step.numpy()) + 1} of {self.total_steps} "
+            f"(epoch {int(self.epoch.numpy()) + 1}): {what}. Stopped without saving this "
+            f"state; {kept}. "
+            f"Lower the learning rate (now {self.config.optimization.learning_rate}) or check "
+            "the data."
+        )
+        self._log(message)
+        if self._outputs:
+            self._outputs.write_results(self._results(state, "diverged", message))
+        raise TrainingDiverged(message)
+
+    def _results(self, state, status, message=""):
+        rows = state["history"]
+        evaluated = [r for r in rows if "test_accuracy" in r]
+        results = {
+            "status": status,
+            "message": message,
+            "recipe": self.config.name,
+            "model": self.config.model.name,
+            "parameters": int(self.model.count_params()),
+            "dataset": self.info.name,
+            "epochs": len(rows),
+            "epochs_planned": self.epochs,
+            "steps": int(self.step.numpy()),
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "global_batch_size": self.runtime.global_batch_size,
+            "num_replicas": self.runtime.num_replicas,
+            "num_workers": self.runtime.num_workers,
+            "strategy": self.runtime.strategy_name,
+            "device": self.runtime.device_type,
+            "dtype_policy": self.runtime.dtype_policy,
+            "jit_compile": self.runtime.jit_compile,
+            "train_seconds": state["train_seconds"],
+            "wall_seconds": state["wall_seconds"],
+            "images_per_second": (state["images"] / state["train_seconds"]
+                                  if state["train_seconds"] else None),
+            "monitor": self._monitor(),
+            "best_epoch": state["best_epoch"],
+        }
+        for split, prefix in (("test", "test_"), ("validation", "val_")):
+            split_rows = [r for r in rows if prefix + "accuracy" in r]
+            if not split_rows:
+                continue
+            final = split_rows[-1]
+            best = max(split_rows, key=lambda r: r[prefix + "accuracy"])
+            results.update({
+                f"final_{split}_accuracy": final[prefix + "accuracy"],
+                f"final_{split}_error": final[prefix + "error"],
+                **({f"final_{split}_top5_error": final[prefix + "top5_error"]}
+                   if prefix + "top5_error" in final else {}),
+                f"best_{split}_accuracy": best[prefix + "accuracy"],
+                f"best_{split}_error": best[prefix + "error"],
+                f"best_{split}_epoch": best["epoch"],
+                f"{split}_examples": final[prefix + "examples"],
+            })
+        if evaluated:
+            results["final_test_loss"] = evaluated[-1]["test_loss"]
+        if self._outputs:
+            results["best_checkpoint"] = self._outputs.best_checkpoint()
+            results["latest_checkpoint"] = self._outputs.latest_checkpoint()
+        results["config"] = self.config.to_dict()
+        return results
+
+    def fit(self, callbacks: Optional[Sequence[keras.callbacks.Callback]] = None
+            ) -> keras.callbacks.History:
+        """Trains to the end (or resumes and finishes), evaluating every `eval_every_epochs`.
+
+        Args:
+            callbacks: Keras callbacks. They get `on_train_begin/end`, `on_epoch_begin/end`
+                (with the epoch's logs: `loss`, `accuracy`, `error`, `learning_rate`,
+                `val_*` and `test_*` (loss, accuracy, error, examples, top-5 with more than
+                five classes) where evaluated, `images_per_second`) and
+                `on_train_batch_begin/end` (running `loss` and `accuracy`); setting
+                `model.stop_training` ends the run after the batch.
+
+        Returns:
+            A `keras.callbacks.History` of every epoch of the run, resumed epochs included.
+            `self.results` holds the contents of `results.json`.
+
+        Raises:
+            TrainingDiverged: the loss became non-finite or exceeded `max_loss`.
+        """
+        settings, rt = self.config.runtime, self.runtime
+        started = time.time()
+        state = self._restore_or_start()
+        wall_before = state["wall_seconds"]
+        history = keras.callbacks.History()
+        callback_list = keras.callbacks.CallbackList(
+            list(callbacks or []) + [history], model=self.model, epochs=self.epochs,
+            steps=self.steps_per_epoch, verbose=settings.verbose,
+        )
+        self.model.stop_training = False
+        self._log(self._describe())
+        if self.unreached_boundaries:
+            self._log(f"Note: the step schedule's boundaries {self.unreached_boundaries} lie at "
+                      f"or after the last step ({self.total_steps}); they are not reached.")
+        callback_list.on_train_begin()
+        for row in state["history"]:
+            history.epoch.append(row["epoch"] - 1)
+            for key, value in row.items():
+                if key != "epoch":
+                    history.history.setdefault(key, []).append(value)
+
+        step = int(self.step.numpy())
+        epoch = int(self.epoch.numpy())
+        skip = int(self.batch_in_epoch.numpy())
+        status = "completed"
+        try:
+            while epoch < self.epochs and step < self.total_steps:
+                epoch_steps = min(self.steps_per_epoch,
+                                  self.total_steps - epoch * self.steps_per_epoch)
+                sums = state["epoch_sums"] if skip and state["epoch_sums"] else {
+                    "loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0, "seconds": 0.0}
+                callback_list.on_epoch_begin(epoch)
+                remaining = epoch_steps - skip
+                if skip:
+                    self._log(f"Epoch {epoch + 1}: continuing after batch {skip}.")
+                progbar = None
+                if settings.verbose == 1 and rt.is_chief:
+                    print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+                    progbar = keras.utils.Progbar(
+                        remaining, stateful_metrics=["loss", "accuracy", "lr", "images/s"])
+                dataset = rt.strategy.distribute_datasets_from_function(
+                    _train_input(self.pipeline, epoch, rt.global_batch_size, skip))
+                tick = time.time()
+                done = skip
+                for index, (images, labels) in zip(range(remaining), dataset):
+                    batch_index = skip + index
+                    callback_list.on_train_batch_begin(batch_index)
+                    values = self._train_function(images, labels)
+                    loss = float(values["loss"])
+                    total = loss + float(values["regularization"])
+                    if not math.isfinite(total) or total > settings.max_loss:
+                        what = (f"the loss is {total}" if not math.isfinite(total) else
+                                f"the loss {total:.4g} exceeds max_loss={settings.max_loss:g}")
+                        self._diverged(state, what)
+                    step += 1
+                    done = batch_index + 1
+                    self.step.assign(step)
+                    self.batch_in_epoch.assign(done)
+                    sums["loss"] += loss
+                    sums["steps"] += 1
+                    sums["correct"] += float(values["correct"])
+                    sums["count"] += float(values["count"])
+                    logs = {"loss": sums["loss"] / sums["steps"],
+                            "accuracy": sums["correct"] / sums["count"]}
+                    callback_list.on_train_batch_end(batch_index, logs)
+                    elapsed = sums["seconds"] + time.time() - tick
+                    if progbar is not None:
+                        rate = sums["count"] / elapsed if elapsed else 0.0
+                        progbar.update(index + 1, [
+                            ("loss", logs["loss"]), ("accuracy", logs["accuracy"]),
+                            ("lr", float(self.schedule(step - 1))), ("images/s", rate)])
+                    if self._outputs and step % settings.summary_every_steps == 0:
+                        self._outputs.scalars("train", step, {
+                            "batch_loss": loss, "learning_rate": float(self.schedule(step - 1)),
+                            "regularization_loss": float(values["regularization"]),
+                            "images_per_second": sums["count"] / max(elapsed, 1e-9)})
+                    if self.model.stop_training:
+                        break
+                    if (settings.checkpoint_every_steps and done < epoch_steps
+                            and step % settings.checkpoint_every_steps == 0):
+                        pause = time.time()
+                        self._checkpoint_mid_epoch(state, sums, tick, started, wall_before,
+                                                   rt.global_batch_size * (done - skip))
+                        tick += time.time() - pause  # saving is not training time
+                sums["seconds"] += time.time() - tick
+                images = rt.global_batch_size * (done - skip)
+                state["train_seconds"] += time.time() - tick
+                state["images"] += images
+                if done < epoch_steps:  # stopped by a callback within the epoch
+                    state["epoch_sums"] = sums
+                    state["wall_seconds"] = wall_before + time.time() - started
+                    self._save(state)
+                    status = "stopped"
+                    break
+                logs = self._end_epoch(epoch, step, sums, state)
+                epoch += 1
+                skip = 0
+                self.epoch.assign(epoch)
+                self.batch_in_epoch.assign(0)
+                improved = logs.get(self._monitor()) is not None and (
+                    state["best"] is None or logs[self._monitor()] > state["best"])
+                if improved:
+                    state["best"], state["best_epoch"] = logs[self._monitor()], epoch
+                state["epoch_sums"] = None
+                state["wall_seconds"] = wall_before + time.time() - started
+                self._save(state, best=improved)
+                if self._outputs:
+                    self._outputs.write_epoch(state["history"], step)
+                    self._outputs.write_results(self._results(state, "running"))
+                callback_list.on_epoch_end(epoch - 1, logs)
+                self._log(_epoch_line(epoch, self.epochs, logs, sums["seconds"]))
+                if self.model.stop_training:
+                    status = "stopped" if epoch < self.epochs else "completed"
+                    break
+        finally:
+            if self._outputs:
+                self._outputs.flush()
+        callback_list.on_train_end(
+            {key: values[-1] for key, values in history.history.items()})
+        state["wall_seconds"] = wall_before + time.time() - started
+        self._state.assign(json.dumps(state))
+        self.results = self._results(state, status)
+        if self._outputs:
+            self._outputs.write_epoch(state["history"], step)
+            if settings.save_model:
+                self._outputs.save_model(self._clean_copy())
+                self.results["model_file"] = self._outputs.model_file
+                self.results["saved_model"] = self._outputs.saved_model_dir
+            self._outputs.write_results(self.results)
+            self._outputs.close()
+        final = self.results.get("final_test_error")
+        summary = "no test evaluation" if final is None else (
+            f"final test error {_percent(final)}, best {_percent(self.results['best_test_error'])}")
+        where = f"; results in {self.model_dir}" if self.model_dir else ""
+        self._log(f"Finished ({status}): {self.results['steps']} steps, {summary}{where}.")
+        return history
+
+    def _checkpoint_mid_epoch(self, state, sums, tick, started, wall_before, images):
+        saved = dict(sums, seconds=sums["seconds"] + time.time() - tick)
+        state = dict(state, epoch_sums=saved,
+                     train_seconds=state["train_seconds"] + time.time() - tick,
+                     images=state["images"] + images,
+                     wall_seconds=wall_before + time.time() - started)
+        self._save(state)
+
+    def _end_epoch(self, epoch, step, sums, state):
+        settings = self.config.runtime
+        logs = {
+            "loss": sums["loss"] / max(sums["steps"], 1),
+            "accuracy": sums["correct"] / max(sums["count"], 1.0),
+        }
+        logs["error"] = 1.0 - logs["accuracy"]
+        logs["learning_rate"] = float(self.schedule(step - 1))
+        logs["images_per_second"] = sums["count"] / sums["seconds"] if sums["seconds"] else 0.0
+        logs["epoch_seconds"] = sums["seconds"]
+        if (epoch + 1) % settings.eval_every_epochs == 0 or epoch + 1 == self.epochs:
+            splits = (["validation"] if self.info.validation_examples else []) + (
+                ["test"] if settings.evaluate_test else [])
+            for split in splits:
+                prefix = "val_" if split == "validation" else "test_"
+                metrics = self.evaluate(split)
+                for key in ("loss", "accuracy", "error", "top5_accuracy", "top5_error",
+                            "examples"):
+                    if key in metrics:
+                        logs[prefix + key] = metrics[key]
+                if self._outputs:
+                    self._outputs.scalars(split, step, {
+                        "epoch_" + key: metrics[key] for key in ("loss", "accuracy", "error")})
+        if self._outputs:
+            self._outputs.scalars("train", step, {
+                "epoch_" + key: logs[key] for key in ("loss", "accuracy", "error")})
+        state["history"].append({"epoch": epoch + 1, "step": step, **logs})
+        return logs
+
+    def _clean_copy(self) -> keras.Model:
+        """The trained model rebuilt outside the strategy (plain variables) for saving."""
+        self.sync_replicas()
+        with runtime_lib.policy_scope(self.runtime.dtype_policy):
+            model = self.config.model.build(self.info.num_classes, self.info.image_shape)
+        model.set_weights(self.model.get_weights())
+        return model
+
+
+def _train_input(pipeline, epoch, global_batch_size, skip):
+    def dataset_fn(input_context):
+        return pipeline.train(epoch, global_batch_size, input_context=input_context,
+                              skip_batches=skip)
+    return dataset_fn
+
+
+def _percent(value):
+    return f"{100 * value:.2f}%"
+
+
+def _epoch_line(epoch, epochs, logs, seconds):
+    parts = [f"loss {logs['loss']:.4f}", f"error {_percent(logs['error'])}"]
+    for prefix, name in (("val_", "val"), ("test_", "test")):
+        if prefix + "error" in logs:
+            parts.append(f"{name}_loss {logs[prefix + 'loss']:.4f}")
+            parts.append(f"{name}_error {_percent(logs[prefix + 'error'])}")
+    parts.append(f"lr {logs['learning_rate']:.4g}")
+    parts.append(f"{logs['images_per_second']:.0f} images/s")
+    return f"Epoch {epoch}/{epochs}: " + ", ".join(parts) + f" ({seconds:.1f}s)"
+
+
+def _atomic_write(path, data: bytes):
+    directory = os.path.dirname(path) or "."
+    handle, temp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serializable: {value!r}")
+
+
+_CURVE_COLUMNS = ("epoch", "step", "loss", "accuracy", "error", "learning_rate",
+                  "val_loss", "val_accuracy", "val_error", "val_top5_error",
+                  "test_loss", "test_accuracy", "test_error", "test_top5_error",
+                  "images_per_second", "epoch_seconds")
+
+
+def plot_curves(rows: List[Dict[str, float]], path: str, title: str = "") -> None:
+    """Saves the training curves like the papers' figures: loss and error (%) against
+    iterations, training thin and dashed, validation and test bold."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
+    steps = [row["step"] for row in rows]
+    for axis, metric, label, scale in ((axes[0], "loss", "loss", 1.0),
+                                       (axes[1], "error", "error (%)", 100.0)):
+        axis.plot(steps, [scale * row[metric] for row in rows], "--", linewidth=1,
+                  label="train")
+        for prefix, name in (("val_", "validation"), ("test_", "test")):
+            points = [(row["step"], scale * row[prefix + metric]) for row in rows
+                      if prefix + metric in row]
+            if points:
+                axis.plot(*zip(*points), "-", linewidth=2, marker="." if len(points) < 30
+                          else None, label=name)
+        axis.set_xlabel("iterations")
+        axis.set_ylabel(label)
+        if metric == "loss":
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    _atomic_write(path, buffer.getvalue())
+
+
+class _Outputs:
+    """Everything a run writes into its model directory; a no-op (apart from the collective
+    checkpoint writes) on multi-worker tasks other than the chief."""
+
+    def __init__(self, model_dir, runtime, checkpoint, keep, title=""):
+        self.model_dir = os.path.abspath(model_dir)
+        self.title = title
+        self.is_chief = runtime.is_chief
+        self.task_id = runtime.task_id
+        self.checkpoint = checkpoint
+        self.checkpoint_dir = os.path.join(self.model_dir, "checkpoints")
+        self.best_dir = os.path.join(self.model_dir, "best")
+        self.model_file = os.path.join(self.model_dir, "model.keras")
+        self.saved_model_dir = os.path.join(self.model_dir, "saved_model")
+        self._writers = {}
+        if self.is_chief:
+            os.makedirs(self.model_dir, exist_ok=True)
+            self._latest = tf.train.CheckpointManager(checkpoint, self.checkpoint_dir, keep,
+                                                      checkpoint_name="ckpt")
+            self._best = tf.train.CheckpointManager(checkpoint, self.best_dir, 1,
+                                                    checkpoint_name="ckpt")
+
+    def latest_checkpoint(self):
+        return tf.train.latest_checkpoint(self.checkpoint_dir)
+
+    def best_checkpoint(self):
+        return tf.train.latest_checkpoint(self.best_dir)
+
+    def save(self, step, best=False):
+        if self.is_chief:
+            self._latest.save(checkpoint_number=step)
+            if best:
+                self._best.save(checkpoint_number=step)
+            return
+        # Non-chief workers take part in the (collective) save but keep nothing.
+        for _ in range(2 if best else 1):
+            temp = tempfile.mkdtemp(prefix=f"keras_resnets_worker{self.task_id}_")
+            try:
+                self.checkpoint.write(os.path.join(temp, "ckpt"))
+            finally:
+                shutil.rmtree(temp, ignore_errors=True)
+
+    def write_config(self, config):
+        if self.is_chief:
+            _atomic_write(os.path.join(self.model_dir, "config.json"),
+                          json.dumps(config.to_dict(), indent=2).encode())
+
+    def config_changes(self, config):
+        path = os.path.join(self.model_dir, "config.json")
+        if not os.path.exists(path):
+            return []
+        with open(path) as file:
+            before = json.load(file)
+        now = config.to_dict()
+        return [f"{section}.{key}: {before[section].get(key)!r} -> {value!r}"
+                for section in ("model", "optimization", "runtime", "data")
+                for key, value in now[section].items()
+                if section in before and before[section].get(key) != value]
+
+    def scalars(self, split, step, values):
+        if not self.is_chief:
+            return
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(
+                os.path.join(self.model_dir, "logs", split))
+        with self._writers[split].as_default(step=step):
+            for name, value in values.items():
+                # What tf.summary.scalar writes, without needing the tensorboard package.
+                tf.summary.write(name, tf.constant(value, tf.float32),
+                                 metadata=_SCALAR_METADATA)
+
+    def write_epoch(self, rows, step):
+        if not self.is_chief or not rows:
+            return
+        columns = [c for c in _CURVE_COLUMNS if any(c in row for row in rows)]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        _atomic_write(os.path.join(self.model_dir, "history.csv"), buffer.getvalue().encode())
+        plot_curves(rows, os.path.join(self.model_dir, "curves.png"), title=self.title)
+        self.flush()
+
+    def write_results(self, results):
+        if self.is_chief:
+            _atomic_write(os.path.join(self.model_dir, "results.json"),
+                          json.dumps(results, indent=2, default=_json_default).encode())
+
+    def save_model(self, model):
+        if not self.is_chief:
+            return
+        temp_file = os.path.join(self.model_dir, ".tmp_model.keras")
+        model.save(temp_file)
+        os.replace(temp_file, self.model_file)
+        temp_dir = self.saved_model_dir + ".tmp"
+        old_dir = self.saved_model_dir + ".old"
+        for stale in (temp_dir, old_dir):
+            shutil.rmtree(stale, ignore_errors=True)
+        model.export(temp_dir, verbose=False)
+        if os.path.exists(self.saved_model_dir):
+            os.replace(self.saved_model_dir, old_dir)
+        os.replace(temp_dir, self.saved_model_dir)
+        shutil.rmtree(old_dir, ignore_errors=True)
+
+    def flush(self):
+        for writer in self._writers.values():
+            writer.flush()
+
+    def close(self):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def run(config: ExperimentConfig, pipeline=None, callbacks=None, strategy=None) -> TrainResult:
+    """Trains (or resumes) an experiment: `Trainer(config, pipeline, strategy).fit(callbacks)`.
+
+    Args:
+        config: `training.config.ExperimentConfig`.
+        pipeline: optional input pipeline; defaults to `training.data.Pipeline(config.data)`.
+        callbacks: optional Keras callbacks.
+        strategy: optional `tf.distribute.Strategy` that replaces `config.runtime.strategy`.
+
+    Returns:
+        A `TrainResult` with the history, the results (as in `results.json`) and the model.
+    """
+    trainer = Trainer(config, pipeline=pipeline, strategy=strategy)
+    history = trainer.fit(callbacks)
+    return TrainResult(history=history, results=trainer.results, model=trainer.model)

@@ -1,0 +1,137 @@
+r"""`python -m tuning.search`: which depth, width and cardinality give the lowest error at a budget?
+
+    python -m tuning.search --dataset=../shared/data/cifar10 --tuner=bayesian --max_trials=20 \
+        --epochs_per_trial=10 --max_flops=100000000 --directory=tuning_runs --export_best=3
+
+Every training flag of `python -m training.fit` applies to each trial (`--recipe`, `--dataset`,
+`--batch_size`, `--mixed_precision`, `--strategy`, ...); by default trials use the
+`cifar10_resnet20` recipe (or `imagenet_resnet50` with `--family=imagenet`) with a cosine
+schedule over `--epochs_per_trial`, a 5,000-image validation split and deterministic ops.
+Rerunning the same command resumes the search. Distributed: one `--role=chief` process serves
+the oracle at `--oracle_address=host:port`; `--role=worker` processes (distinct `--tuner_id`s,
+a shared `--directory`) run the trials; the chief writes the report. Bad input exits with code 2
+and one line on stderr.
+"""
+
+import sys
+
+from absl import app, flags
+
+from training import cli, fit
+from training import config as config_lib
+
+PROGRAM = "tuning.search"
+FLAGS = flags.FLAGS
+
+# Space defaults mirror tuning.hypermodel.SearchSpace (a test checks that they agree).
+_STRING_FLAGS = [
+    ("tuner", "random", "random, bayesian or hyperband."),
+    ("directory", "tuning_runs", "Where searches live."),
+    ("project", "search", "This search's folder under --directory."),
+    ("role", "local", "local, chief (serves the oracle) or worker (runs trials)."),
+    ("oracle_address", None, "host:port of the chief's oracle (chief and workers)."),
+    ("tuner_id", None, "A worker's unique id; default worker-<pid>."),
+    ("family", "cifar", "cifar or imagenet layout."),
+    ("blocks_per_stage", "1,2,3,5,7,9,18", "CIFAR: choices of n (depth 6n+2 or 9n+2)."),
+    ("depths", "18,34,50,101,152", "ImageNet: depth choices."),
+    ("blocks", "basic,bottleneck", "CIFAR: block kinds."),
+    ("base_widths", None, "First-stage widths; default 16,32,64 (CIFAR) or 64 (ImageNet)."),
+    ("cardinalities", "1,2,4,8", "ResNeXt cardinality (C) choices."),
+    ("bottleneck_widths", "4,16,64", "ResNeXt bottleneck width (d) choices."),
+    ("units", "original,full_preactivation", "Residual-unit orderings."),
+    ("shortcuts", "A,B", "Shortcut options."),
+    ("tune_learning_rate", None, "low,high: also search the learning rate (log-uniform)."),
+    ("tune_weight_decay", None, "low,high: also search the weight decay (log-uniform)."),
+    ("tune_batch_size", None, "Comma-separated batch sizes to search."),
+    ("tune_label_smoothing", None, "Comma-separated label smoothings to search."),
+]
+_INTEGER_FLAGS = [
+    ("max_trials", 10, "Trials of a random or Bayesian search."),
+    ("epochs_per_trial", 10, "Epochs per trial (Hyperband's most)."),
+    ("max_params", None, "Budget: most trainable parameters."),
+    ("max_flops", None, "Budget: most multiply-adds per image."),
+    ("export_best", 0, "Export the best N models with configs and their test error."),
+    ("search_seed", 0, "Seed of the oracle."),
+]
+
+
+def define_flags(flag_values=FLAGS):
+    """The training flags of `training.fit` plus the search's own."""
+    fit.define_flags(flag_values)
+    for name, default, help_text in _STRING_FLAGS:
+        flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+    for name, default, help_text in _INTEGER_FLAGS:
+        flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+
+
+def _values(flag_values, name, kind):
+    text = flag_values[name].value
+    if text is None:
+        return None
+    try:
+        return tuple(kind(item) for item in text.split(",") if item)
+    except ValueError:
+        raise ValueError(f"--{name} must be a comma-separated list; got {text!r}.") from None
+
+
+def search_config_from_flags(flag_values=FLAGS):
+    """The `tuning.tuner.SearchConfig` of the command line."""
+    from tuning import budget, hypermodel, tuner
+
+    settings = fit.settings_from_flags(flag_values)
+    # Trials are short: a cosine schedule over each trial's epochs (unless --schedule is given),
+    # the papers' 45k/5k validation split, deterministic ops so any machine gets the same result.
+    settings.setdefault("epochs", flag_values.epochs_per_trial)
+    settings.setdefault("schedule", "cosine")
+    settings.setdefault("validation_images", 5000)
+    settings.setdefault("deterministic", True)
+    recipe = flag_values.recipe or ("imagenet_resnet50" if flag_values.family == "imagenet"
+                                    else "cifar10_resnet20")
+    experiment = config_lib.recipe(recipe, **settings)
+    choices = {name: _values(flag_values, name, kind) for name, kind in (
+        ("blocks_per_stage", int), ("depths", int), ("blocks", str), ("base_widths", int),
+        ("cardinalities", int), ("bottleneck_widths", int), ("units", str), ("shortcuts", str))}
+    space = hypermodel.SearchSpace(family=flag_values.family, **choices)
+    training_space = hypermodel.TrainingSpace(
+        learning_rates=_values(flag_values, "tune_learning_rate", float),
+        weight_decays=_values(flag_values, "tune_weight_decay", float),
+        batch_sizes=_values(flag_values, "tune_batch_size", int),
+        label_smoothings=_values(flag_values, "tune_label_smoothing", float))
+    return tuner.SearchConfig(
+        experiment=experiment, space=space, training_space=training_space,
+        tuner=flag_values.tuner, max_trials=flag_values.max_trials,
+        epochs_per_trial=flag_values.epochs_per_trial,
+        budget=budget.Budget(flag_values.max_params, flag_values.max_flops),
+        directory=flag_values.directory, project=flag_values.project,
+        export_best=flag_values.export_best, seed=flag_values.search_seed)
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(PROGRAM, f"unexpected arguments {argv[1:]}; every setting is a --flag.")
+    cli.quiet_logs()
+
+    def set_up():
+        from tuning import tuner as tuner_lib
+
+        search = search_config_from_flags()
+        return search, tuner_lib.build_tuner(search, FLAGS.role, FLAGS.oracle_address,
+                                             FLAGS.tuner_id)
+
+    search, tuner = cli.set_up_or_fail(PROGRAM, set_up)
+    from tuning import tuner as tuner_lib
+
+    tuner.search()
+    if FLAGS.role != "worker":
+        result = tuner_lib.write_report(tuner, search)
+        print(f"{len(result.records)} trials; results in {result.tables['markdown']}", flush=True)
+
+
+def run_main():
+    """The console entry point."""
+    define_flags()
+    app.run(main, flags_parser=cli.flags_parser(PROGRAM))
+
+
+if __name__ == "__main__":
+    sys.exit(run_main())

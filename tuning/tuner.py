@@ -1,0 +1,272 @@
+"""Searches: the tuner that trains each point with `training`, the search settings, the report.
+
+Each trial trains one point of the search space with `training` (its data pipelines, recipes,
+mixed precision and strategies) on a validation split carved from train; the test split is
+evaluated only for the exported best models. Running a search again resumes it: finished trials
+are kept, an interrupted one resumes from its last checkpoint. Distributed searches use
+KerasTuner's chief / worker protocol (`role`, `oracle_address`). `python -m tuning.search` is
+the command line over `run(SearchConfig(...))`.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from typing import Optional
+
+import keras
+from keras_tuner.src.engine import base_tuner
+
+from training import config as config_lib
+from tuning import budget as budget_lib
+from tuning import report
+from tuning.hypermodel import ResNetHyperModel, SearchSpace, TrainingSpace
+
+ROLES = ("local", "chief", "worker")
+
+
+class _NoRetracingWarnings(logging.Filter):
+    """Each trial builds a new model and step function; TensorFlow counts those traces across
+    trials and warns about "retracing", which here is expected."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_NoRetracingWarnings())
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """A search: the space, the budget, the tuner and the training of each trial.
+
+    Args:
+        experiment: `training.config.ExperimentConfig`. The training of every trial (data,
+            optimization, runtime); its model is replaced by each point, its length by
+            `epochs_per_trial`. Its data must carve a validation split (`validation_images`).
+        space: `tuning.hypermodel.SearchSpace`. Defaults to `SearchSpace()`.
+        training_space: `tuning.hypermodel.TrainingSpace`. Defaults to none.
+        tuner: str. `"random"`, `"bayesian"` or `"hyperband"`. Defaults to `"random"`.
+        max_trials: int. Trials of a random or Bayesian search. Defaults to `10`.
+        epochs_per_trial: int. Epochs of each trial (Hyperband's most). Defaults to `10`.
+        budget: `tuning.budget.Budget`. Defaults to no budget.
+        directory: str. Where searches live. Defaults to `"tuning_runs"`.
+        project: str. This search's folder under `directory`. Defaults to `"search"`.
+        export_best: int. Export the best N models, with their configs and test error.
+            Defaults to `0`.
+        seed: int. Seed of the oracle. Defaults to `0`.
+    """
+
+    experiment: config_lib.ExperimentConfig
+    space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
+    training_space: TrainingSpace = dataclasses.field(default_factory=TrainingSpace)
+    tuner: str = "random"
+    max_trials: int = 10
+    epochs_per_trial: int = 10
+    budget: budget_lib.Budget = dataclasses.field(default_factory=budget_lib.Budget)
+    directory: str = "tuning_runs"
+    project: str = "search"
+    export_best: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.tuner not in budget_lib.ORACLES:
+            raise ValueError(f"tuner must be one of {list(budget_lib.ORACLES)}; "
+                             f"got {self.tuner!r}.")
+        for name in ("max_trials", "epochs_per_trial"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        if not isinstance(self.export_best, int) or self.export_best < 0:
+            raise ValueError(f"export_best must be a non-negative integer; "
+                             f"got {self.export_best!r}.")
+        if not self.experiment.data.validation_images:
+            raise ValueError(
+                "The search needs a validation split carved from train (validation_images > 0); "
+                "it never looks at the test split.")
+        if self.space.family == "cifar" and self.experiment.data.dataset.startswith("imagenet"):
+            raise ValueError("family='cifar' needs small images; use family='imagenet'.")
+
+    @property
+    def project_dir(self) -> str:
+        return os.path.join(self.directory, self.project)
+
+    def to_dict(self):
+        return {
+            "experiment": self.experiment.to_dict(),
+            "space": dataclasses.asdict(self.space),
+            "training_space": dataclasses.asdict(self.training_space),
+            "budget": dataclasses.asdict(self.budget),
+            **{k: getattr(self, k) for k in ("tuner", "max_trials", "epochs_per_trial", "seed")},
+        }
+
+
+class ResNetTuner(base_tuner.BaseTuner):
+    """Trains each trial with `training.trainer` and reports validation error and cost."""
+
+    def __init__(self, oracle, hypermodel, search: SearchConfig, cost_model, **kwargs):
+        self.search_config = search
+        self.cost_model = cost_model
+        self._pipeline = None
+        super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+    def trial_config(self, trial) -> config_lib.ExperimentConfig:
+        """The training of a trial: the template with the trial's model and choices."""
+        hp = trial.hyperparameters
+        epochs = hp.values.get("tuner/epochs", self.search_config.epochs_per_trial)
+        return self.search_config.experiment.replace(
+            model=config_lib.CUSTOM_MODEL,
+            model_overrides=self.hypermodel.architecture(hp),
+            epochs=int(epochs),
+            model_dir=self.train_dir(trial.trial_id),
+            evaluate_test=False,
+            save_model=True,
+            **self.hypermodel.training(hp),
+        )
+
+    def train_dir(self, trial_id: str) -> str:
+        return os.path.join(self.get_trial_dir(trial_id), "train")
+
+    def run_trial(self, trial, *args, **kwargs):
+        from training import trainer
+        from training.data import Pipeline
+
+        keras.backend.clear_session()
+        experiment = self.trial_config(trial)
+        os.makedirs(self.get_trial_dir(trial.trial_id), exist_ok=True)
+        with open(os.path.join(self.get_trial_dir(trial.trial_id), "runs.txt"), "a") as file:
+            file.write(f"{self.tuner_id}\n")  # who ran it (a resumed trial adds a line)
+        parent = trial.hyperparameters.values.get("tuner/trial_id")
+        if parent and not os.path.exists(experiment.runtime.model_dir):
+            # Hyperband: continue training the parent trial's model.
+            shutil.copytree(self.train_dir(parent), experiment.runtime.model_dir)
+        if self._pipeline is None:
+            self._pipeline = Pipeline(experiment.data)
+        result = trainer.run(experiment, pipeline=self._pipeline)
+        cost = self.cost_model(trial.hyperparameters.values)
+        return {
+            "val_error": float(result.results["final_validation_error"]),
+            "params": float(cost.trainable_params),
+            "macs": float(cost.macs),
+            "wall_time": float(result.results["wall_seconds"]),
+        }
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What `run` returns (on the chief or a local search; workers get `None` tables)."""
+
+    records: list
+    tables: Optional[dict] = None
+    plot: Optional[str] = None
+    exported: Optional[list] = None
+
+
+def _distributed_role(role: str, oracle_address: Optional[str], tuner_id: Optional[str]):
+    """Sets KerasTuner's `KERASTUNER_*` variables for `role` (they may also come preset)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {list(ROLES)}; got {role!r}.")
+    if role == "local":
+        return
+    if oracle_address:
+        host, _, port = oracle_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"oracle_address must be host:port; got {oracle_address!r}.")
+        os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"] = host, port
+    if "KERASTUNER_ORACLE_IP" not in os.environ or "KERASTUNER_ORACLE_PORT" not in os.environ:
+        raise ValueError(f"role={role!r} needs oracle_address=host:port (or the "
+                         "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT variables).")
+    if role == "chief":
+        os.environ["KERASTUNER_TUNER_ID"] = "chief"
+    else:
+        tuner_id = tuner_id or os.environ.get("KERASTUNER_TUNER_ID") or f"worker-{os.getpid()}"
+        if "chief" in tuner_id:
+            raise ValueError(f"A worker's tuner_id may not contain 'chief'; got {tuner_id!r}.")
+        os.environ["KERASTUNER_TUNER_ID"] = tuner_id
+
+
+def _check_same_search(search: SearchConfig):
+    """Rerunning resumes a search; a different search in the same folder is refused."""
+    path = os.path.join(search.project_dir, "search_config.json")
+    settings = json.loads(json.dumps(search.to_dict()))
+    if os.path.exists(path):
+        with open(path) as file:
+            before = json.load(file)
+        if before != settings:
+            changed = sorted(k for k in settings if before.get(k) != settings[k])
+            raise ValueError(
+                f"{search.project_dir} holds a search with other settings ({', '.join(changed)}"
+                "); rerun it unchanged to resume, or choose another project.")
+        return
+    os.makedirs(search.project_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as file:
+        json.dump(settings, file, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def build_tuner(search: SearchConfig, role: str = "local", oracle_address=None, tuner_id=None):
+    """The tuner of a search (resuming what its directory holds)."""
+    from training.data import Pipeline
+
+    _distributed_role(role, oracle_address, tuner_id)
+    info = Pipeline(search.experiment.data).info
+    hypermodel = ResNetHyperModel(search.space, search.training_space, classes=info.num_classes,
+                                  input_shape=info.image_shape)
+    cost_model = budget_lib.CostModel(hypermodel)
+    if role != "worker":
+        budget_lib.check_feasible(search.space, cost_model, search.budget)
+        _check_same_search(search)
+    oracle = budget_lib.make_oracle(search.tuner, cost_model, search.budget,
+                                    max_trials=search.max_trials,
+                                    max_epochs=search.epochs_per_trial, seed=search.seed)
+    return ResNetTuner(oracle, hypermodel, search, cost_model, directory=search.directory,
+                       project_name=search.project)
+
+
+def run(search: SearchConfig, role: str = "local", oracle_address=None, tuner_id=None
+        ) -> SearchResult:
+    """Runs (or resumes) a search; the chief or a local search then writes the report."""
+    tuner = build_tuner(search, role, oracle_address, tuner_id)
+    tuner.search()
+    if role == "worker":
+        return SearchResult(records=[])
+    return write_report(tuner, search)
+
+
+def write_report(tuner: ResNetTuner, search: SearchConfig) -> SearchResult:
+    """The results table, the plot and the exported best models of a finished search."""
+    records = report.collect(tuner.oracle, tuner.hypermodel)
+    rejected = len(getattr(tuner.oracle, "rejected", []))
+    tables = report.write_tables(records, search.project_dir, rejected=rejected)
+    plot = report.plot(records, os.path.join(search.project_dir, "results.png"),
+                       title=f"{search.project}: validation error against cost")
+    exported = export_best(tuner, records[: search.export_best], search)
+    return SearchResult(records, tables, plot, exported)
+
+
+def export_best(tuner: ResNetTuner, records, search: SearchConfig):
+    """Copy the best models as `.keras` files with configs for `python -m training.fit
+    --config=...`, and evaluate their test error (the only time the search reads test)."""
+    from training import evaluate
+
+    folder = os.path.join(search.project_dir, "export")
+    os.makedirs(folder, exist_ok=True)
+    exported = []
+    for rank, record in enumerate(records, start=1):
+        trial = tuner.oracle.get_trial(record.trial_id)
+        train_dir = tuner.train_dir(record.trial_id)
+        experiment = tuner.trial_config(trial).replace(model_dir=None, evaluate_test=True)
+        model_path = os.path.join(folder, f"best_{rank}.keras")
+        shutil.copyfile(os.path.join(train_dir, "model.keras"), model_path)
+        config_path = os.path.join(folder, f"best_{rank}.json")
+        with open(config_path, "w") as file:
+            json.dump(experiment.to_dict(), file, indent=2)
+        test = evaluate.evaluate(train_dir, checkpoint="latest", split="test")
+        exported.append({"rank": rank, "trial": record.trial_id, "model": record.name,
+                         "keras": model_path, "config": config_path, "params": record.params,
+                         "macs": record.macs, "val_error": record.val_error,
+                         "test_error": test["error"]})
+    with open(os.path.join(folder, "best_models.json"), "w") as file:
+        json.dump(exported, file, indent=2)
+    return exported
