@@ -25,6 +25,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from bench import harness
 
+# bench.variants.VARIANTS (not imported here: it imports keras, and PyTorch's memory probes
+# import this module).
+VARIANT_NAMES = ("stock_bn", "stock_gconv", "stock_shortcut")
+
 # ----------------------------------------------------------------------------------- contenders
 
 
@@ -51,7 +55,6 @@ def _keras_applications(name):
 def _keras_resnets(name, variants=(), **options):
     def build():
         import keras_resnets
-
         from bench import variants as variants_lib
 
         with variants_lib.use(*variants):
@@ -95,22 +98,16 @@ CONTENDERS: Dict[str, Contender] = {
     "torch.cifar_resnet8": Contender("torch", _torch("cifar_resnet", 8), 16, 10),
 }
 
-# Variants of our layer choices (bench/variants.py), measured before they go into the package:
-# "<our contender>+<variant>[+<variant>]".
-VARIANT_COMBINATIONS = (("fused_bn",), ("pool_shortcut",), ("fused_bn", "pool_shortcut"),
-                        ("native_gconv",), ("fused_bn", "pool_shortcut", "native_gconv"))
-_VARIANT_BASES = {
-    **{f"keras_resnets.ResNet{d}": (f"ResNet{d}", {}) for d in (20, 56, 110)},
-    "keras_resnets.ResNet50": ("ResNet50", {}),
-    "keras_resnets.ResNeXt50": ("ResNeXt50", {}),
-    "keras_resnets.ResNet50V2": ("ResNet50V2", {}),
-    "keras_resnets.ResNet50(keras_applications)": ("ResNet50", {"layer_config": KA}),
-    "keras_resnets.ResNet50V2(keras_applications)": ("ResNet50V2", {"layer_config": KA}),
-}
-for _base, (_builder, _options) in _VARIANT_BASES.items():
-    for _combination in VARIANT_COMBINATIONS:
-        CONTENDERS[_base + "+" + "+".join(_combination)] = dataclasses.replace(
-            CONTENDERS[_base], build=_keras_resnets(_builder, variants=_combination, **_options))
+# Our models rebuilt with Keras' stock layers in place of the package's own (bench/variants.py),
+# "<our contender>+<variant>"; "+stock" is every variant together.
+STOCK = "stock"
+_STOCK_BASES = {f"keras_resnets.{name}": name
+                for name in ("ResNet20", "ResNet50", "ResNet50V2", "ResNeXt50")}
+for _base, _builder in _STOCK_BASES.items():
+    for _variants in [(v,) for v in VARIANT_NAMES] + [VARIANT_NAMES]:
+        _suffix = STOCK if len(_variants) > 1 else _variants[0]
+        CONTENDERS[f"{_base}+{_suffix}"] = dataclasses.replace(
+            CONTENDERS[_base], build=_keras_resnets(_builder, variants=_variants))
 # "+xla": the same model compiled with jit_compile=True (XLA) whatever the device.
 for _name in [n for n in CONTENDERS if n.startswith("keras_resnets.") and "(8)" not in n]:
     CONTENDERS[_name + "+xla"] = dataclasses.replace(CONTENDERS[_name], jit_compile=True)
@@ -170,44 +167,33 @@ GROUPS: Dict[str, Group] = {
 }
 CURRENT_GROUPS = tuple(name for name in GROUPS if name != "smoke")
 
-# The changes this benchmark proposes for keras_resnets (bench/variants.py), applied together.
-PROPOSED = "+fused_bn+pool_shortcut+native_gconv"
+
+def _ablation_group(model, variants):
+    """Our `model` as the package builds it against the same model with Keras' stock layers:
+    each applicable variant alone and (with more than one) all together. Ratios are package /
+    stock, so above 1 the package's choice is the faster one."""
+    base = f"keras_resnets.{model}"
+    suffixes = list(variants) + ([STOCK] if len(variants) > 1 else [])
+    members = (base,) + tuple(f"{base}+{s}" for s in suffixes)
+    size = CONTENDERS[base].image_size
+    return Group(f"ablation_{model.lower()}",
+                 f"{model}: the package's layers against stock Keras ({', '.join(suffixes)})",
+                 members, tuple((base, m) for m in members[1:]),
+                 128 if size == 32 else 16, 128 if size == 32 else 256)
 
 
-def proposed(name: str) -> str:
-    """The contender with the proposed changes, for keras_resnets contenders; else `name`."""
-    return name + PROPOSED if name.startswith("keras_resnets.") else name
-
-
-def _proposed_group(group: Group) -> Group:
-    """`group` plus each keras_resnets member with the proposed changes: its comparisons, the
-    same comparisons with the changes, and each changed member against the unchanged one."""
-    ours = [m for m in group.members if m.startswith("keras_resnets.")]
-    members = group.members + tuple(proposed(m) for m in ours)
-    changed = tuple((proposed(c), proposed(b)) for c, b in group.comparisons)
-    comparisons = group.comparisons + changed + tuple((proposed(m), m) for m in ours)
-    return dataclasses.replace(group, name="proposed_" + group.name, members=members,
-                               description=group.description + ", with the proposed changes",
-                               comparisons=tuple(dict.fromkeys(comparisons)))
-
-
-def _ablation_group(depth):
-    base = f"keras_resnets.ResNet{depth}"
-    members = (f"torch.cifar_resnet{depth}", base) + tuple(
-        base + "+" + "+".join(c) for c in VARIANT_COMBINATIONS)
-    comparisons = tuple((m, members[0]) for m in members[1:]) + tuple(
-        (m, base) for m in members[2:])
-    return Group(f"ablation_resnet{depth}",
-                 f"CIFAR ResNet-{depth}: each proposed change alone and together", members,
-                 comparisons, 128, 128)
-
-
-for _name in CURRENT_GROUPS:
-    GROUPS["proposed_" + _name] = _proposed_group(GROUPS[_name])
-GROUPS["ablation_resnet20"] = _ablation_group(20)
-PROPOSED_GROUPS = tuple(name for name in GROUPS if name.startswith("proposed_"))
-GROUP_SETS = {"current": CURRENT_GROUPS, "proposed": PROPOSED_GROUPS,
-              "all": CURRENT_GROUPS + PROPOSED_GROUPS + ("ablation_resnet20",)}
+# Which stock variants change which model: ResNet-50 has projection shortcuts only (no
+# zero-padding shortcut) and no grouped convolutions; ResNet-20 and ResNet50V2 have no grouped
+# convolutions. Stock grouped convolutions (XLA) are so slow on CPU that one ResNeXt-50 step
+# takes minutes there: run ablation_resnext50 on a GPU or with patience.
+for _group in (_ablation_group("ResNet20", ("stock_bn", "stock_shortcut")),
+               _ablation_group("ResNet50", ("stock_bn",)),
+               _ablation_group("ResNet50V2", ("stock_bn", "stock_shortcut")),
+               _ablation_group("ResNeXt50", ("stock_gconv",))):
+    GROUPS[_group.name] = _group
+ABLATION_GROUPS = tuple(name for name in GROUPS if name.startswith("ablation_"))
+GROUP_SETS = {"current": CURRENT_GROUPS, "ablations": ABLATION_GROUPS,
+              "all": CURRENT_GROUPS + ABLATION_GROUPS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,15 +234,7 @@ CURRENT_TARGETS: List[Target] = [
            ("keras_resnets.ResNeXt50", "keras_resnets.ResNet50"),
            ("torch.resnext50_32x4d", "torch.resnet50")),
 ]
-PROPOSED_TARGETS: List[Target] = [
-    dataclasses.replace(
-        t, label=t.label + " (proposed changes)",
-        comparison=tuple(proposed(n) for n in t.comparison),
-        threshold=tuple(proposed(n) for n in t.threshold) if isinstance(t.threshold, tuple)
-        else t.threshold)
-    for t in CURRENT_TARGETS
-]
-TARGETS = CURRENT_TARGETS + PROPOSED_TARGETS
+TARGETS = CURRENT_TARGETS
 
 # ------------------------------------------------------------------------------------ workloads
 
@@ -617,8 +595,8 @@ def _parse(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--groups", default="current",
                         help="comma-separated group names (see --list) or a set: current (the "
-                             "package as it is), proposed (before and after the proposed "
-                             "changes), all")
+                             "package against keras.applications and PyTorch), ablations (the "
+                             "package's layers against stock Keras layers), all")
     parser.add_argument("--modes", default=",".join(MODES), help="train, infer or both")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per contender")

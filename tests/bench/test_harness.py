@@ -128,7 +128,8 @@ def test_update_readme_replaces_only_the_marked_section(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- models:begin -->\nold\n<!-- models:end -->\ntail\n")
     assert harness.update_readme("models", "| new |", str(readme))
-    assert readme.read_text() == "intro\n<!-- models:begin -->\n| new |\n<!-- models:end -->\ntail\n"
+    assert readme.read_text() == (
+        "intro\n<!-- models:begin -->\n| new |\n<!-- models:end -->\ntail\n")
     assert not harness.update_readme("build_time", "x", str(readme))
     assert not harness.update_readme("models", "x", str(tmp_path / "missing.md"))
 

@@ -1,86 +1,80 @@
-"""The layer-choice variants of bench/variants.py compute what the package's layers compute."""
+"""The stock-Keras variants of bench/variants.py compute what the package's layers compute, with
+the stock layer classes."""
 
 import keras
 import numpy as np
 import pytest
 
 import keras_resnets
-from bench import variants
+from bench import models, variants
 
 
-def _bn_pair(**options):
-    x = np.random.default_rng(0).normal(1.0, 3.0, (4, 5, 5, 6)).astype("float32")
-    ours = keras.layers.BatchNormalization(**options)
-    fused = variants.FusedBatchNormalization(**options)
-    for layer in (ours, fused):
-        layer.build(x.shape)
-        layer.gamma.assign(np.linspace(0.5, 2.0, 6))
-        layer.beta.assign(np.linspace(-1.0, 1.0, 6))
-    return x, ours, fused
-
-
-@pytest.mark.parametrize("training", [True, False])
-def test_fused_batch_norm_matches_keras_outputs_gradients_and_statistics(training):
-    import tensorflow as tf
-
-    x, ours, fused = _bn_pair(momentum=0.9, epsilon=1e-5)
-    weights = tf.range(6.0)
-    results = []
-    for layer in (ours, fused):
-        inputs = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            y = layer(inputs, training=training)
-            loss = tf.reduce_sum(y * y * weights)
-        grads = tape.gradient(loss, [inputs, layer.gamma.value, layer.beta.value])
-        results.append([y] + grads + [layer.moving_mean, layer.moving_variance])
-    for a, b in zip(*results):
-        np.testing.assert_allclose(np.array(a), np.array(b), rtol=2e-4, atol=2e-4)
-
-
-def test_fused_batch_norm_keeps_the_input_dtype_under_mixed_precision():
-    x = np.ones((2, 3, 3, 4), "float16")
-    for training in (True, False):
-        layer = variants.FusedBatchNormalization(dtype="mixed_float16")
-        y = layer(x, training=training)
-        assert y.dtype == "float16" and layer.moving_mean.dtype == "float32"
-
-
-def test_variants_build_the_same_network_and_restore_the_package():
-    x = np.random.default_rng(1).random((2, 32, 32, 3)).astype("float32")
-    reference = keras_resnets.ResNet20()
-    with variants.use("fused_bn", "pool_shortcut"):
-        changed = keras_resnets.ResNet20()
-    assert [l.name for l in changed.layers[1:]] == [l.name for l in reference.layers[1:]]
-    kinds = {type(l).__name__ for l in changed.layers}
-    assert {"FusedBatchNormalization", "PooledZeroPadShortcut"} <= kinds
+def _same_outputs(reference, changed, x):
     changed.set_weights(reference.get_weights())
     for training in (False, True):
         np.testing.assert_allclose(np.array(changed(x, training=training)),
-                                   np.array(reference(x, training=training)), atol=1e-5)
-    after = {type(l).__name__ for l in keras_resnets.ResNet20().layers}
-    assert "FusedBatchNormalization" not in after and "PooledZeroPadShortcut" not in after
+                                   np.array(reference(x, training=training)),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def _kinds(model):
+    return {type(layer) for layer in model.layers}
+
+
+def test_stock_bn_and_shortcut_build_the_same_resnet20_with_stock_layers():
+    x = np.random.default_rng(1).random((2, 32, 32, 3)).astype("float32")
+    reference = keras_resnets.ResNet20()
+    assert {keras_resnets.FusedBatchNormalization, keras_resnets.ZeroPadShortcut} <= _kinds(
+        reference)
+    with variants.use("stock_bn", "stock_shortcut"):
+        changed = keras_resnets.ResNet20()
+    assert [la.name for la in changed.layers[1:]] == [la.name for la in reference.layers[1:]]
+    kinds = _kinds(changed)
+    assert keras.layers.BatchNormalization in kinds
+    assert variants.SlicedZeroPadShortcut in kinds
+    assert keras_resnets.FusedBatchNormalization not in kinds
+    assert keras_resnets.ZeroPadShortcut not in kinds
+    _same_outputs(reference, changed, x)
+    # The package is restored after the block.
+    assert _kinds(keras_resnets.ResNet20()) == _kinds(reference)
+
+
+def test_stock_shortcut_matches_the_package_shortcut_and_its_gradient():
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(4).normal(size=(2, 7, 7, 4)).astype("float32"))
+    results = []
+    for layer in (keras_resnets.ZeroPadShortcut(8, strides=2),
+                  variants.SlicedZeroPadShortcut(8, strides=2)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * y * tf.range(8.0))
+        results.append([y, tape.gradient(loss, x)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6, atol=1e-6)
+
+
+def test_stock_gconv_builds_keras_grouped_convolutions_with_the_same_outputs():
+    x = np.random.default_rng(2).random((2, 16, 16, 3)).astype("float32")
+    options = dict(cardinality=2, bottleneck_width=64, stage_widths=(8, 16, 32),
+                   input_shape=(16, 16, 3), classes=10)
+    reference = keras_resnets.ResNeXt29(**options)
+    with variants.use("stock_gconv"):
+        changed = keras_resnets.ResNeXt29(**options)
+    grouped = [la for la in changed.layers if getattr(la, "groups", 1) > 1]
+    assert grouped and all(type(la) is keras.layers.Conv2D for la in grouped)
+    assert any(isinstance(la, keras_resnets.GroupedConv2D) for la in reference.layers)
+    _same_outputs(reference, changed, x)
+
+
+def test_unknown_variant_and_the_names_bench_models_uses():
     with pytest.raises(ValueError, match="unknown variant"):
         with variants.use("no_such_variant"):
             pass
-
-
-def test_native_grouped_conv_matches_keras_grouped_conv():
-    import tensorflow as tf
-
-    x = tf.constant(np.random.default_rng(2).normal(size=(2, 9, 9, 8)).astype("float32"))
-    results = []
-    for layer_class in (keras.layers.Conv2D, variants.NativeGroupedConv2D):
-        keras.utils.set_random_seed(3)
-        layer = layer_class(8, 3, strides=2, padding="same", groups=4, use_bias=False)
-        with tf.GradientTape() as tape:
-            y = layer(x)
-            loss = tf.reduce_sum(y * y)
-        results.append([y, tape.gradient(loss, layer.kernel.value)])
-    for a, b in zip(*results):
-        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-4)
-    with variants.use("native_gconv"):
-        model = keras_resnets.ResNeXt29(cardinality=2, bottleneck_width=64,
-                                        stage_widths=(8, 16, 32), include_top=False)
-    grouped = [l for l in model.layers if getattr(l, "groups", 1) > 1]
-    assert grouped and all(isinstance(l, variants.NativeGroupedConv2D) for l in grouped)
+    assert models.VARIANT_NAMES == tuple(variants.VARIANTS)
+    group = models.GROUPS["ablation_resnet20"]
+    assert group.members[0] == "keras_resnets.ResNet20"
+    assert all(baseline != "keras_resnets.ResNet20" and candidate == "keras_resnets.ResNet20"
+               for candidate, baseline in group.comparisons)
+    assert "keras_resnets.ResNet20+stock" in group.members
