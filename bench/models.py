@@ -535,7 +535,8 @@ def to_markdown(result: dict) -> str:
     machine, settings = result["machine"], result["settings"]
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
     lines = [
-        f"## Model benchmarks ({result['created']} UTC)",
+        f"## Model benchmarks: {', '.join(g['name'] for g in result['groups'])} "
+        f"({result['created']} UTC)",
         "",
         f"Machine: {machine['cpu']}, {machine['usable_cores']} usable cores, "
         f"{machine['memory_gib']} GiB; device {settings['device']}; {versions}.",
@@ -582,11 +583,12 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write(result: dict, results_dir: str = harness.RESULTS_DIR, update_readme=False) -> dict:
+def write(result: dict, results_dir: str = harness.RESULTS_DIR, update_readme=False,
+          readme_section: str = "models") -> dict:
     markdown = to_markdown(result)
     paths = harness.write_results(result, markdown, "models", results_dir)
     if update_readme:
-        harness.update_readme("models", markdown)
+        harness.update_readme(readme_section, markdown)
     return paths
 
 
@@ -623,6 +625,8 @@ def _parse(argv):
     parser.add_argument("--results_dir", default=harness.RESULTS_DIR)
     parser.add_argument("--update_readme", action="store_true",
                         help="quote the table in bench/README.md")
+    parser.add_argument("--readme_section", default="models",
+                        help="the README's <!-- SECTION:begin/end --> markers to replace")
     parser.add_argument("--list", action="store_true", help="list the groups and exit")
     parser.add_argument("--render", metavar="RESULT_JSON",
                         help="re-evaluate the targets of a saved result and rewrite its Markdown "
@@ -642,7 +646,8 @@ def main(argv=None) -> Optional[dict]:
         with open(args.render, encoding="utf-8") as handle:
             result = json.load(handle)
         result["targets"] = evaluate_targets(result["comparisons"])
-        paths = write(result, os.path.dirname(os.path.abspath(args.render)), args.update_readme)
+        paths = write(result, os.path.dirname(os.path.abspath(args.render)), args.update_readme,
+                      args.readme_section)
         print(to_markdown(result))
         harness.log(f"rewrote {paths['json']} and {paths['markdown']}")
         return result
@@ -665,7 +670,7 @@ def main(argv=None) -> Optional[dict]:
         quiet_timeout_s=args.quiet_timeout_s, retries=args.retries,
     )
     result = run(names, settings, on_group=lambda partial: write(partial, args.results_dir))
-    paths = write(result, args.results_dir, args.update_readme)
+    paths = write(result, args.results_dir, args.update_readme, args.readme_section)
     print(to_markdown(result))
     harness.log(f"wrote {paths['json']} and {paths['markdown']}")
     return result
