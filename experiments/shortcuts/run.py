@@ -9,6 +9,8 @@ experiment. The orderings experiment's extra seeds give the run-to-run spread.
     python -m experiments.shortcuts.run
 """
 
+import os
+
 from experiments import common
 
 NAME = "shortcuts"
@@ -25,12 +27,15 @@ def _train(option):
 
 
 def main():
-    rows = []
+    rows, curves = [], {}
     for option in PAPER:
         experiment, run, results = _train(option)
+        curves[(experiment, run)] = f"option {option}"
         rows.append({"option": option, "paper_resnet34_top1_error": PAPER[option],
                      **common.summary(experiment, run, results)})
     common.write_table(NAME, "results", rows)
+    common.plot_curves({"ResNet-20 with shortcut options A, B and C": curves},
+                       os.path.join(common.results_dir(NAME), "curves.png"))
     print(common.markdown(rows, ["option", "paper_resnet34_top1_error", "params",
                                  "train_error", "val_error", "test_error"]))
 
