@@ -136,9 +136,8 @@ def main(argv=None) -> Optional[dict]:
         raise SystemExit(f"unknown model(s) {unknown}; valid: {', '.join(BUILDS)}")
     result = run(names, args.repeats)
     markdown = to_markdown(result)
-    paths = harness.write_results(result, markdown, "build_time", args.results_dir)
-    if args.update_readme:
-        harness.update_readme("build_time", markdown)
+    paths = harness.write_results(result, markdown, "build_time", args.results_dir,
+                                  readme_section="build_time" if args.update_readme else None)
     print(markdown)
     harness.log(f"wrote {paths['json']} and {paths['markdown']}")
     return result

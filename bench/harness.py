@@ -409,8 +409,10 @@ def timestamp() -> str:
 
 
 def write_results(result: Mapping[str, object], markdown: str, name: str,
-                  directory: str = RESULTS_DIR) -> Dict[str, str]:
-    """Write `<name>-<UTC time>.json` and `.md` into `directory`; returns their paths."""
+                  directory: str = RESULTS_DIR,
+                  readme_section: Optional[str] = None) -> Dict[str, str]:
+    """Write `<name>-<UTC time>.json` and `.md` into `directory`, and quote the table in the
+    README's `readme_section` when one is given; returns the files' paths."""
     os.makedirs(directory, exist_ok=True)
     stem = os.path.join(directory, f"{name}-{result.get('created', timestamp())}")
     with open(stem + ".json", "w", encoding="utf-8") as handle:
@@ -418,6 +420,8 @@ def write_results(result: Mapping[str, object], markdown: str, name: str,
         handle.write("\n")
     with open(stem + ".md", "w", encoding="utf-8") as handle:
         handle.write(markdown.rstrip() + "\n")
+    if readme_section:
+        update_readme(readme_section, markdown)
     return {"json": stem + ".json", "markdown": stem + ".md"}
 
 

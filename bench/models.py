@@ -585,11 +585,8 @@ def to_markdown(result: dict) -> str:
 
 def write(result: dict, results_dir: str = harness.RESULTS_DIR, update_readme=False,
           readme_section: str = "models") -> dict:
-    markdown = to_markdown(result)
-    paths = harness.write_results(result, markdown, "models", results_dir)
-    if update_readme:
-        harness.update_readme(readme_section, markdown)
-    return paths
+    return harness.write_results(result, to_markdown(result), "models", results_dir,
+                                 readme_section=readme_section if update_readme else None)
 
 
 def _parse(argv):

@@ -198,11 +198,8 @@ def to_markdown(result: dict) -> str:
 
 
 def write(result: dict, results_dir: str = harness.RESULTS_DIR, update_readme=False) -> dict:
-    markdown = to_markdown(result)
-    paths = harness.write_results(result, markdown, "pipeline", results_dir)
-    if update_readme:
-        harness.update_readme("pipeline", markdown)
-    return paths
+    return harness.write_results(result, to_markdown(result), "pipeline", results_dir,
+                                 readme_section="pipeline" if update_readme else None)
 
 
 def _parse(argv):
