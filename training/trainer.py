@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import keras
@@ -49,6 +50,8 @@ from training import schedules
 from training.config import ExperimentConfig
 
 _SUM = tf.distribute.ReduceOp.SUM
+_TRAIN_VALUES = ("loss", "regularization", "correct", "count")
+_EVAL_VALUES = ("loss", "correct", "correct_top5", "count")
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
 ).SerializeToString()
@@ -269,24 +272,49 @@ class Trainer:
             "count": tf.cast(count, tf.float32),
         }
 
-    def _distributed(self, replica_fn):
-        strategy = self.runtime.strategy
+    def _replica_function(self, replica_fn):
         if self.runtime.jit_compile and self.runtime.strategy_name != "tpu":
-            replica_fn = tf.function(replica_fn, jit_compile=True, reduce_retracing=True)
-
-        @tf.function(reduce_retracing=True)
-        def step(images, labels):
-            per_replica = strategy.run(replica_fn, args=(images, labels))
-            return {key: strategy.reduce(_SUM, value, axis=None)
-                    for key, value in per_replica.items()}
-
-        return step
+            return tf.function(replica_fn, jit_compile=True, reduce_retracing=True)
+        return replica_fn
 
     def _make_train_function(self):
-        return self._distributed(self._replica_train_step)
+        """One update: `[loss, regularization, correct, count]` summed over the replicas.
+
+        The batch is taken from the distributed iterator inside the function, as `model.fit`
+        does: pulling it eagerly between steps made CPU training up to 2x slower, and erratically
+        so (bench/trainer_overhead). The step counters advance in the same call, and the four
+        values come back as one tensor, so each step costs a single call and a single read.
+        """
+        strategy, replica_fn = self.runtime.strategy, self._replica_function(
+            self._replica_train_step)
+
+        @tf.function
+        def train_step(iterator):
+            images, labels = next(iterator)
+            per_replica = strategy.run(replica_fn, args=(images, labels))
+            self.step.assign_add(1)
+            self.batch_in_epoch.assign_add(1)
+            return tf.stack([strategy.reduce(_SUM, per_replica[key], axis=None)
+                             for key in _TRAIN_VALUES])
+
+        return train_step
 
     def _make_eval_function(self):
-        return self._distributed(self._replica_eval_step)
+        """The sums of `_EVAL_VALUES` over a whole distributed dataset, in one call: the loop
+        runs inside the function, for the reason given in `_make_train_function`."""
+        strategy, replica_fn = self.runtime.strategy, self._replica_function(
+            self._replica_eval_step)
+
+        @tf.function
+        def evaluate_dataset(dataset):
+            totals = tf.zeros([len(_EVAL_VALUES)])
+            for images, labels in dataset:
+                per_replica = strategy.run(replica_fn, args=(images, labels))
+                totals += tf.stack([strategy.reduce(_SUM, per_replica[key], axis=None)
+                                    for key in _EVAL_VALUES])
+            return totals
+
+        return evaluate_dataset
 
     def _make_sync_function(self):
         """Averages the non-trainable weights (batch-norm moving statistics) over replicas.
@@ -340,11 +368,12 @@ class Trainer:
         self.sync_replicas()
         dataset = self.runtime.strategy.distribute_datasets_from_function(
             lambda context: self.pipeline.evaluation(split, batch, context))
-        totals = {"loss": 0.0, "correct": 0.0, "correct_top5": 0.0, "count": 0.0}
-        for images, labels in dataset:
-            values = self._eval_function(images, labels)
-            for key in totals:
-                totals[key] += float(values[key])
+        with warnings.catch_warnings():
+            # Tracing a loop over a distributed dataset reads its tf.data options in graph mode,
+            # which TensorFlow warns about; the options are not used.
+            warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data")
+            sums = self._eval_function(dataset).numpy()
+        totals = dict(zip(_EVAL_VALUES, (float(value) for value in sums)))
         count = totals["count"]
         if count == 0:
             raise ValueError(f"The {split} split of {self.info.name} has no examples.")
@@ -432,16 +461,17 @@ class Trainer:
             return
         self.sync_replicas()
         if not all(np.isfinite(v.numpy()).all() for v in self.model.weights):
-            self._diverged(state, "the weights are no longer finite")
+            self._diverged(state, "the weights are no longer finite",
+                           update=int(self.step.numpy()))
         self._state.assign(json.dumps(state))
         self._outputs.save(int(self.step.numpy()), best=best)
 
-    def _diverged(self, state, what):
+    def _diverged(self, state, what, update):
         last = self._outputs.latest_checkpoint() if self._outputs else None
         kept = (f"the last good checkpoint, {last}, is kept" if last
                 else "no checkpoint was written (no model_dir)")
         message = (
-            f"Training diverged in update {int(self.step.numpy()) + 1} of {self.total_steps} "
+            f"Training diverged in update {update} of {self.total_steps} "
             f"(epoch {int(self.epoch.numpy()) + 1}): {what}. Stopped without saving this "
             f"state; {kept}. "
             f"Lower the learning rate (now {self.config.optimization.learning_rate}) or check "
@@ -568,24 +598,23 @@ class Trainer:
                     _train_input(self.pipeline, epoch, rt.global_batch_size, skip))
                 tick = time.time()
                 done = skip
-                for index, (images, labels) in zip(range(remaining), dataset):
+                iterator = iter(dataset)
+                for index in range(remaining):
                     batch_index = skip + index
                     callback_list.on_train_batch_begin(batch_index)
-                    values = self._train_function(images, labels)
-                    loss = float(values["loss"])
-                    total = loss + float(values["regularization"])
+                    loss, regularization, correct, count = (
+                        float(value) for value in self._train_function(iterator).numpy())
+                    step += 1
+                    total = loss + regularization
                     if not math.isfinite(total) or total > settings.max_loss:
                         what = (f"the loss is {total}" if not math.isfinite(total) else
                                 f"the loss {total:.4g} exceeds max_loss={settings.max_loss:g}")
-                        self._diverged(state, what)
-                    step += 1
+                        self._diverged(state, what, update=step)
                     done = batch_index + 1
-                    self.step.assign(step)
-                    self.batch_in_epoch.assign(done)
                     sums["loss"] += loss
                     sums["steps"] += 1
-                    sums["correct"] += float(values["correct"])
-                    sums["count"] += float(values["count"])
+                    sums["correct"] += correct
+                    sums["count"] += count
                     logs = {"loss": sums["loss"] / sums["steps"],
                             "accuracy": sums["correct"] / sums["count"]}
                     callback_list.on_train_batch_end(batch_index, logs)
@@ -598,7 +627,7 @@ class Trainer:
                     if self._outputs and step % settings.summary_every_steps == 0:
                         self._outputs.scalars("train", step, {
                             "batch_loss": loss, "learning_rate": float(self.schedule(step - 1)),
-                            "regularization_loss": float(values["regularization"]),
+                            "regularization_loss": regularization,
                             "images_per_second": sums["count"] / max(elapsed, 1e-9)})
                     if self.model.stop_training:
                         break
