@@ -13,8 +13,9 @@ With `runtime.model_dir`, a run writes:
   step, epoch, batch within the epoch and the run's history; `best/`: the best one by
   validation accuracy (test accuracy without a validation split).
 - `logs/{train,validation,test}/`: TensorBoard scalars (`tf.summary`).
-- `config.json`, `history.csv`, `results.json`, `curves.png` (loss and error, train and test,
-  against iterations, like the papers' figures), `model.keras` and `saved_model/`.
+- `config.json`, `history.csv`, `results.json` (every epoch), `curves.png` (loss and error,
+  train and test, against iterations, like the papers' figures; redrawn at most every 30 s and
+  at the end), `model.keras` and `saved_model/`.
 
 Rerunning the same command resumes from the latest checkpoint: weights, optimizer state, step,
 epoch and the data position (the pipeline's order is a pure function of `(seed, epoch)`, so
@@ -52,6 +53,7 @@ from training.config import ExperimentConfig
 _SUM = tf.distribute.ReduceOp.SUM
 _TRAIN_VALUES = ("loss", "regularization", "correct", "count")
 _EVAL_VALUES = ("loss", "correct", "correct_top5", "count")
+_PLOT_EVERY_S = 30.0
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
 ).SerializeToString()
@@ -676,7 +678,7 @@ class Trainer:
         self._state.assign(json.dumps(state))
         self.results = self._results(state, status)
         if self._outputs:
-            self._outputs.write_epoch(state["history"], step)
+            self._outputs.write_epoch(state["history"], step, final=True)
             if settings.save_model:
                 self._outputs.save_model(self._clean_copy())
                 self.results["model_file"] = self._outputs.model_file
@@ -815,7 +817,9 @@ def plot_curves(rows: List[Dict[str, float]], path: str, title: str = "") -> Non
         axis.legend()
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    # Fixed margins: tight_layout() took half of the ~110 ms that a plot costs every epoch.
+    figure.subplots_adjust(left=0.07, right=0.985, bottom=0.12,
+                           top=0.88 if title else 0.95, wspace=0.2)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     _atomic_write(path, buffer.getvalue())
@@ -836,6 +840,7 @@ class _Outputs:
         self.model_file = os.path.join(self.model_dir, "model.keras")
         self.saved_model_dir = os.path.join(self.model_dir, "saved_model")
         self._writers = {}
+        self._plotted = -math.inf
         if self.is_chief:
             os.makedirs(self.model_dir, exist_ok=True)
             self._latest = tf.train.CheckpointManager(checkpoint, self.checkpoint_dir, keep,
@@ -892,7 +897,9 @@ class _Outputs:
                 tf.summary.write(name, tf.constant(value, tf.float32),
                                  metadata=_SCALAR_METADATA)
 
-    def write_epoch(self, rows, step):
+    def write_epoch(self, rows, step, final=False):
+        """Writes history.csv, and redraws curves.png when `final` or `_PLOT_EVERY_S` have
+        passed since the last drawing (a drawing costs ~0.1 s, 1% of a 10 s epoch)."""
         if not self.is_chief or not rows:
             return
         columns = [c for c in _CURVE_COLUMNS if any(c in row for row in rows)]
@@ -901,7 +908,9 @@ class _Outputs:
         writer.writeheader()
         writer.writerows(rows)
         _atomic_write(os.path.join(self.model_dir, "history.csv"), buffer.getvalue().encode())
-        plot_curves(rows, os.path.join(self.model_dir, "curves.png"), title=self.title)
+        if final or time.monotonic() - self._plotted >= _PLOT_EVERY_S:
+            plot_curves(rows, os.path.join(self.model_dir, "curves.png"), title=self.title)
+            self._plotted = time.monotonic()
         self.flush()
 
     def write_results(self, results):

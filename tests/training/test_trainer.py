@@ -128,6 +128,18 @@ def test_history_csv_and_curves_png(finished):
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("every_s, drawn_after_epochs", [(0.0, [1, 2, 3, 3]), (1e9, [1, 3])])
+def test_curves_are_redrawn_at_most_every_plot_interval_and_at_the_end(
+        tmp_path, monkeypatch, every_s, drawn_after_epochs):
+    drawn = []
+    monkeypatch.setattr(trainer, "_PLOT_EVERY_S", every_s)
+    monkeypatch.setattr(trainer, "plot_curves", lambda rows, path, title="": drawn.append(
+        len(rows)))
+    trainer.run(experiment(epochs=3, model_dir=str(tmp_path / "run"), save_model=False),
+                fakes.FakePipeline())
+    assert drawn == drawn_after_epochs
+
+
 def test_tensorboard_logs(finished):
     _, model_dir, *_ = finished
     train = event_tags(os.path.join(model_dir, "logs", "train"))
