@@ -817,7 +817,7 @@ def plot_curves(rows: List[Dict[str, float]], path: str, title: str = "") -> Non
         axis.legend()
     if title:
         figure.suptitle(title)
-    # Fixed margins: tight_layout() took half of the ~110 ms that a plot costs every epoch.
+    # Fixed margins: tight_layout() was ~25 ms of the ~130 ms that a drawing cost.
     figure.subplots_adjust(left=0.07, right=0.985, bottom=0.12,
                            top=0.88 if title else 0.95, wspace=0.2)
     buffer = io.BytesIO()
