@@ -404,6 +404,25 @@ def markdown_table(columns: Sequence[tuple], rows: Sequence[Mapping[str, object]
     return "\n".join(lines)
 
 
+# The columns that say how a contender's windows went (`summarize`'s keys), after its rate.
+WINDOW_COLUMNS = (("spread", "spread", "{:.0%}"), ("clean windows", "clean_windows", "{}"),
+                  ("cores busy", "cores_busy", "{:.2f}"),
+                  ("others' cores", "other_cores", "{:.2f}"))
+
+
+def targets_table(targets: Sequence[Mapping[str, object]], value_format: str,
+                  threshold_format: Optional[str] = None) -> str:
+    """The targets of a benchmark as a Markdown table: target, measured, (threshold), met,
+    rounds, clean; targets measured as None are left out."""
+    columns = [("target", "target", "{}"), ("measured", "value", value_format)]
+    if threshold_format:
+        columns.append(("threshold", "threshold", threshold_format))
+    columns += [("met", "status", "{}"), ("rounds", "rounds", "{}"), ("clean", "clean", "{}")]
+    status = {True: "yes", False: "**no**", None: "not measured"}
+    return markdown_table(columns, [{**t, "status": status[t["met"]]} for t in targets
+                                    if t["value"] is not None])
+
+
 def timestamp() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
 

@@ -555,9 +555,7 @@ def to_markdown(result: dict) -> str:
         harness.markdown_table(
             [("group", "group", "{}"), ("mode", "mode", "{}"), ("model", "name", "{}"),
              ("batch", "batch", "{}"), ("images/s", "images_per_s", "{:.1f}"),
-             ("spread", "spread", "{:.0%}"), ("clean windows", "clean_windows", "{}"),
-             ("cores busy", "cores_busy", "{:.2f}"), ("others' cores", "other_cores", "{:.2f}"),
-             ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
+             *harness.WINDOW_COLUMNS, ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
              ("model MiB", "model_peak_mib", "{:.0f}")],
             result["throughput"]),
         "",
@@ -573,12 +571,7 @@ def to_markdown(result: dict) -> str:
         "",
         "### Targets (issue 5)",
         "",
-        harness.markdown_table(
-            [("target", "target", "{}"), ("measured", "value", "{:.3f}"),
-             ("threshold", "threshold", "{:.3f}"), ("met", "status", "{}"),
-             ("rounds", "rounds", "{}"), ("clean", "clean", "{}")],
-            [{**t, "status": {True: "yes", False: "**no**", None: "not measured"}[t["met"]]}
-             for t in result["targets"] if t["value"] is not None]),
+        harness.targets_table(result["targets"], "{:.3f}", threshold_format="{:.3f}"),
     ]
     return "\n".join(lines)
 

@@ -179,8 +179,7 @@ def to_markdown(result: dict) -> str:
         "",
         harness.markdown_table(
             [("contender", "name", "{}"), ("images/s", "images_per_s", "{:.0f}"),
-             ("spread", "spread", "{:.0%}"), ("clean windows", "clean_windows", "{}"),
-             ("cores busy", "cores_busy", "{:.2f}"), ("others' cores", "other_cores", "{:.2f}")],
+             *harness.WINDOW_COLUMNS],
             result["throughput"]),
         "",
         harness.markdown_table(
@@ -190,10 +189,7 @@ def to_markdown(result: dict) -> str:
              ("clean", "clean", "{}")],
             result["comparisons"]),
         "",
-        harness.markdown_table(
-            [("target", "target", "{}"), ("measured", "value", "{:.2f}"),
-             ("met", "status", "{}"), ("rounds", "rounds", "{}"), ("clean", "clean", "{}")],
-            [{**t, "status": "yes" if t["met"] else "**no**"} for t in result["targets"]]),
+        harness.targets_table(result["targets"], "{:.2f}"),
     ])
 
 

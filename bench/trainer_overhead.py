@@ -15,8 +15,9 @@ experiment's learning-rate schedule), XLA as the runtime resolves it (off on CPU
   (`strategy.run` step, per-step loss / accuracy read back to Python for the divergence check and
   the logs, Keras callbacks), writing nothing.
 - `trainer+model_dir`: the same with a model directory, as `python -m training.fit` runs: at the
-  end of every epoch a checkpoint (`tf.train.CheckpointManager`), history.csv, curves.png and
-  results.json, and TensorBoard scalars every 100 steps.
+  end of every epoch a checkpoint (`tf.train.CheckpointManager`), history.csv and results.json
+  (curves.png at most every 30 s and at the end of each `fit()` call, after the timed region),
+  and TensorBoard scalars every 100 steps.
 
 Timing: one epoch per window and contender, measured by the same callback from
 `on_epoch_begin` to `on_epoch_end` on every side: that includes building the epoch's dataset
@@ -195,7 +196,7 @@ def run(settings: Settings, log=harness.log) -> dict:
             **dataclasses.asdict(settings),
             "timed": "each epoch from on_epoch_begin to on_epoch_end (dataset and iterator, "
                      "all steps, end-of-epoch work; trainer+model_dir: checkpoint, "
-                     "history.csv, curves.png, results.json, TensorBoard scalars)",
+                     "history.csv, results.json, TensorBoard scalars, curves.png when due)",
             "not_timed": "per-call setup of model.fit and Trainer.fit (including "
                          "trainer+model_dir's resume from its last checkpoint at each call)",
             "loss": "sparse categorical cross-entropy, weight decay 0, label smoothing 0",
@@ -247,8 +248,7 @@ def to_markdown(result: dict) -> str:
         "",
         harness.markdown_table(
             [("contender", "name", "{}"), ("images/s", "images_per_s", "{:.1f}"),
-             ("spread", "spread", "{:.0%}"), ("clean windows", "clean_windows", "{}"),
-             ("cores busy", "cores_busy", "{:.2f}"), ("others' cores", "other_cores", "{:.2f}")],
+             *harness.WINDOW_COLUMNS],
             result["throughput"]),
         "",
         harness.markdown_table(
@@ -258,10 +258,7 @@ def to_markdown(result: dict) -> str:
              ("rounds", "rounds", "{}"), ("clean", "clean", "{}")],
             result["comparisons"]),
         "",
-        harness.markdown_table(
-            [("target", "target", "{}"), ("measured", "value", "{:+.1%}"),
-             ("met", "status", "{}"), ("rounds", "rounds", "{}"), ("clean", "clean", "{}")],
-            [{**t, "status": "yes" if t["met"] else "**no**"} for t in result["targets"]]),
+        harness.targets_table(result["targets"], "{:+.1%}"),
     ])
 
 
