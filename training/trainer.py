@@ -29,14 +29,13 @@ A loss that is not finite or exceeds `runtime.max_loss` stops the run with `Trai
 before anything is saved, so the last checkpoint is the last good state.
 """
 
-import csv
+import contextlib
 import dataclasses
-import io
 import json
 import math
-import os
-import shutil
-import tempfile
+import signal
+import sys
+import threading
 import time
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
@@ -44,23 +43,57 @@ from typing import Any, Dict, List, Optional, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
+from training import outputs as outputs_lib
 from training import runtime as runtime_lib
 from training import schedules
 from training.config import ExperimentConfig
+from training.dirlock import DirectoryLock, warn
 
 _SUM = tf.distribute.ReduceOp.SUM
 _TRAIN_VALUES = ("loss", "regularization", "correct", "count")
 _EVAL_VALUES = ("loss", "correct", "correct_top5", "count")
-_PLOT_EVERY_S = 30.0
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-).SerializeToString()
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN, infinite or larger than `RuntimeConfig.max_loss`."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped the run after saving a checkpoint of its last step.
+
+    Attributes:
+        signum: int. The signal.
+        exit_code: int. What a shell reports for a process the signal ended (130, 143).
+    """
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def _interruptible(handler, enabled=True):
+    """Routes the first SIGINT / SIGTERM to `handler(signum)` and restores the previous
+    handlers on exit; a repeated signal gets the previous handler (Ctrl-C twice stops at
+    once). Signal handlers can only be set from the main thread; elsewhere this does nothing."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum, frame):
+        signal.signal(signum, previous[signum])
+        handler(signum)
+
+    for signum in previous:
+        signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @dataclasses.dataclass
@@ -162,6 +195,19 @@ class Trainer:
         self.config = config
         optimization, settings = config.optimization, config.runtime
         self.runtime = runtime_lib.setup(settings, optimization.global_batch_size, strategy)
+        self.model_dir = settings.model_dir
+        # Lock the model directory first: a second run on it stops here, having written nothing.
+        self._lock = DirectoryLock(self.model_dir, argument="model_dir").acquire() if (
+            self.model_dir and self.runtime.is_chief) else None
+        try:
+            self._set_up(pipeline)
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(self, pipeline):
+        config = self.config
+        optimization, settings = config.optimization, config.runtime
         self.pipeline = pipeline if pipeline is not None else make_pipeline(config.data)
         self.info = self.pipeline.info
         batch = optimization.global_batch_size
@@ -181,7 +227,6 @@ class Trainer:
         self.unreached_boundaries = [
             b for b in optimization.boundaries(self.steps_per_epoch) if b >= self.total_steps
         ] if optimization.schedule == "step" else []
-        self.model_dir = settings.model_dir
         self.results: Dict[str, Any] = {}
 
         runtime_lib.seed_everything(settings.seed, settings.deterministic)
@@ -206,10 +251,17 @@ class Trainer:
         self._train_function = self._make_train_function()
         self._eval_function = self._make_eval_function()
         self._sync_function = self._make_sync_function()
-        self._outputs = _Outputs(
+        self._outputs = outputs_lib.RunDirectory(
             self.model_dir, self.runtime, self.checkpoint, settings.keep_checkpoints,
-            title=f"{config.name}: {config.model.name} on {self.info.name}",
+            title=f"{config.name}: {self.model.name} on {self.info.name}", lock=self._lock,
         ) if self.model_dir else None
+        self._started = False
+        self._resumed_from, _ = self._restore()
+
+    def close(self) -> None:
+        """Releases the model directory (its lock); `fit()` takes it again if needed."""
+        if self._lock is not None:
+            self._lock.release()
 
     # ----------------------------------------------------------------------------------------
     # Steps.
@@ -418,28 +470,21 @@ class Trainer:
     def _monitor(self):
         return "val_accuracy" if self.info.validation_examples else "test_accuracy"
 
-    def _restore_or_start(self) -> Dict[str, Any]:
+    def _restore(self):
+        """Resumes from the model directory's newest readable checkpoint, after checking that it
+        holds this run; returns `(checkpoint path or None, state)`. Reads only."""
         fresh = {"history": [], "epoch_sums": None, "best": None, "best_epoch": None,
                  "train_seconds": 0.0, "wall_seconds": 0.0, "images": 0,
                  "global_batch_size": self.runtime.global_batch_size,
                  "steps_per_epoch": self.steps_per_epoch}
-        latest = self._outputs.latest_checkpoint() if self._outputs else None
+        self._state.assign(json.dumps(fresh))
+        if not self._outputs:
+            return None, fresh
+        self._previous_config = self._outputs.read_config()
+        self._check_same_run(self._previous_config)
+        latest = self._outputs.restore()
         if latest is None:
-            self._state.assign(json.dumps(fresh))
-            if self._outputs:
-                self._outputs.write_config(self.config)
-                self._outputs.save(0)
-            return fresh
-        # expect_partial: only silences TensorFlow's warnings about values left unrestored
-        # (save_counter); the assertion still checks every object of this run.
-        try:
-            status = self.checkpoint.restore(latest).expect_partial()
-            status.assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as error:
-            raise ValueError(
-                f"model_dir={self.model_dir!r} holds a checkpoint ({latest}) of a different model "
-                f"or optimizer; use a new model_dir. ({str(error).splitlines()[0]})"
-            ) from None
+            return None, fresh
         state = json.loads(self._state.numpy().decode())
         for key, now in (("global_batch_size", self.runtime.global_batch_size),
                          ("steps_per_epoch", self.steps_per_epoch)):
@@ -449,14 +494,49 @@ class Trainer:
                     f"this run has {key}={now}; resume with the same batch and data settings or "
                     "use a new model_dir."
                 )
+        return latest, state
+
+    def _check_same_run(self, before):
+        """The model and batch of a resumed run must be the run's own (its `config.json`);
+        checked before restoring, which would fail with a cascade of TensorFlow warnings."""
+        latest = outputs_lib.checkpoints_in(self._outputs.checkpoint_dir)
+        if before is None or not latest:
+            return
+        now = self.config.to_dict()
+        model = {key: before.get("model", {}).get(key) for key in ("name", "overrides")}
+        if model != now["model"]:
+            raise ValueError(
+                f"model_dir={self.model_dir!r} holds a checkpoint ({latest[0]}) of a different "
+                f"model: --model={model['name']} --model_overrides={json.dumps(model['overrides'])}"
+                f", not --model={now['model']['name']} --model_overrides="
+                f"{json.dumps(now['model']['overrides'])}; resume with the same model or use a "
+                "new model_dir.")
+        batch = before.get("optimization", {}).get("global_batch_size")
+        if batch != now["optimization"]["global_batch_size"]:
+            raise ValueError(
+                f"model_dir={self.model_dir!r} holds a run with global_batch_size={batch}, but "
+                f"this run has global_batch_size={now['optimization']['global_batch_size']}; "
+                "resume with the same batch and data settings or use a new model_dir.")
+
+    def _start(self):
+        """Writes the run's config (and, for a new run, the step-0 checkpoint) and says whether
+        it resumes; once per `Trainer`."""
+        if self._started:
+            return
+        self._started = True
         if self._outputs:
-            changes = self._outputs.config_changes(self.config)
+            if self._resumed_from is None:
+                self._outputs.write_config(self.config)
+                self._outputs.save(0)
+                return
+            changes = _config_changes(self._previous_config, self.config.to_dict())
             if changes:
                 self._log("Resuming with changed settings: " + ", ".join(changes) + ".")
             self._outputs.write_config(self.config)
-        self._log(f"Resuming from {latest}: epoch {int(self.epoch.numpy()) + 1}, batch "
-                  f"{int(self.batch_in_epoch.numpy())}, step {int(self.step.numpy())}.")
-        return state
+        if self._resumed_from:
+            self._log(f"Resuming from {self._resumed_from}: epoch "
+                      f"{int(self.epoch.numpy()) + 1}, batch {int(self.batch_in_epoch.numpy())}, "
+                      f"step {int(self.step.numpy())}.")
 
     def _save(self, state, best=False):
         if not self._outputs:
@@ -556,10 +636,33 @@ class Trainer:
         Raises:
             TrainingDiverged: the loss became non-finite or exceeded `max_loss`.
         """
+        if self._lock is not None:
+            self._lock.acquire()  # released by the previous fit(), or by close()
+        self._signal = None
+        try:
+            with _interruptible(self._interrupt, enabled=self.runtime.num_workers == 1):
+                return self._fit(callbacks)
+        finally:
+            if self._outputs:
+                self._outputs.close()
+            self.close()
+
+    def _interrupt(self, signum):
+        """SIGINT / SIGTERM: finish the current step, checkpoint it and stop (`fit` raises
+        `TrainingInterrupted`); a second signal acts at once."""
+        self._signal = signum
+        self.model.stop_training = True
+        if self.runtime.is_chief:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a "
+                  "checkpoint (send it again to stop at once).", file=sys.stderr, flush=True)
+
+    def _fit(self, callbacks):
         settings, rt = self.config.runtime, self.runtime
         started = time.time()
-        state = self._restore_or_start()
+        self._start()
+        state = json.loads(self._state.numpy().decode())
         wall_before = state["wall_seconds"]
+        first_step = int(self.step.numpy())
         history = keras.callbacks.History()
         callback_list = keras.callbacks.CallbackList(
             list(callbacks or []) + [history], model=self.model, epochs=self.epochs,
@@ -643,11 +746,11 @@ class Trainer:
                 images = rt.global_batch_size * (done - skip)
                 state["train_seconds"] += time.time() - tick
                 state["images"] += images
-                if done < epoch_steps:  # stopped by a callback within the epoch
+                if done < epoch_steps or self._signal:  # stopped within the epoch
                     state["epoch_sums"] = sums
                     state["wall_seconds"] = wall_before + time.time() - started
                     self._save(state)
-                    status = "stopped"
+                    status = "interrupted" if self._signal else "stopped"
                     break
                 logs = self._end_epoch(epoch, step, sums, state)
                 epoch += 1
@@ -665,9 +768,13 @@ class Trainer:
                     self._outputs.write_epoch(state["history"], step)
                     self._outputs.write_results(self._results(state, "running"))
                 callback_list.on_epoch_end(epoch - 1, logs)
-                self._log(_epoch_line(epoch, self.epochs, logs, sums["seconds"]))
+                remaining_s = (time.time() - started) / (step - first_step) * (
+                    self.total_steps - step)
+                self._log(_epoch_line(epoch, self.epochs, logs, sums["seconds"], remaining_s))
                 if self.model.stop_training:
                     status = "stopped" if epoch < self.epochs else "completed"
+                    if self._signal and status == "stopped":
+                        status = "interrupted"
                     break
         finally:
             if self._outputs:
@@ -677,9 +784,15 @@ class Trainer:
         state["wall_seconds"] = wall_before + time.time() - started
         self._state.assign(json.dumps(state))
         self.results = self._results(state, status)
+        if status == "interrupted":
+            where = (f"checkpoint {self._outputs.latest_checkpoint()} saved; rerun the same "
+                     "command to resume" if self._outputs else "nothing saved (no model_dir)")
+            self.results["message"] = (
+                f"Interrupted by {signal.Signals(self._signal).name} at step {step} of "
+                f"{self.total_steps}: {where}.")
         if self._outputs:
             self._outputs.write_epoch(state["history"], step, final=True)
-            if settings.save_model:
+            if settings.save_model and status != "interrupted":
                 self._outputs.save_model(self._clean_copy())
                 self.results["model_file"] = self._outputs.model_file
                 self.results["saved_model"] = self._outputs.saved_model_dir
@@ -690,6 +803,8 @@ class Trainer:
             f"final test error {_percent(final)}, best {_percent(self.results['best_test_error'])}")
         where = f"; results in {self.model_dir}" if self.model_dir else ""
         self._log(f"Finished ({status}): {self.results['steps']} steps, {summary}{where}.")
+        if status == "interrupted":
+            raise TrainingInterrupted(self.results["message"], self._signal)
         return history
 
     def _checkpoint_mid_epoch(self, state, sums, tick, started, wall_before, images):
@@ -749,7 +864,7 @@ def _percent(value):
     return f"{100 * value:.2f}%"
 
 
-def _epoch_line(epoch, epochs, logs, seconds):
+def _epoch_line(epoch, epochs, logs, seconds, remaining_s=None):
     parts = [f"loss {logs['loss']:.4f}", f"error {_percent(logs['error'])}"]
     for prefix, name in (("val_", "val"), ("test_", "test")):
         if prefix + "error" in logs:
@@ -757,191 +872,30 @@ def _epoch_line(epoch, epochs, logs, seconds):
             parts.append(f"{name}_error {_percent(logs[prefix + 'error'])}")
     parts.append(f"lr {logs['learning_rate']:.4g}")
     parts.append(f"{logs['images_per_second']:.0f} images/s")
-    return f"Epoch {epoch}/{epochs}: " + ", ".join(parts) + f" ({seconds:.1f}s)"
+    line = f"Epoch {epoch}/{epochs}: " + ", ".join(parts) + f" ({seconds:.1f}s)"
+    if remaining_s is not None and epoch < epochs:
+        line += f"; run ETA {_duration(remaining_s)}"
+    return line
 
 
-def _atomic_write(path, data: bytes):
-    directory = os.path.dirname(path) or "."
-    handle, temp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+def _duration(seconds):
+    """`1h02m`, `4m05s` or `9s`."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serializable: {value!r}")
-
-
-_CURVE_COLUMNS = ("epoch", "step", "loss", "accuracy", "error", "learning_rate",
-                  "val_loss", "val_accuracy", "val_error", "val_top5_error",
-                  "test_loss", "test_accuracy", "test_error", "test_top5_error",
-                  "images_per_second", "epoch_seconds")
-
-
-def plot_curves(rows: List[Dict[str, float]], path: str, title: str = "") -> None:
-    """Saves the training curves like the papers' figures: loss and error (%) against
-    iterations, training thin and dashed, validation and test bold."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4.2))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2)
-    steps = [row["step"] for row in rows]
-    for axis, metric, label, scale in ((axes[0], "loss", "loss", 1.0),
-                                       (axes[1], "error", "error (%)", 100.0)):
-        axis.plot(steps, [scale * row[metric] for row in rows], "--", linewidth=1,
-                  label="train")
-        for prefix, name in (("val_", "validation"), ("test_", "test")):
-            points = [(row["step"], scale * row[prefix + metric]) for row in rows
-                      if prefix + metric in row]
-            if points:
-                axis.plot(*zip(*points), "-", linewidth=2, marker="." if len(points) < 30
-                          else None, label=name)
-        axis.set_xlabel("iterations")
-        axis.set_ylabel(label)
-        if metric == "loss":
-            axis.set_yscale("log")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    if title:
-        figure.suptitle(title)
-    # Fixed margins: tight_layout() was ~25 ms of the ~130 ms that a drawing cost.
-    figure.subplots_adjust(left=0.07, right=0.985, bottom=0.12,
-                           top=0.88 if title else 0.95, wspace=0.2)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    _atomic_write(path, buffer.getvalue())
-
-
-class _Outputs:
-    """Everything a run writes into its model directory; a no-op (apart from the collective
-    checkpoint writes) on multi-worker tasks other than the chief."""
-
-    def __init__(self, model_dir, runtime, checkpoint, keep, title=""):
-        self.model_dir = os.path.abspath(model_dir)
-        self.title = title
-        self.is_chief = runtime.is_chief
-        self.task_id = runtime.task_id
-        self.checkpoint = checkpoint
-        self.checkpoint_dir = os.path.join(self.model_dir, "checkpoints")
-        self.best_dir = os.path.join(self.model_dir, "best")
-        self.model_file = os.path.join(self.model_dir, "model.keras")
-        self.saved_model_dir = os.path.join(self.model_dir, "saved_model")
-        self._writers = {}
-        self._plotted = -math.inf
-        if self.is_chief:
-            os.makedirs(self.model_dir, exist_ok=True)
-            self._latest = tf.train.CheckpointManager(checkpoint, self.checkpoint_dir, keep,
-                                                      checkpoint_name="ckpt")
-            self._best = tf.train.CheckpointManager(checkpoint, self.best_dir, 1,
-                                                    checkpoint_name="ckpt")
-
-    def latest_checkpoint(self):
-        return tf.train.latest_checkpoint(self.checkpoint_dir)
-
-    def best_checkpoint(self):
-        return tf.train.latest_checkpoint(self.best_dir)
-
-    def save(self, step, best=False):
-        if self.is_chief:
-            self._latest.save(checkpoint_number=step)
-            if best:
-                self._best.save(checkpoint_number=step)
-            return
-        # Non-chief workers take part in the (collective) save but keep nothing.
-        for _ in range(2 if best else 1):
-            temp = tempfile.mkdtemp(prefix=f"keras_resnets_worker{self.task_id}_")
-            try:
-                self.checkpoint.write(os.path.join(temp, "ckpt"))
-            finally:
-                shutil.rmtree(temp, ignore_errors=True)
-
-    def write_config(self, config):
-        if self.is_chief:
-            _atomic_write(os.path.join(self.model_dir, "config.json"),
-                          json.dumps(config.to_dict(), indent=2).encode())
-
-    def config_changes(self, config):
-        path = os.path.join(self.model_dir, "config.json")
-        if not os.path.exists(path):
-            return []
-        with open(path) as file:
-            before = json.load(file)
-        now = config.to_dict()
-        return [f"{section}.{key}: {before[section].get(key)!r} -> {value!r}"
-                for section in ("model", "optimization", "runtime", "data")
-                for key, value in now[section].items()
-                if section in before and before[section].get(key) != value]
-
-    def scalars(self, split, step, values):
-        if not self.is_chief:
-            return
-        if split not in self._writers:
-            self._writers[split] = tf.summary.create_file_writer(
-                os.path.join(self.model_dir, "logs", split))
-        with self._writers[split].as_default(step=step):
-            for name, value in values.items():
-                # What tf.summary.scalar writes, without needing the tensorboard package.
-                tf.summary.write(name, tf.constant(value, tf.float32),
-                                 metadata=_SCALAR_METADATA)
-
-    def write_epoch(self, rows, step, final=False):
-        """Writes history.csv, and redraws curves.png when `final` or `_PLOT_EVERY_S` have
-        passed since the last drawing (a drawing costs ~0.1 s, 1% of a 10 s epoch)."""
-        if not self.is_chief or not rows:
-            return
-        columns = [c for c in _CURVE_COLUMNS if any(c in row for row in rows)]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        _atomic_write(os.path.join(self.model_dir, "history.csv"), buffer.getvalue().encode())
-        if final or time.monotonic() - self._plotted >= _PLOT_EVERY_S:
-            plot_curves(rows, os.path.join(self.model_dir, "curves.png"), title=self.title)
-            self._plotted = time.monotonic()
-        self.flush()
-
-    def write_results(self, results):
-        if self.is_chief:
-            _atomic_write(os.path.join(self.model_dir, "results.json"),
-                          json.dumps(results, indent=2, default=_json_default).encode())
-
-    def save_model(self, model):
-        if not self.is_chief:
-            return
-        temp_file = os.path.join(self.model_dir, ".tmp_model.keras")
-        model.save(temp_file)
-        os.replace(temp_file, self.model_file)
-        temp_dir = self.saved_model_dir + ".tmp"
-        old_dir = self.saved_model_dir + ".old"
-        for stale in (temp_dir, old_dir):
-            shutil.rmtree(stale, ignore_errors=True)
-        model.export(temp_dir, verbose=False)
-        if os.path.exists(self.saved_model_dir):
-            os.replace(self.saved_model_dir, old_dir)
-        os.replace(temp_dir, self.saved_model_dir)
-        shutil.rmtree(old_dir, ignore_errors=True)
-
-    def flush(self):
-        for writer in self._writers.values():
-            writer.flush()
-
-    def close(self):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+def _config_changes(before, now):
+    """`section.key: old -> new` for the settings of `now` that differ from `before`."""
+    if not before:
+        return []
+    return [f"{section}.{key}: {before[section].get(key)!r} -> {value!r}"
+            for section in ("model", "optimization", "runtime", "data")
+            for key, value in now[section].items()
+            if isinstance(before.get(section), dict) and before[section].get(key) != value]
 
 
 def run(config: ExperimentConfig, pipeline=None, callbacks=None, strategy=None) -> TrainResult:

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tests.training import fakes
 from tests.training.conftest import TINY_MODEL, tiny_settings
-from training import config, trainer
+from training import config, outputs, trainer
 
 
 def experiment(**overrides):
@@ -132,8 +132,8 @@ def test_history_csv_and_curves_png(finished):
 def test_curves_are_redrawn_at_most_every_plot_interval_and_at_the_end(
         tmp_path, monkeypatch, every_s, drawn_after_epochs):
     drawn = []
-    monkeypatch.setattr(trainer, "_PLOT_EVERY_S", every_s)
-    monkeypatch.setattr(trainer, "plot_curves", lambda rows, path, title="": drawn.append(
+    monkeypatch.setattr(outputs, "PLOT_EVERY_S", every_s)
+    monkeypatch.setattr(outputs, "plot_curves", lambda rows, path, title="": drawn.append(
         len(rows)))
     trainer.run(experiment(epochs=3, model_dir=str(tmp_path / "run"), save_model=False),
                 fakes.FakePipeline())
