@@ -70,6 +70,11 @@ class Architecture:
     shortcut: str
     plain: bool
 
+    @property
+    def depth(self) -> int:
+        """Weighted layers: the stem's convolution, the units' convolutions, the classifier."""
+        return sum(self.stage_blocks) * LAYERS_PER_BLOCK[self.block] + 2
+
 
 def _choice(argument, value, choices):
     if value not in choices:

@@ -1,12 +1,17 @@
 """The registry (name -> model) and the public named builders, one line each."""
 
 import fnmatch
-from typing import List
+import functools
+import inspect
+from typing import List, Optional
 
 import keras
 
-from keras_resnets.builder import STEMS, ResNet
+from keras_resnets.builder import STEMS, Architecture, ResNet, resolve_architecture
 from keras_resnets.specs import MODEL_SPECS, PAPERS
+
+# The arguments of `ResNet` that shape the network (the rest are layer settings and the head).
+ARCHITECTURE_ARGUMENTS = tuple(inspect.signature(resolve_architecture).parameters)
 
 
 def list_models(pattern: str = "*") -> List[str]:
@@ -31,6 +36,10 @@ def model_arguments(name: str) -> dict:
 def get_model(name: str, /, **overrides) -> keras.Model:
     """Builds a registered model; keyword arguments override any argument of `ResNet(...)`.
 
+    Overrides that change the architecture rename the model after what it now is
+    (`model_name`): `get_model("resnet20", depth=32)` is the registry's `resnet32`, and
+    `get_model("resnet20", shortcut="B")` is `resnet20_shortcutB`. A `name` override wins.
+
     Args:
         name: str. A name from `list_models()`, e.g. `"resnet50"`, `"resnet110"`,
             `"preact_resnet1001"`, `"resnext101_64x4d"`, `"resnext29_16x64d"`.
@@ -43,16 +52,98 @@ def get_model(name: str, /, **overrides) -> keras.Model:
     >>> model = keras_resnets.get_model("resnet20", classes=100)
     >>> model.name, model.output_shape
     ('resnet20', (None, 100))
+    >>> keras_resnets.get_model("resnet20", depth=32).name
+    'resnet32'
     """
-    return ResNet(**{**model_arguments(name), "name": name, **overrides})
+    arguments = {**model_arguments(name), **overrides}
+    return ResNet(**{"name": model_name(name, **arguments), **arguments})
 
 
-def _named_builder(public_name, spec_name, summary, name_format=None):
-    """A keras.applications-style builder over one registry row.
+def architecture_of(name: str, /, **overrides) -> Architecture:
+    """The resolved `Architecture` of a registered model with overrides (no model is built)."""
+    arguments = {**model_arguments(name), **overrides}
+    return resolve_architecture(**{key: arguments[key] for key in ARCHITECTURE_ARGUMENTS
+                                   if key in arguments})
 
-    `name_format` names the model from its final arguments (ResNeXt: "resnext101_{cardinality}x
-    {bottleneck_width}d"), so that `ResNeXt101(cardinality=64)` is called resnext101_64x4d.
+
+@functools.lru_cache(maxsize=None)
+def _row_architectures():
+    return {row: architecture_of(row) for row in MODEL_SPECS}
+
+
+def model_name(name: str, /, **arguments) -> str:
+    """The name of registry model `name` built with `arguments` (its row's arguments with
+    overrides): `name` itself while the architecture is the row's, the row whose architecture
+    it has otherwise, and else a name that states the architecture, e.g.
+    `"resnet8_widths4-8-16"` or `"resnext101_16x4d"`.
+
+    Example:
+
+    >>> model_name("resnext101_32x4d", **model_arguments("resnext101_32x4d"), cardinality=64)
+    'resnext101_64x4d'
+    >>> model_name("resnet20", **model_arguments("resnet20"), depth=8, stage_widths=(4, 8, 16))
+    'resnet8_widths4-8-16'
     """
+    architecture = architecture_of(name, **arguments)
+    like = _row_architectures()[name]
+    return name if architecture == like else name_for(architecture, like)
+
+
+def name_for(architecture: Architecture, like: Optional[Architecture] = None) -> str:
+    """The registry name of `architecture`, or else a name that states it: family and depth,
+    then each choice where it differs from `like` (by default the plain ResNet of the same
+    stem, blocks and depth: stem widths, original units, shortcut B)."""
+    for row, row_architecture in _row_architectures().items():
+        if row_architecture == architecture:
+            return row
+    if like is None:
+        like = resolve_architecture(stage_blocks=architecture.stage_blocks,
+                                    block=architecture.block, stem=architecture.stem)
+    return _describe(architecture, like)
+
+
+def _describe(arch: Architecture, like: Architecture) -> str:
+    """A name for `arch`: family and depth, then each choice where it differs from `like`."""
+    depth = arch.depth
+    preactivation = arch.unit == "full_preactivation"
+    per_group = arch.bottleneck_widths[0] // arch.cardinality * 64 // arch.stage_widths[0] if (
+        arch.bottleneck_widths) else None
+    if arch.plain:
+        parts = [f"plain{depth}"]
+    elif arch.cardinality > 1:
+        parts = [f"resnext{depth}_{arch.cardinality}x{per_group}d"]
+    elif preactivation and arch.stem == "imagenet":
+        parts = [f"resnet{depth}v2"]
+    elif preactivation:
+        parts = [f"preact_resnet{depth}"]
+    else:
+        parts = [f"resnet{depth}"]
+    try:
+        standard = resolve_architecture(depth=depth, block=arch.block, stem=arch.stem,
+                                        stage_widths=arch.stage_widths).stage_blocks
+    except ValueError:
+        standard = None
+    if arch.stem != like.stem:
+        parts.append(f"{arch.stem}stem")
+    if arch.block != like.block and not (arch.stem == "imagenet" and standard):
+        parts.append(arch.block)
+    if arch.stage_blocks != standard:
+        parts.append("blocks" + "-".join(map(str, arch.stage_blocks)))
+    widths = like.stage_widths if arch.stem == like.stem else STEMS[arch.stem].stage_widths
+    if arch.stage_widths != widths:
+        parts.append("widths" + "-".join(map(str, arch.stage_widths)))
+    if arch.cardinality == 1 and arch.bottleneck_widths not in ((), arch.stage_widths):
+        parts.append("groupwidths" + "-".join(map(str, arch.bottleneck_widths)))
+    if arch.unit not in ("original", "full_preactivation"):  # the family names those two
+        parts.append(arch.unit)
+    if arch.shortcut != like.shortcut and not arch.plain:
+        parts.append(f"shortcut{arch.shortcut}")
+    return "_".join(parts)
+
+
+def _named_builder(public_name, spec_name, summary):
+    """A keras.applications-style builder over one registry row, named by `model_name` (so
+    that `ResNeXt101(cardinality=64)` is called resnext101_64x4d)."""
     spec = MODEL_SPECS[spec_name]
     stem = STEMS[spec.arguments["stem"]]
 
@@ -67,7 +158,7 @@ def _named_builder(public_name, spec_name, summary, name_format=None):
         **options,
     ):
         arguments = {**spec.arguments, **options}
-        name = name_format.format(**arguments) if name_format else spec_name
+        name = model_name(spec_name, **arguments)
         return ResNet(
             **{"name": name, **arguments},
             include_top=include_top,
@@ -125,8 +216,6 @@ _DOC = """Instantiates {summary}.
     (None, 7)
     """
 
-_RESNEXT_NAME = "resnext{depth}_{{cardinality}}x{{bottleneck_width}}d"
-
 ResNet18 = _named_builder("ResNet18", "resnet18", "ResNet-18 (ImageNet)")
 ResNet34 = _named_builder("ResNet34", "resnet34", "ResNet-34 (ImageNet)")
 ResNet50 = _named_builder("ResNet50", "resnet50", "ResNet-50 (ImageNet)")
@@ -150,14 +239,11 @@ PreActResNet164 = _named_builder("PreActResNet164", "preact_resnet164",
 PreActResNet1001 = _named_builder("PreActResNet1001", "preact_resnet1001",
                                   "pre-activation ResNet-1001 (CIFAR, bottleneck blocks)")
 ResNeXt50 = _named_builder("ResNeXt50", "resnext50_32x4d",
-                           "ResNeXt-50 (ImageNet; 32x4d by default)",
-                           _RESNEXT_NAME.format(depth=50))
+                           "ResNeXt-50 (ImageNet; 32x4d by default)")
 ResNeXt101 = _named_builder("ResNeXt101", "resnext101_32x4d",
-                            "ResNeXt-101 (ImageNet; 32x4d by default, cardinality=64 gives 64x4d)",
-                            _RESNEXT_NAME.format(depth=101))
+                            "ResNeXt-101 (ImageNet; 32x4d by default, cardinality=64 gives 64x4d)")
 ResNeXt29 = _named_builder("ResNeXt29", "resnext29_8x64d",
-                           "ResNeXt-29 (CIFAR; 8x64d by default, cardinality=16 gives 16x64d)",
-                           _RESNEXT_NAME.format(depth=29))
+                           "ResNeXt-29 (CIFAR; 8x64d by default, cardinality=16 gives 16x64d)")
 Plain18 = _named_builder("Plain18", "plain18", "the 18-layer plain network (ImageNet)")
 Plain34 = _named_builder("Plain34", "plain34", "the 34-layer plain network (ImageNet)")
 Plain20 = _named_builder("Plain20", "plain20", "the 20-layer plain network (CIFAR)")

@@ -119,14 +119,31 @@ class ModelConfig:
         object.__setattr__(self, "overrides", {
             k: tuple(v) if isinstance(v, list) else v for k, v in self.overrides.items()})
 
+    def architecture(self):
+        """The network these settings build (a `keras_resnets.builder.Architecture`): what
+        the model is, whatever its registry name and overrides."""
+        from keras_resnets import builder, registry
+
+        if self.name != CUSTOM_MODEL:
+            return registry.architecture_of(self.name, **self.overrides)
+        return builder.resolve_architecture(**{
+            key: value for key, value in self.overrides.items()
+            if key in registry.ARCHITECTURE_ARGUMENTS})
+
     def build(self, num_classes: int, image_shape):
-        """Builds the model for a data set of `num_classes` classes and `image_shape` images."""
+        """Builds the model for a data set of `num_classes` classes and `image_shape` images.
+
+        The model is named after its architecture (`keras_resnets.registry.model_name`):
+        `resnet20` with `{"depth": 56}` is `resnet56`, a custom model gets a registry name or
+        a descriptive one."""
         import keras_resnets
+        from keras_resnets import registry
 
         arguments = dict(classes=int(num_classes), input_shape=tuple(image_shape),
                          **self.overrides)
         if self.name == CUSTOM_MODEL:
-            return keras_resnets.ResNet(**arguments)
+            return keras_resnets.ResNet(name=registry.name_for(self.architecture()),
+                                        **arguments)
         return keras_resnets.get_model(self.name, **arguments)
 
 
@@ -283,7 +300,9 @@ class RuntimeConfig:
             and a deterministic input pipeline: reruns give the same weights. Defaults to `False`.
         max_loss: float. Stop when the training loss exceeds this or is not finite.
             Defaults to `1e4`.
-        verbose: int. `0` silent, `1` progress bar and a line per epoch, `2` a line per epoch.
+        verbose: int. `0` silent, `1` progress bar and a line per epoch, `2` a line per epoch,
+            `3` a line per epoch and, from `python -m training.fit`, TensorFlow's start-up log
+            and INFO logging (for debugging).
             Defaults to `1`.
         save_model: bool. Write the final `model.keras` and the `saved_model` export.
             Defaults to `True`.
@@ -326,7 +345,7 @@ class RuntimeConfig:
         if not isinstance(self.deterministic, bool):
             raise ValueError(f"deterministic must be True or False; got {self.deterministic!r}.")
         _number_in("max_loss", self.max_loss, 0, math.inf, low_open=True)
-        _choice("verbose", self.verbose, (0, 1, 2))
+        _choice("verbose", self.verbose, (0, 1, 2, 3))
         for name in ("save_model", "evaluate_test"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}.")
@@ -434,6 +453,15 @@ _CLEARED = {"epochs": None, "total_steps": None, "decay_steps": (), "decay_epoch
             "warm_start_steps": 0, "warmup_epochs": 0.0}
 
 
+def _clears_partner(key, value) -> bool:
+    """Whether setting `key` to `value` replaces its exclusive partner. Any given length does
+    (`epochs=0` must fail as a bad length, not as "both epochs and total_steps"); a zero or
+    empty schedule setting only switches that setting off."""
+    if key not in _EXCLUSIVE:
+        return False
+    return value is not None if key in ("epochs", "total_steps") else bool(value)
+
+
 def _apply(base: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
     unknown = sorted(set(overrides) - set(override_keys()))
     if unknown:
@@ -456,7 +484,7 @@ def _apply(base: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentCo
                 if key in sections[section]:
                     sections[section][key] = value
             other = _EXCLUSIVE.get(key)
-            if other is not None and other not in overrides and value:
+            if _clears_partner(key, value) and other not in overrides:
                 sections["optimization"][other] = _CLEARED[other]
     return ExperimentConfig(
         model=ModelConfig(**sections["model"]),
@@ -555,5 +583,5 @@ def from_settings(settings: Mapping[str, Any], name: str = "custom") -> Experime
 
 def _without_cleared(base, overrides):
     """Drops the settings of `base` that an override's exclusive partner replaces."""
-    cleared = {_EXCLUSIVE[key] for key, value in overrides.items() if key in _EXCLUSIVE and value}
+    cleared = {_EXCLUSIVE[key] for key, value in overrides.items() if _clears_partner(key, value)}
     return {key: value for key, value in base.items() if key not in cleared}

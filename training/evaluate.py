@@ -5,7 +5,10 @@ r"""`python -m training.evaluate`: evaluates a model directory's best or latest 
 
 The run's `config.json` gives the model and the data; `--eval_crops`, `--split`, `--batch_size`,
 `--dataset` and `--data_dir` change what is evaluated. The metrics are printed as one JSON line
-and written to `<model_dir>/evaluation_<checkpoint>_<split>_<crops>crop.json`.
+and written to `<model_dir>/evaluation_<checkpoint>_<split>_<crops>crop.json`. The model
+directory is locked meanwhile (a training run on it makes this stop at once, with exit code 2);
+a read-only model directory still gets its metrics printed, then one line saying the file could
+not be written (exit code 2).
 """
 
 import json
@@ -16,6 +19,7 @@ from absl import app, flags
 
 from training import cli
 from training import config as config_lib
+from training.dirlock import DirectoryLock, DirectoryLocked
 
 PROGRAM = "training.evaluate"
 
@@ -51,34 +55,49 @@ def load_config(model_dir: str) -> config_lib.ExperimentConfig:
     if not os.path.isfile(path):
         raise ValueError(f"model_dir={model_dir!r} has no config.json; is it a training.fit "
                          "model directory?")
-    with open(path) as file:
-        return config_lib.ExperimentConfig.from_dict(json.load(file))
+    try:
+        with open(path) as file:
+            return config_lib.ExperimentConfig.from_dict(json.load(file))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path} is damaged and cannot be read ({type(error).__name__}: "
+                         f"{error}); restore it from a copy, or rewrite it with "
+                         "python -m training.fit --config=... settings.") from None
 
 
 def find_checkpoint(model_dir: str, checkpoint: str = "best") -> str:
-    """The path of `"best"`, `"latest"` or an explicit checkpoint of a model directory."""
-    import tensorflow as tf
+    """The path of `"best"`, `"latest"` or an explicit checkpoint of a model directory.
+
+    `"best"` and `"latest"` fall back to the newest checkpoint that reads cleanly when the
+    state file is lost or the newest one is damaged (with a warning); `"best"` falls back to
+    the latest before the first evaluation.
+    """
+    from training import outputs
 
     if checkpoint in config_lib.CHECKPOINTS:
-        folder = os.path.join(model_dir, "best" if checkpoint == "best" else "checkpoints")
-        path = tf.train.latest_checkpoint(folder)
-        if path is None and checkpoint == "best":  # no evaluation yet: fall back to the latest
-            path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+        latest = os.path.join(model_dir, "checkpoints")
+        path = outputs.newest_readable(os.path.join(model_dir, "best")) if (
+            checkpoint == "best") else None
+        if path is None:
+            path = outputs.newest_readable(latest)
         if path is None:
             raise ValueError(f"model_dir={model_dir!r} has no checkpoint.")
         return path
-    if not tf.io.gfile.exists(checkpoint + ".index"):
+    if not os.path.exists(checkpoint + ".index"):
         raise ValueError(f"checkpoint must be 'best', 'latest' or a checkpoint path; "
                          f"{checkpoint!r} is none of them.")
+    problem = outputs.damage(checkpoint)
+    if problem is not None:
+        raise ValueError(f"checkpoint={checkpoint!r} cannot be read: {problem}.")
     return checkpoint
 
 
 def load(model_dir: str, checkpoint: str = "best", eval_crops: Optional[int] = None,
-         pipeline=None, strategy=None, **overrides):
+         pipeline=None, strategy=None, split: Optional[str] = None, **overrides):
     """A `training.trainer.Trainer` of a model directory's run with a checkpoint's weights.
 
     Returns:
-        `(trainer, checkpoint_path)`. Arguments as in `evaluate`.
+        `(trainer, checkpoint_path)`. Arguments as in `evaluate`; with `split`, a split the
+        run's data does not have is an error here.
     """
     from training import trainer as trainer_lib
 
@@ -89,6 +108,10 @@ def load(model_dir: str, checkpoint: str = "best", eval_crops: Optional[int] = N
     experiment = experiment.replace(model_dir=None, verbose=0, cpu_devices=0, **overrides)
     path = find_checkpoint(model_dir, checkpoint)
     trainer = trainer_lib.Trainer(experiment, pipeline=pipeline, strategy=strategy)
+    if split == "validation" and not trainer.info.validation_examples:
+        raise ValueError(
+            f"split='validation': the run in {model_dir} has no validation split "
+            f"(validation_images={experiment.data.validation_images}); use split='test'.")
     trainer.restore_weights(path)
     return trainer, path
 
@@ -120,7 +143,8 @@ def evaluate(model_dir: str, checkpoint: str = "best", split: str = "test",
         A dict: `checkpoint`, `step`, `split`, `eval_crops`, `loss`, `accuracy`, `error`,
         `examples` and, with more than five classes, `top5_accuracy` and `top5_error`.
     """
-    trainer, path = load(model_dir, checkpoint, eval_crops, pipeline, strategy, **overrides)
+    trainer, path = load(model_dir, checkpoint, eval_crops, pipeline, strategy, split,
+                         **overrides)
     return _metrics(trainer, path, split)
 
 
@@ -139,17 +163,38 @@ def main(argv):
         ("batch_size", "global_batch_size"), ("dataset", "dataset"), ("data_dir", "data_dir"),
         ("strategy", "strategy"), ("mixed_precision", "mixed_precision"))
         if FLAGS[flag].value is not None}
-    trainer, path = cli.set_up_or_fail(PROGRAM, lambda: load(
-        FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_crops, **overrides))
-    metrics = _metrics(trainer, path, FLAGS.split)
-    name = os.path.basename(metrics["checkpoint"]) if FLAGS.checkpoint not in (
-        config_lib.CHECKPOINTS) else FLAGS.checkpoint
-    out = os.path.join(FLAGS.model_dir,
-                       f"evaluation_{name}_{metrics['split']}_{metrics['eval_crops']}crop.json")
-    with open(out + ".tmp", "w") as file:
-        json.dump(metrics, file, indent=2)
-    os.replace(out + ".tmp", out)
-    print(json.dumps(metrics), flush=True)
+    lock = DirectoryLock(FLAGS.model_dir, argument="model_dir")
+
+    def set_up():
+        if not os.path.isdir(FLAGS.model_dir):
+            raise ValueError(f"model_dir={FLAGS.model_dir!r} is not a directory.")
+        try:
+            lock.acquire()  # a training run writing there would change what is evaluated
+        except DirectoryLocked:
+            raise
+        except ValueError:
+            pass  # a read-only model directory: evaluate, then say the result stays unsaved
+        return load(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_crops, split=FLAGS.split,
+                    **overrides)
+
+    try:
+        trainer, path = cli.set_up_or_fail(PROGRAM, set_up)
+        metrics = _metrics(trainer, path, FLAGS.split)
+        print(json.dumps(metrics), flush=True)
+        name = os.path.basename(metrics["checkpoint"]) if FLAGS.checkpoint not in (
+            config_lib.CHECKPOINTS) else FLAGS.checkpoint
+        out = os.path.join(
+            FLAGS.model_dir,
+            f"evaluation_{name}_{metrics['split']}_{metrics['eval_crops']}crop.json")
+        try:
+            from training.outputs import atomic_write
+
+            atomic_write(out, json.dumps(metrics, indent=2).encode())
+        except OSError as error:
+            cli.fail(PROGRAM, f"the metrics above could not be written to {out}: "
+                              f"{error.strerror or error}.")
+    finally:
+        lock.release()
 
 
 def run_main():

@@ -10,13 +10,14 @@ overrides the recipe (the defaults shown by `--help` apply without `--recipe`):
     python -m training.fit --model=resnet56 --dataset=cifar100 --epochs=10 --batch_size=64
     python -m training.fit --config=tuning_runs/search/export/best_1.json --epochs=180
 
-Rerunning the same command resumes from the model directory's latest checkpoint. A bad flag exits
-with code 2 and one line on stderr; a diverging run exits with code 1.
+Rerunning the same command resumes from the model directory's latest checkpoint. A bad flag, a
+model directory in use by another run or not writable, or a failed write (a full disk) exits
+with code 2 and one line on stderr; a diverging run exits with code 1; SIGINT / SIGTERM save a
+checkpoint of the current step and exit with 130 / 143.
 """
 
 import dataclasses
 import json
-import sys
 
 from absl import app, flags
 
@@ -111,7 +112,8 @@ _FLAGS = [
     ("boolean", "deterministic", "Deterministic ops and input pipeline (reruns give the same "
      "weights)."),
     ("float", "max_loss", "Stop when the training loss exceeds this (or is not finite)."),
-    ("integer", "verbose", "0 silent, 1 progress bar, 2 a line per epoch."),
+    ("integer", "verbose", "0 silent, 1 progress bar, 2 a line per epoch, 3 a line per epoch "
+     "and TensorFlow's start-up log and INFO logging (hidden otherwise)."),
     ("boolean", "save_model", "Write model.keras and saved_model/ at the end."),
     ("boolean", "evaluate_test", "Evaluate the test split during training."),
 ]
@@ -187,21 +189,26 @@ def config_from_flags(flag_values=FLAGS) -> config_lib.ExperimentConfig:
 def main(argv):
     if len(argv) > 1:
         cli.fail(PROGRAM, f"unexpected arguments {argv[1:]}; every setting is a --flag.")
-    cli.quiet_logs()
+    debug = FLAGS.verbose == 3
+    cli.quiet_logs(debug)
 
     def set_up():
         from training import trainer
 
         return trainer.Trainer(config_from_flags())
 
-    run = cli.set_up_or_fail(PROGRAM, set_up)
-    from training.trainer import TrainingDiverged
+    run = cli.set_up_or_fail(PROGRAM, set_up, native_logs=debug)
+    from training.outputs import RunDirectoryError
+    from training.trainer import TrainingDiverged, TrainingInterrupted
 
     try:
         run.fit()
     except TrainingDiverged as error:
-        sys.stderr.write(f"{PROGRAM}: {error}\n")
-        sys.exit(1)
+        cli.stop(PROGRAM, error, 1)
+    except TrainingInterrupted as error:
+        cli.stop(PROGRAM, error, error.exit_code)
+    except RunDirectoryError as error:
+        cli.fail(PROGRAM, error)
 
 
 def run_main():

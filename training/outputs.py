@@ -137,14 +137,16 @@ def checkpoints_in(folder: str) -> List[str]:
 def damage(path: str) -> Optional[str]:
     """`None` if every tensor of the checkpoint `path` reads back (TensorFlow checks each one's
     CRC), else which file is damaged and how."""
+    # TensorFlow's reader raises OpErrors, ValueError or IndexError ("Read less bytes than
+    # requested") depending on where a file ends: any error means unreadable.
     try:
         reader = tf.train.load_checkpoint(path)
-    except (tf.errors.OpError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001
         return f"{path}.index is damaged or missing ({_first_line(error)})"
     try:
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001
         data = sorted(glob.glob(path + ".data-*")) or [path + ".data-00000-of-00001"]
         return f"{', '.join(data)} is damaged or missing ({_first_line(error)})"
     return None
@@ -182,9 +184,13 @@ def newest_readable(folder: str, log=warn) -> Optional[str]:
                      f"{'; '.join(problems)}. Use a new model_dir, or restore the files.")
 
 
+_OP_CONTEXT = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]")
+
+
 def _first_line(error) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    """An error's first line, without TensorFlow's `{{function_node ...}}` and `[Op:...]`."""
+    text = _OP_CONTEXT.sub("", getattr(error, "message", None) or str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _remove_partial_checkpoints(folder: str) -> None:

@@ -232,6 +232,7 @@ class Trainer:
         runtime_lib.seed_everything(settings.seed, settings.deterministic)
         with runtime_lib.policy_scope(self.runtime.dtype_policy), self.runtime.strategy.scope():
             self.model = config.model.build(self.info.num_classes, self.info.image_shape)
+            self.architecture = config.model.architecture()
             self.optimizer = build_optimizer(optimization, self.schedule,
                                              self.runtime.dtype_policy)
             self.optimizer.build(self.model.trainable_variables)
@@ -459,8 +460,8 @@ class Trainer:
         replicas = (f"{rt.num_replicas} replicas x {rt.per_replica_batch_size}"
                     if rt.num_replicas > 1 else "1 replica")
         return (
-            f"Training {self.config.model.name} ({self.model.count_params() / 1e6:.2f}M "
-            f"parameters) on {info.name} ({split} images): {self.epochs} epochs of "
+            f"Training {self.model.name} ({_architecture_line(self.architecture)}; "
+            f"{self.model.count_params() / 1e6:.2f}M parameters) on {info.name} ({split} images): {self.epochs} epochs of "
             f"{self.steps_per_epoch} steps ({self.total_steps} steps), global batch "
             f"{rt.global_batch_size} = {replicas} ({rt.strategy_name} on {rt.device_type}, "
             f"{rt.num_workers} worker{'s' if rt.num_workers > 1 else ''}, XLA "
@@ -571,7 +572,9 @@ class Trainer:
             "status": status,
             "message": message,
             "recipe": self.config.name,
-            "model": self.config.model.name,
+            "model": self.model.name,
+            "architecture": {"depth": self.architecture.depth,
+                             **dataclasses.asdict(self.architecture)},
             "parameters": int(self.model.count_params()),
             "dataset": self.info.name,
             "epochs": len(rows),
@@ -876,6 +879,22 @@ def _epoch_line(epoch, epochs, logs, seconds, remaining_s=None):
     if remaining_s is not None and epoch < epochs:
         line += f"; run ETA {_duration(remaining_s)}"
     return line
+
+
+def _architecture_line(arch):
+    """`ResNet-56: cifar stem, basic blocks 9-9-9, widths 16-32-64, original units, shortcut A`."""
+    def dashed(values):
+        return "-".join(map(str, values))
+
+    parts = [f"{arch.stem} stem", f"{arch.block} blocks {dashed(arch.stage_blocks)}",
+             f"widths {dashed(arch.stage_widths)}"]
+    if arch.cardinality > 1:
+        parts.append(f"cardinality {arch.cardinality} (group widths "
+                     f"{dashed(arch.bottleneck_widths)})")
+    parts.append(f"{arch.unit} units")
+    if not arch.plain:
+        parts.append(f"shortcut {arch.shortcut}")
+    return f"{'Plain' if arch.plain else 'ResNet'}-{arch.depth}: " + ", ".join(parts)
 
 
 def _duration(seconds):

@@ -1,5 +1,6 @@
 """Fixtures of the training tests: tiny models and runs, subprocess helpers."""
 
+import contextlib
 import json
 import os
 import socket
@@ -78,3 +79,39 @@ def weights_of(npz, prefix="weight_"):
 @pytest.fixture
 def fake_pipeline():
     return fakes.FakePipeline()
+
+
+@contextlib.contextmanager
+def read_only(path):
+    """Makes the directory `path` read-only for the block: a read-only bind mount of it when
+    running as root (root ignores permission bits), else its write permissions removed."""
+    path = str(path)
+    if os.geteuid() != 0:
+        modes = {}
+        for folder, _, _ in os.walk(path):
+            modes[folder] = os.stat(folder).st_mode
+            os.chmod(folder, 0o555)
+        try:
+            yield path
+        finally:
+            for folder, mode in modes.items():
+                os.chmod(folder, mode)
+        return
+    mount = subprocess.run(["mount", "--bind", path, path], capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip("running as root on a machine that cannot bind-mount: no way to make a "
+                    f"directory read-only ({mount.stderr.strip()})")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", path], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", path], check=True)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """An empty directory in which no file can be created."""
+    path = tmp_path / "read_only"
+    path.mkdir()
+    with read_only(path) as folder:
+        yield folder

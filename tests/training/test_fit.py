@@ -3,9 +3,12 @@
 import dataclasses
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl import flags
 
@@ -201,3 +204,188 @@ def test_a_diverging_run_exits_1_with_the_message(tmp_path):
     # TensorFlow's native start-up lines come first (they ignore TF_CPP_MIN_LOG_LEVEL).
     assert result.stderr.splitlines()[-1].startswith("training.fit: Training diverged in update ")
     assert "Traceback" not in result.stderr
+
+
+TINY_RUN = ("--dataset=synthetic", "--synthetic_examples=64", "--image_size=8",
+            "--num_classes=4", "--max_test_examples=16", "--batch_size=16",
+            "--model_overrides={\"depth\": 8, \"stage_widths\": [4, 8, 16]}", "--verbose=2",
+            "--save_model=false", "--deterministic")
+
+
+def one_error_line(result, program="training.fit"):
+    """The single line a failed command printed on stderr (after checking it is single)."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert lines[0].startswith(f"{program}: "), lines[0]
+    return lines[0]
+
+
+def test_a_second_run_on_a_model_dir_in_use_exits_2_and_touches_nothing(tmp_path):
+    from training.dirlock import DirectoryLock
+
+    model_dir = str(tmp_path / "run")
+    assert run_cli("training.fit", *TINY_RUN, "--epochs=1",
+                   f"--model_dir={model_dir}").returncode == 0
+    before = {name: os.stat(os.path.join(model_dir, name)).st_mtime_ns
+              for name in os.listdir(model_dir)}
+    with DirectoryLock(model_dir, program="another run"):
+        second = run_cli("training.fit", *TINY_RUN, "--epochs=3", f"--model_dir={model_dir}")
+    assert second.returncode == 2
+    line = one_error_line(second)
+    assert line.startswith(f"training.fit: error: model_dir={model_dir} is in use by another "
+                           f"run (pid {os.getpid()} on ")
+    assert {name: os.stat(os.path.join(model_dir, name)).st_mtime_ns
+            for name in os.listdir(model_dir)} == before
+
+
+def test_resuming_another_model_or_batch_is_one_line(tmp_path):
+    model_dir = str(tmp_path / "run")
+    assert run_cli("training.fit", *TINY_RUN, "--epochs=1",
+                   f"--model_dir={model_dir}").returncode == 0
+    other_model = run_cli("training.fit", *TINY_RUN, "--epochs=2", f"--model_dir={model_dir}",
+                          "--model_overrides={\"depth\": 14}")
+    assert other_model.returncode == 2
+    assert "holds a checkpoint (" in one_error_line(other_model)
+    assert "of a different model: --model=resnet20 --model_overrides={\"depth\": 8, " \
+           "\"stage_widths\": [4, 8, 16]}, not --model=resnet20 --model_overrides=" \
+           "{\"depth\": 14}" in other_model.stderr
+    other_batch = run_cli("training.fit", *TINY_RUN, "--epochs=2", f"--model_dir={model_dir}",
+                          "--batch_size=32")
+    assert other_batch.returncode == 2
+    assert "holds a run with global_batch_size=16, but this run has global_batch_size=32" in (
+        one_error_line(other_batch))
+
+
+def test_a_model_dir_that_cannot_be_written_is_one_line(tmp_path, read_only_dir):
+    (tmp_path / "file").write_text("x")
+    cases = {
+        str(tmp_path / "file"): "is a file, not a directory.",
+        str(tmp_path / "file" / "run"): "cannot be created: Not a directory.",
+        read_only_dir: "is not writable: ",
+    }
+    for model_dir, expected in cases.items():
+        result = run_cli("training.fit", *TINY_RUN, "--epochs=1", f"--model_dir={model_dir}")
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert one_error_line(result).startswith(
+            f"training.fit: error: model_dir={model_dir} {expected}")
+
+
+def test_a_zero_length_is_named():
+    for flag in ("--epochs=0", "--total_steps=0"):
+        result = run_cli("training.fit", "--recipe=cifar10_resnet20", flag)
+        assert result.returncode == 2
+        name = flag[2:].split("=")[0]
+        assert one_error_line(result) == (
+            f"training.fit: error: {name} must be a positive integer; got 0.")
+
+
+def test_tensorflow_log_lines_are_hidden_unless_verbose_3(tmp_path):
+    env = subprocess_env()
+    del env["TF_CPP_MIN_LOG_LEVEL"]  # as a user runs it
+
+    def fit_cli(*args):
+        return subprocess.run([sys.executable, "-m", "training.fit", *TINY_RUN, "--epochs=1",
+                               *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=240)
+
+    quiet = fit_cli()
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert quiet.stderr == ""
+    loud = fit_cli("--verbose=3")
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert re.search(r"^[IWE]\d{4} .*\] ", loud.stderr, re.M), loud.stderr
+    assert "Epoch 1/1: loss " in loud.stdout
+
+
+_FULL_DISK = """
+import resource, runpy, signal, sys
+# The kernel's answer to a write past RLIMIT_FSIZE is EFBIG and SIGXFSZ; ignoring the signal
+# leaves the failed write, as on a full disk.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+sys.argv = ["training.fit"] + sys.argv[1:]
+runpy.run_module("training.fit", run_name="__main__")
+"""
+
+
+def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_last_good_one(tmp_path):
+    model_dir = str(tmp_path / "run")
+    assert run_cli("training.fit", *TINY_RUN, "--epochs=1",
+                   f"--model_dir={model_dir}").returncode == 0
+    folder = os.path.join(model_dir, "checkpoints")
+    full = subprocess.run([sys.executable, "-c", _FULL_DISK, *TINY_RUN, "--epochs=3",
+                           f"--model_dir={model_dir}"], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=240)
+    assert full.returncode == 2, full.stderr[-3000:]
+    assert re.fullmatch(
+        rf"training.fit: error: Could not write the checkpoint of step 8 to {folder}: "
+        rf"{folder}/ckpt-8_temp/part-00000-of-00001\.data-00000-of-00001\S*; File too large\. "
+        rf"The last good checkpoint, {folder}/ckpt-4, is kept; rerun to resume from it\.",
+        one_error_line(full))
+    assert [name for name in os.listdir(folder) if name.endswith("_temp")] == []
+    assert tf_latest(folder) == os.path.join(folder, "ckpt-4")
+    again = run_cli("training.fit", *TINY_RUN, "--epochs=3", f"--model_dir={model_dir}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming from " + os.path.join(folder, "ckpt-4") in again.stdout
+
+
+def tf_latest(folder):
+    import tensorflow as tf
+
+    return tf.train.latest_checkpoint(folder)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("uninterrupted") / "run")
+    result = run_cli("training.fit", *SIGNAL_RUN, f"--model_dir={model_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir
+
+
+SIGNAL_RUN = (*TINY_RUN, "--synthetic_examples=128", "--epochs=12")  # 8 steps an epoch
+
+
+def model_tensors(model_dir):
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+        os.path.join(model_dir, "checkpoints")))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith("model/")}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_checkpoints_the_step_and_the_rerun_ends_like_an_uninterrupted_run(
+        tmp_path, uninterrupted, signum):
+    model_dir = str(tmp_path / "run")
+    process = subprocess.Popen([sys.executable, "-m", "training.fit", *SIGNAL_RUN,
+                                f"--model_dir={model_dir}"], cwd=REPO_ROOT,
+                               env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("Epoch 2/12: "):
+            process.send_signal(signum)
+            break
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 128 + signum, err[-3000:]
+    name = signal.Signals(signum).name
+    last = err.strip().splitlines()[-1]
+    match = re.fullmatch(rf"training.fit: Interrupted by {name} at step (\d+) of 96: checkpoint "
+                         rf"{re.escape(model_dir)}/checkpoints/ckpt-(\d+) saved; rerun the same "
+                         r"command to resume\.", last)
+    assert match and match.group(1) == match.group(2), last
+    step = int(match.group(1))
+    assert 16 <= step < 96
+    with open(os.path.join(model_dir, "results.json")) as file:
+        results = json.load(file)
+    assert (results["status"], results["steps"]) == ("interrupted", step)
+    assert results["message"] == last.split("training.fit: ")[1]
+    again = run_cli("training.fit", *SIGNAL_RUN, f"--model_dir={model_dir}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"step {step}." in again.stdout.split("Resuming from ")[1].splitlines()[0]
+    reference = model_tensors(uninterrupted)
+    resumed = model_tensors(model_dir)
+    assert sorted(resumed) == sorted(reference)
+    for key, value in reference.items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=key)
