@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import keras_resnets
+from keras_resnets import registry
 from tests.conftest import registered_model
 
 # torchvision's exact trainable-parameter counts (running statistics are buffers there).
@@ -142,3 +143,42 @@ def test_resnext_builders_name_the_chosen_template():
     assert wide.count_params() == registered_model("resnext101_2x64d").count_params()
     assert keras_resnets.ResNeXt29(cardinality=16).count_params() == (
         registered_model("resnext29_16x64d").count_params())
+
+
+RENAMES = [
+    # (registry row, overrides, the name of what is built)
+    ("resnet20", {"depth": 32}, "resnet32"),
+    ("resnet20", {"depth": 8, "stage_widths": (4, 8, 16)}, "resnet8_widths4-8-16"),
+    ("resnet20", {"shortcut": "B"}, "resnet20_shortcutB"),
+    ("resnet20", {"depth": None, "stage_blocks": (1, 2, 3)}, "resnet14_blocks1-2-3"),
+    ("resnet56", {"block": "bottleneck"}, "resnet56_bottleneck"),
+    ("resnet50", {"unit": "full_preactivation"}, "resnet50v2"),
+    ("resnet50", {"unit": "relu_before_addition"}, "resnet50_relu_before_addition"),
+    ("resnet50", {"width_multiplier": 2}, "resnet50_widths128-256-512-1024"),
+    ("resnet50v2", {"depth": 26}, "resnet26v2"),
+    ("preact_resnet164", {"depth": 272}, "preact_resnet272"),
+    ("resnext101_32x4d", {"cardinality": 16}, "resnext101_16x4d"),
+    ("resnext29_8x64d", {"cardinality": 16}, "resnext29_16x64d"),
+    ("resnet50", {"bn_momentum": 0.5, "classes": 7}, "resnet50"),  # layer settings, same net
+]
+
+
+@pytest.mark.parametrize("row, overrides, expected", RENAMES)
+def test_overriding_the_architecture_renames_the_model(row, overrides, expected):
+    arguments = {**keras_resnets.model_arguments(row), **overrides}
+    assert registry.model_name(row, **arguments) == expected
+
+
+def test_get_model_builds_under_the_real_name():
+    model = keras_resnets.get_model("resnet20", depth=32)
+    assert model.name == "resnet32"
+    assert model.count_params() == registered_model("resnet32").count_params()
+    assert keras_resnets.get_model("resnet20", depth=32, name="mine").name == "mine"
+    assert keras_resnets.ResNet20(depth=44, include_top=False).name == "resnet44"
+
+
+def test_name_for_a_custom_architecture():
+    arch = keras_resnets.resolve_architecture(depth=56, stem="cifar", shortcut="A")
+    assert registry.name_for(arch) == "resnet56"
+    odd = keras_resnets.resolve_architecture(depth=26, stem="cifar", unit="bn_after_addition")
+    assert registry.name_for(odd) == "resnet26_bn_after_addition"

@@ -162,6 +162,15 @@ def test_fit_runs_a_recipe_end_to_end(cli_run):
         results = json.load(file)
     assert (results["status"], results["recipe"], results["steps"]) == (
         "completed", "cifar10_resnet20", 10)
+    # --model=resnet20 with another depth and widths is recorded as what it is.
+    assert results["model"] == "resnet8_widths4-8-16"
+    assert (results["architecture"]["depth"], results["architecture"]["stage_widths"]) == (
+        8, [4, 8, 16])
+    assert ("Training resnet8_widths4-8-16 (ResNet-8: cifar stem, basic blocks 1-1-1, widths "
+            f"4-8-16, original units, shortcut A; {results['parameters'] / 1e6:.2f}M "
+            "parameters) on synthetic") in result.stdout
+    assert re.search(r"^Epoch 1/2: loss .*\(\d+\.\ds\); run ETA \d+s$", result.stdout, re.M)
+    assert re.search(r"^Epoch 2/2: loss .*\(\d+\.\ds\)$", result.stdout, re.M)
     assert results["config"]["runtime"]["seed"] == 3
     assert results["config"]["data"]["validation_images"] == 16
 
