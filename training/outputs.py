@@ -268,15 +268,15 @@ class RunDirectory:
                 f"model_dir={self.model_dir!r} holds a checkpoint ({path}) of a different model "
                 f"or optimizer; use a new model_dir. ({_first_line(error)})") from None
         if self.is_chief:
-            self._relist(self.checkpoint_dir, path, log)
+            self._relist(self.checkpoint_dir, path)
             best = self.best_checkpoint()
             if best is None or damage(best) is not None:
-                self._relist(self.best_dir, None, log)
+                self._relist(self.best_dir, None)
             self._managers()
         return path
 
     @staticmethod
-    def _relist(folder, newest, log):
+    def _relist(folder, newest):
         """Rewrites `folder`'s state file to list its readable checkpoints up to `newest`."""
         readable = []
         for path in reversed(checkpoints_in(folder)):  # oldest first

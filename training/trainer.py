@@ -7,7 +7,8 @@ global batch, gradients all-reduced (summed) by `optimizer.apply`. Users keep wh
 a `keras.utils.Progbar` with images/s and ETA, Keras callbacks (`on_train_begin`, `on_epoch_end`
 with logs, `model.stop_training`, ...) and a `keras.callbacks.History`.
 
-With `runtime.model_dir`, a run writes:
+With `runtime.model_dir`, a run locks the directory (`training.dirlock`: a second run on it stops
+at once) and writes, through `training.outputs.RunDirectory`:
 
 - `checkpoints/`: the latest `keep_checkpoints` `tf.train.Checkpoint`s of the model, optimizer,
   step, epoch, batch within the epoch and the run's history; `best/`: the best one by
@@ -17,16 +18,18 @@ With `runtime.model_dir`, a run writes:
   train and test, against iterations, like the papers' figures; redrawn at most every 30 s and
   at the end), `model.keras` and `saved_model/`.
 
-Rerunning the same command resumes from the latest checkpoint: weights, optimizer state, step,
-epoch and the data position (the pipeline's order is a pure function of `(seed, epoch)`, so
-`skip_batches` reproduces it). Checkpoints become visible only once complete (TensorFlow writes
-the data first and then replaces the `checkpoint` index file), and the other files are written
-to a temporary name and renamed, so a SIGKILL leaves a model directory that resumes. Under
-multi-worker training only the chief writes there; the other workers write their checkpoints
-to temporary directories, as TensorFlow requires, and delete them.
+Rerunning the same command resumes from the newest checkpoint that reads cleanly: weights,
+optimizer state, step, epoch and the data position (the pipeline's order is a pure function of
+`(seed, epoch)`, so `skip_batches` reproduces it). A SIGKILL at any point leaves a model
+directory that resumes (see `training.outputs`). Under multi-worker training only the chief
+writes there; the other workers write their checkpoints to temporary directories, as
+TensorFlow requires, and delete them.
 
 A loss that is not finite or exceeds `runtime.max_loss` stops the run with `TrainingDiverged`
-before anything is saved, so the last checkpoint is the last good state.
+before anything is saved, so the last checkpoint is the last good state. SIGINT and SIGTERM
+(single-worker runs) stop it after the current step with a checkpoint of that step and
+`TrainingInterrupted`; a failed write (a full disk) raises `training.outputs.RunDirectoryError`
+and leaves the last good checkpoint the latest.
 """
 
 import contextlib
