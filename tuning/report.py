@@ -57,7 +57,10 @@ def collect(oracle, hypermodel, project_dir: Optional[str] = None,
                 val_error=float(metrics["val_error"]), params=int(metrics["params"]),
                 macs=int(metrics["macs"]), wall_time=float(metrics["wall_time"]), **common))
         elif trial.status in _FAILED_STATUSES:
-            cost = cost_model(values) if cost_model is not None else None
+            try:
+                cost = cost_model(values) if cost_model is not None else None
+            except Exception:  # the point itself may be what failed; the report goes on
+                cost = None
             failed.append(TrialRecord(
                 val_error=None, wall_time=None, status=FAILED,
                 params=cost.trainable_params if cost else None, macs=cost.macs if cost else None,

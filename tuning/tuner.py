@@ -173,8 +173,8 @@ class ResNetTuner(base_tuner.BaseTuner):
             why = failures.reason(error)
             failures.record(self.get_trial_dir(trial.trial_id), why, traceback.format_exc())
             self._failures[trial.trial_id] = why
-            print(f"Trial {trial.trial_id} ({self.hypermodel.describe(trial.hyperparameters.values)}"
-                  f") failed: {why}", flush=True)
+            point = self.hypermodel.describe(trial.hyperparameters.values)
+            print(f"Trial {trial.trial_id} ({point}) failed: {why}", flush=True)
             raise keras_tuner.errors.FailedTrialError(why) from None
 
     def on_trial_end(self, trial):
