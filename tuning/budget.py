@@ -6,11 +6,12 @@ rejected point never becomes a KerasTuner trial (so it is neither trained nor co
 """
 
 import dataclasses
+import sys
 from typing import Dict, List, Optional
 
 import keras_tuner
 from keras_tuner import Objective
-from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.engine import trial as trial_module
 
 import keras_resnets
 
@@ -144,6 +145,11 @@ def make_oracle(tuner: str, cost_model: CostModel, budget: Budget, *, max_trials
     """
     if tuner not in ORACLES:
         raise ValueError(f"tuner must be one of {list(ORACLES)}; got {tuner!r}.")
+    # Failed trials are final and the search goes on to its budget (tuning.failures): no
+    # retries, and no stop after KerasTuner's 3 consecutive failures (it raises before saving
+    # the failed trial, so a rerun would run that trial again).
+    kwargs = dict(dict(max_retries_per_trial=0, max_consecutive_failed_trials=sys.maxsize),
+                  **kwargs)
     common = dict(cost_model=cost_model, budget=budget, objective=OBJECTIVE, seed=seed, **kwargs)
     if tuner == "hyperband":
         return HyperbandOracle(max_epochs=max_epochs, **common)

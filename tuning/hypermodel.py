@@ -17,6 +17,7 @@ import keras_resnets
 from keras_resnets.builder import IMAGENET_DEPTHS, LAYERS_PER_BLOCK, STEMS
 
 FAMILIES = ("cifar", "imagenet")
+TRAINING_HYPERPARAMETERS = ("learning_rate", "weight_decay", "batch_size", "label_smoothing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +168,7 @@ class TrainingSpace:
                 low, high = bounds
                 overrides[name] = hp.Float(name, low, high, sampling="log")
         if self.batch_sizes is not None:
-            overrides["batch_size"] = hp.Choice("batch_size", list(self.batch_sizes))
+            overrides["global_batch_size"] = hp.Choice("batch_size", list(self.batch_sizes))
         if self.label_smoothings is not None:
             overrides["label_smoothing"] = hp.Choice("label_smoothing",
                                                      list(self.label_smoothings))
@@ -237,6 +238,24 @@ class ResNetHyperModel(keras_tuner.HyperModel):
     def training(self, hp: keras_tuner.HyperParameters) -> Dict[str, object]:
         """Declare the optional training hyperparameters; returns training overrides."""
         return self.training_space.choose(hp)
+
+    def describe(self, values: Dict[str, object]) -> str:
+        """A point in a few words, for logs: the registry name when it has one, the
+        architecture, then the training choices, e.g. `resnet20: depth=20, basic, width=16,
+        original, shortcut=A; learning_rate=2.5`."""
+        arguments = self.architecture(self.values_to_hp(values))
+        words = [f"depth={arguments['depth']}", arguments["block"],
+                 f"width={arguments['stage_widths'][0]}"]
+        if "cardinality" in arguments:
+            words.append(f"{arguments['cardinality']}x{arguments['bottleneck_width']}d")
+        words += [arguments["unit"], f"shortcut={arguments['shortcut']}"]
+        text = ", ".join(words)
+        name = named_model(arguments)
+        if name:
+            text = f"{name}: {text}"
+        training = [f"{k}={values[k]:.4g}" if isinstance(values[k], float) else f"{k}={values[k]}"
+                    for k in TRAINING_HYPERPARAMETERS if k in values]
+        return f"{text}; {', '.join(training)}" if training else text
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         """The (uncompiled) model of a point; the tuner trains it with `training`."""

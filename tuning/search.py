@@ -9,8 +9,14 @@ Every training flag of `python -m training.fit` applies to each trial (`--recipe
 schedule over `--epochs_per_trial`, a 5,000-image validation split and deterministic ops.
 Rerunning the same command resumes the search. Distributed: one `--role=chief` process serves
 the oracle at `--oracle_address=host:port`; `--role=worker` processes (distinct `--tuner_id`s,
-a shared `--directory`) run the trials; the chief writes the report. Bad input exits with code 2
-and one line on stderr.
+a shared `--directory`) run the trials; the chief writes the report.
+
+Exit codes: 0 when the search finished with at least one completed trial; 2 with one line on
+stderr for bad input or a project directory another live run holds (nothing is written then);
+3 when the search finished but no trial completed (every one failed; the report says why);
+130 / 143 when SIGINT / SIGTERM stopped a trial (rerun the command to resume it). A failed
+trial (diverged, out of memory, ...) is one line in the log, a failed row of the report and
+is never retried; the search goes on.
 """
 
 import sys
@@ -21,6 +27,7 @@ from training import cli, fit
 from training import config as config_lib
 
 PROGRAM = "tuning.search"
+NO_TRIAL_COMPLETED = 3
 FLAGS = flags.FLAGS
 
 # Space defaults mirror tuning.hypermodel.SearchSpace (a test checks that they agree).
@@ -74,10 +81,21 @@ def _values(flag_values, name, kind):
         raise ValueError(f"--{name} must be a comma-separated list; got {text!r}.") from None
 
 
+def _check_counts(flag_values):
+    # Checked before the recipe is built: its own error would name `epochs`, not the flag.
+    for name, least in (("max_trials", 1), ("epochs_per_trial", 1), ("export_best", 0),
+                        ("max_params", 1), ("max_flops", 1)):
+        value = flag_values[name].value  # None only for the optional budget flags
+        if value is not None and value < least:
+            kind = "a positive" if least == 1 else "a non-negative"
+            raise ValueError(f"--{name} must be {kind} integer; got {value}.")
+
+
 def search_config_from_flags(flag_values=FLAGS):
     """The `tuning.tuner.SearchConfig` of the command line."""
     from tuning import budget, hypermodel, tuner
 
+    _check_counts(flag_values)
     settings = fit.settings_from_flags(flag_values)
     # Trials are short: a cosine schedule over each trial's epochs (unless --schedule is given),
     # the papers' 45k/5k validation split, deterministic ops so any machine gets the same result.
@@ -119,12 +137,24 @@ def main(argv):
                                              FLAGS.tuner_id)
 
     search, tuner = cli.set_up_or_fail(PROGRAM, set_up)
+    from tuning import failures
     from tuning import tuner as tuner_lib
 
-    tuner.search()
-    if FLAGS.role != "worker":
+    with tuner:  # holds the project directory's lock to the end of the report
+        try:
+            tuner.search()
+        except failures.SearchInterrupted as error:
+            sys.stderr.write(f"{PROGRAM}: {error}\n")
+            sys.exit(error.exit_code)
+        if FLAGS.role == "worker":
+            return
         result = tuner_lib.write_report(tuner, search)
-        print(f"{len(result.records)} trials; results in {result.tables['markdown']}", flush=True)
+    where = result.tables["markdown"]
+    if not result.completed:
+        sys.stderr.write(f"{PROGRAM}: error: no trial completed ({result.summary()}); the "
+                         f"reasons are in {where}\n")
+        sys.exit(NO_TRIAL_COMPLETED)
+    print(f"{result.summary()}; results in {where}", flush=True)
 
 
 def run_main():

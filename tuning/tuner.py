@@ -6,6 +6,12 @@ evaluated only for the exported best models. Running a search again resumes it: 
 are kept, an interrupted one resumes from its last checkpoint. Distributed searches use
 KerasTuner's chief / worker protocol (`role`, `oracle_address`). `python -m tuning.search` is
 the command line over `run(SearchConfig(...))`.
+
+A local search or the chief of a distributed one locks its project directory
+(`training.dirlock.DirectoryLock`) for the whole search and report: a second run on it stops
+before writing anything. Workers share the chief's directory and take no lock. A trial whose
+training diverges or raises is one line in the log and a failed row of the report, and the
+search goes on (see `tuning.failures`).
 """
 
 import dataclasses
@@ -13,14 +19,17 @@ import json
 import logging
 import os
 import shutil
+import traceback
 from typing import Optional
 
 import keras
-from keras_tuner.src.engine import base_tuner
+import keras_tuner
+from keras_tuner.engine import base_tuner
 
 from training import config as config_lib
+from training.dirlock import LOCK_FILE, DirectoryLock
 from tuning import budget as budget_lib
-from tuning import report
+from tuning import failures, report
 from tuning.hypermodel import ResNetHyperModel, SearchSpace, TrainingSpace
 
 ROLES = ("local", "chief", "worker")
@@ -105,11 +114,30 @@ class SearchConfig:
 class ResNetTuner(base_tuner.BaseTuner):
     """Trains each trial with `training.trainer` and reports validation error and cost."""
 
-    def __init__(self, oracle, hypermodel, search: SearchConfig, cost_model, **kwargs):
+    def __init__(self, oracle, hypermodel, search: SearchConfig, cost_model, lock=None,
+                 **kwargs):
         self.search_config = search
         self.cost_model = cost_model
+        self.lock = lock  # the project directory's, held until close()
         self._pipeline = None
+        self._failures = {}  # trial id -> reason, until the trial is ended
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+    def close(self) -> None:
+        """Releases the project directory's lock (if this tuner holds it)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+    def search(self, *fit_args, **fit_kwargs):
+        with failures.no_keras_tuner_tracebacks():
+            super().search(*fit_args, **fit_kwargs)
 
     def trial_config(self, trial) -> config_lib.ExperimentConfig:
         """The training of a trial: the template with the trial's model and choices."""
@@ -129,6 +157,32 @@ class ResNetTuner(base_tuner.BaseTuner):
         return os.path.join(self.get_trial_dir(trial_id), "train")
 
     def run_trial(self, trial, *args, **kwargs):
+        """Trains the trial's point; a failure becomes `FailedTrialError` (never retried) with
+        a one-line reason, an interruption `failures.SearchInterrupted` (the search stops)."""
+        from training.trainer import TrainingInterrupted
+
+        try:
+            return self._train(trial)
+        except keras_tuner.errors.FatalError:
+            raise
+        except TrainingInterrupted as error:
+            raise failures.SearchInterrupted(
+                f"Trial {trial.trial_id}: {error} Rerun the search to resume it.",
+                trial.trial_id, error.exit_code) from error
+        except Exception as error:
+            why = failures.reason(error)
+            failures.record(self.get_trial_dir(trial.trial_id), why, traceback.format_exc())
+            self._failures[trial.trial_id] = why
+            point = self.hypermodel.describe(trial.hyperparameters.values)
+            print(f"Trial {trial.trial_id} ({point}) failed: {why}", flush=True)
+            raise keras_tuner.errors.FailedTrialError(why) from None
+
+    def on_trial_end(self, trial):
+        if trial.trial_id in self._failures:  # KerasTuner set the message to a traceback
+            trial.message = self._failures.pop(trial.trial_id)
+        super().on_trial_end(trial)
+
+    def _train(self, trial):
         from training import trainer
         from training.data import Pipeline
 
@@ -139,8 +193,7 @@ class ResNetTuner(base_tuner.BaseTuner):
             file.write(f"{self.tuner_id}\n")  # who ran it (a resumed trial adds a line)
         parent = trial.hyperparameters.values.get("tuner/trial_id")
         if parent and not os.path.exists(experiment.runtime.model_dir):
-            # Hyperband: continue training the parent trial's model.
-            shutil.copytree(self.train_dir(parent), experiment.runtime.model_dir)
+            continue_training(self.train_dir(parent), experiment.runtime.model_dir)
         if self._pipeline is None:
             self._pipeline = Pipeline(experiment.data)
         result = trainer.run(experiment, pipeline=self._pipeline)
@@ -153,14 +206,35 @@ class ResNetTuner(base_tuner.BaseTuner):
         }
 
 
+def continue_training(parent_dir: str, model_dir: str) -> None:
+    """Hyperband: a promoted trial continues from a copy of its parent's run directory,
+    without the parent's lock file (a killed run leaves one; it is not the child's)."""
+    shutil.copytree(parent_dir, model_dir, ignore=shutil.ignore_patterns(LOCK_FILE))
+
+
 @dataclasses.dataclass
 class SearchResult:
-    """What `run` returns (on the chief or a local search; workers get `None` tables)."""
+    """What `run` returns (on the chief or a local search; workers get `None` tables).
+
+    `records` holds every finished trial: the completed ones best first, then the failed ones.
+    """
 
     records: list
     tables: Optional[dict] = None
     plot: Optional[str] = None
     exported: Optional[list] = None
+
+    @property
+    def completed(self) -> list:
+        return [record for record in self.records if record.completed]
+
+    @property
+    def failed(self) -> list:
+        return [record for record in self.records if not record.completed]
+
+    def summary(self) -> str:
+        """`12 trials: 10 completed, 2 failed`."""
+        return report.summary(self.records)
 
 
 def _distributed_role(role: str, oracle_address: Optional[str], tuner_id: Optional[str]):
@@ -205,8 +279,17 @@ def _check_same_search(search: SearchConfig):
     os.replace(path + ".tmp", path)
 
 
-def build_tuner(search: SearchConfig, role: str = "local", oracle_address=None, tuner_id=None):
-    """The tuner of a search (resuming what its directory holds)."""
+def build_tuner(search: SearchConfig, role: str = "local", oracle_address=None, tuner_id=None
+                ) -> ResNetTuner:
+    """The tuner of a search (resuming what its directory holds).
+
+    A local search or the chief locks the project directory before writing anything there;
+    use the tuner in a `with` block (or call `close()`) to release it. Workers take no lock.
+
+    Raises:
+        ValueError: bad settings, a different search in the directory, or the directory is
+            locked by another live run (`training.dirlock.DirectoryLocked`, naming it).
+    """
     from training.data import Pipeline
 
     _distributed_role(role, oracle_address, tuner_id)
@@ -214,35 +297,52 @@ def build_tuner(search: SearchConfig, role: str = "local", oracle_address=None, 
     hypermodel = ResNetHyperModel(search.space, search.training_space, classes=info.num_classes,
                                   input_shape=info.image_shape)
     cost_model = budget_lib.CostModel(hypermodel)
+    lock = None
     if role != "worker":
         budget_lib.check_feasible(search.space, cost_model, search.budget)
-        _check_same_search(search)
-    oracle = budget_lib.make_oracle(search.tuner, cost_model, search.budget,
-                                    max_trials=search.max_trials,
-                                    max_epochs=search.epochs_per_trial, seed=search.seed)
-    return ResNetTuner(oracle, hypermodel, search, cost_model, directory=search.directory,
-                       project_name=search.project)
+        lock = DirectoryLock(search.project_dir, argument="directory").acquire()
+    try:
+        if role != "worker":
+            _check_same_search(search)
+        oracle = budget_lib.make_oracle(search.tuner, cost_model, search.budget,
+                                        max_trials=search.max_trials,
+                                        max_epochs=search.epochs_per_trial, seed=search.seed)
+        return ResNetTuner(oracle, hypermodel, search, cost_model, lock=lock,
+                           directory=search.directory, project_name=search.project)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
 
 def run(search: SearchConfig, role: str = "local", oracle_address=None, tuner_id=None
         ) -> SearchResult:
-    """Runs (or resumes) a search; the chief or a local search then writes the report."""
-    tuner = build_tuner(search, role, oracle_address, tuner_id)
-    tuner.search()
-    if role == "worker":
-        return SearchResult(records=[])
-    return write_report(tuner, search)
+    """Runs (or resumes) a search; the chief or a local search then writes the report.
+
+    Raises:
+        failures.SearchInterrupted: SIGINT / SIGTERM stopped a trial (rerun to resume).
+    """
+    with build_tuner(search, role, oracle_address, tuner_id) as tuner:
+        tuner.search()
+        if role == "worker":
+            return SearchResult(records=[])
+        return write_report(tuner, search)
 
 
 def write_report(tuner: ResNetTuner, search: SearchConfig) -> SearchResult:
-    """The results table, the plot and the exported best models of a finished search."""
-    records = report.collect(tuner.oracle, tuner.hypermodel)
+    """The results table, the plot and the exported best models of a finished search. Failed
+    trials are rows of the table; the plot and the exports hold completed trials only (no plot
+    when none completed)."""
+    records = report.collect(tuner.oracle, tuner.hypermodel, search.project_dir,
+                             tuner.cost_model)
+    result = SearchResult(records)
     rejected = len(getattr(tuner.oracle, "rejected", []))
-    tables = report.write_tables(records, search.project_dir, rejected=rejected)
-    plot = report.plot(records, os.path.join(search.project_dir, "results.png"),
-                       title=f"{search.project}: validation error against cost")
-    exported = export_best(tuner, records[: search.export_best], search)
-    return SearchResult(records, tables, plot, exported)
+    result.tables = report.write_tables(records, search.project_dir, rejected=rejected)
+    if result.completed:
+        result.plot = report.plot(records, os.path.join(search.project_dir, "results.png"),
+                                  title=f"{search.project}: validation error against cost")
+    result.exported = export_best(tuner, result.completed[: search.export_best], search)
+    return result
 
 
 def export_best(tuner: ResNetTuner, records, search: SearchConfig):

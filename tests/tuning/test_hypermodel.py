@@ -6,6 +6,7 @@ import keras_tuner
 import pytest
 
 import keras_resnets
+from training import config as config_lib
 from tuning.hypermodel import ResNetHyperModel, SearchSpace, TrainingSpace, named_model
 
 
@@ -83,7 +84,13 @@ def test_architecture_and_training_choices_are_separate():
     hp = keras_tuner.HyperParameters()
     hypermodel.build_space(hp)
     training = hypermodel.training(hp)
-    assert set(training) == {"learning_rate", "weight_decay", "batch_size", "label_smoothing"}
+    assert set(training) == {"learning_rate", "weight_decay", "global_batch_size",
+                             "label_smoothing"}
+    # The choices are settings a trial's training takes as they are.
+    experiment = config_lib.recipe("cifar10_resnet20", dataset="synthetic")
+    chosen = experiment.replace(**training)
+    assert chosen.optimization.global_batch_size == hp.values["batch_size"] in (64, 128)
+    assert chosen.optimization.learning_rate == hp.values["learning_rate"]
     assert not set(training) & set(hypermodel.architecture(hp))
     assert {"learning_rate", "batch_size"} <= {p.name for p in hp.space}
     assert "learning_rate" not in {p.name for p in
@@ -110,3 +117,15 @@ def _space_of(hypermodel):
 def test_bad_spaces_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SearchSpace(**kwargs)
+
+
+def test_describe_names_the_point_and_its_training_choices():
+    hypermodel = ResNetHyperModel(training_space=TrainingSpace(learning_rates=(0.01, 0.4)))
+    values = dict(block="basic", blocks_per_stage=9, base_width=16, unit="original",
+                  shortcut="A", learning_rate=0.123456)
+    assert hypermodel.describe(values) == (
+        "resnet56: depth=56, basic, width=16, original, shortcut=A; learning_rate=0.1235")
+    values = dict(block="bottleneck", blocks_per_stage=1, base_width=64, cardinality=8,
+                  bottleneck_width=4, unit="full_preactivation", shortcut="B")
+    assert ResNetHyperModel().describe(values) == (
+        "depth=11, bottleneck, width=64, 8x4d, full_preactivation, shortcut=B")

@@ -161,6 +161,10 @@ def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
     (["--validation_images=0"], r"needs a validation split carved from train"),
     (["--role=worker"], r"role='worker' needs oracle_address=host:port"),
     (["--tune_learning_rate=0.5,0.1"], r"learning_rates must be \(low, high\)"),
+    (["--epochs_per_trial=0"], r"error: --epochs_per_trial must be a positive integer; got 0\.$"),
+    (["--max_trials=0"], r"error: --max_trials must be a positive integer; got 0\.$"),
+    (["--export_best=-1"], r"error: --export_best must be a non-negative integer; got -1\.$"),
+    (["--max_flops=0"], r"error: --max_flops must be a positive integer; got 0\.$"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(flags, message, tmp_path):
     result = subprocess.run(_search_command(f"--directory={tmp_path}", *flags), cwd=REPO_ROOT,
@@ -169,6 +173,7 @@ def test_bad_input_is_one_line_and_exit_code_2(flags, message, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tuning.search: error: ")
     assert re.search(message, lines[0]), lines[0]
+    assert os.listdir(tmp_path) == []  # bad input writes nothing
 
 
 def test_a_different_search_in_the_same_folder_is_refused(tmp_path):
@@ -177,7 +182,8 @@ def test_a_different_search_in_the_same_folder_is_refused(tmp_path):
         validation_images=16, global_batch_size=16, epochs=1, verbose=0))
     first = search_lib.SearchConfig(experiment=experiment, space=TINY_SPACE, max_trials=1,
                                     epochs_per_trial=1, directory=str(tmp_path))
-    search_lib.build_tuner(first)
+    with search_lib.build_tuner(first):
+        pass
     other = search_lib.SearchConfig(experiment=experiment, space=TINY_SPACE, max_trials=3,
                                     epochs_per_trial=1, directory=str(tmp_path))
     with pytest.raises(ValueError, match=r"holds a search with other settings \(max_trials\)"):
@@ -201,8 +207,8 @@ def test_hyperband_continues_the_parent_trials_training(tmp_path):
         validation_images=16, global_batch_size=16, epochs=1, schedule="constant", verbose=0))
     search = search_lib.SearchConfig(experiment=experiment, space=TINY_SPACE, tuner="hyperband",
                                      epochs_per_trial=3, directory=str(tmp_path))
-    tuner = search_lib.build_tuner(search)
-    tuner.search()
+    with search_lib.build_tuner(search) as tuner:
+        tuner.search()
     continued = [t for t in tuner.oracle.trials.values()
                  if t.hyperparameters.values.get("tuner/trial_id")]
     assert continued, "Hyperband promotes at least one trial with max_epochs=3"
