@@ -166,10 +166,9 @@ def main(argv):
     lock = DirectoryLock(FLAGS.model_dir, argument="model_dir")
 
     def set_up():
-        if not os.path.isdir(FLAGS.model_dir):
-            raise ValueError(f"model_dir={FLAGS.model_dir!r} is not a directory.")
         try:
-            lock.acquire()  # a training run writing there would change what is evaluated
+            if os.path.isdir(FLAGS.model_dir):  # else `load` says what is missing
+                lock.acquire()  # a training run writing there would change what is evaluated
         except DirectoryLocked:
             raise
         except ValueError:

@@ -192,7 +192,7 @@ def test_every_data_field_is_a_setting():
                                   r"'bfloat16'\]"),
     ({"jit_compile": "maybe"}, r"jit_compile must be one of \['auto', 'true', 'false'\]"),
     ({"keep_checkpoints": 0}, "keep_checkpoints must be a positive integer"),
-    ({"verbose": 3}, r"verbose must be one of \[0, 1, 2\]"),
+    ({"verbose": 4}, r"verbose must be one of \[0, 1, 2, 3\]"),
     ({"max_loss": float("nan")}, "max_loss must be a number"),
     ({"model": "resnet21"}, r"model must be one of \[.*'resnet20'.*\]; got 'resnet21'"),
     ({"model_overrides": {"classes": 3}}, r"model_overrides may not set \['classes'\]"),

@@ -346,7 +346,8 @@ def test_nesterov_momentum_reaches_the_optimizer():
 def test_progress_bar_and_epoch_lines(capsys):
     trainer.run(experiment(epochs=1, verbose=1), fakes.FakePipeline())
     out = capsys.readouterr().out
-    assert "Training resnet20" in out and "global batch 16 = 1 replica" in out
+    assert "Training resnet8_widths4-8-16 (ResNet-8: " in out
+    assert "global batch 16 = 1 replica" in out
     assert "images/s" in out and "8/8" in out
     assert "Epoch 1/1: loss " in out and "test_error " in out
     trainer.run(experiment(epochs=1, verbose=2), fakes.FakePipeline())
