@@ -51,7 +51,7 @@ from training import outputs as outputs_lib
 from training import runtime as runtime_lib
 from training import schedules
 from training.config import ExperimentConfig
-from training.dirlock import DirectoryLock, warn
+from training.dirlock import DirectoryLock
 
 _SUM = tf.distribute.ReduceOp.SUM
 _TRAIN_VALUES = ("loss", "regularization", "correct", "count")
@@ -464,8 +464,9 @@ class Trainer:
                     if rt.num_replicas > 1 else "1 replica")
         return (
             f"Training {self.model.name} ({_architecture_line(self.architecture)}; "
-            f"{self.model.count_params() / 1e6:.2f}M parameters) on {info.name} ({split} images): {self.epochs} epochs of "
-            f"{self.steps_per_epoch} steps ({self.total_steps} steps), global batch "
+            f"{self.model.count_params() / 1e6:.2f}M parameters) on {info.name} ({split} "
+            f"images): {self.epochs} epochs of {self.steps_per_epoch} steps ({self.total_steps} "
+            "steps), global batch "
             f"{rt.global_batch_size} = {replicas} ({rt.strategy_name} on {rt.device_type}, "
             f"{rt.num_workers} worker{'s' if rt.num_workers > 1 else ''}, XLA "
             f"{'on' if rt.jit_compile else 'off'}, {rt.dtype_policy})."
@@ -775,7 +776,7 @@ class Trainer:
                     self._outputs.write_results(self._results(state, "running"))
                 callback_list.on_epoch_end(epoch - 1, logs)
                 remaining_s = (time.time() - started) / (step - first_step) * (
-                    self.total_steps - step)
+                    self.total_steps - step) if step > first_step else None
                 self._log(_epoch_line(epoch, self.epochs, logs, sums["seconds"], remaining_s))
                 if self.model.stop_training:
                     status = "stopped" if epoch < self.epochs else "completed"
