@@ -5,6 +5,7 @@ import csv
 import glob
 import json
 import os
+import signal
 
 import keras
 import numpy as np
@@ -215,6 +216,42 @@ def test_stopping_mid_epoch_and_resuming_matches_an_uninterrupted_run(tmp_path):
     assert resumed.results["steps"] == 16
     assert resumed.history.history["loss"] == pytest.approx(
         reference.history.history["loss"], abs=1e-5)
+    for got, want in zip(resumed.model.get_weights(), reference.model.get_weights()):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+class Signaller(keras.callbacks.Callback):
+    """Delivers a signal to the trainer after a given batch, as the OS would between steps."""
+
+    def __init__(self, run, at, signum):
+        super().__init__()
+        self.run, self.at, self.signum, self.epoch = run, at, signum, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.run._interrupt(self.signum)
+
+
+@pytest.mark.parametrize("at", [(0, 3), (0, 7)], ids=["mid-epoch", "last-batch"])
+def test_a_signal_checkpoints_its_step_and_the_resumed_run_matches(tmp_path, at):
+    reference = trainer.run(experiment(epochs=2), fakes.FakePipeline())
+    model_dir = str(tmp_path / "run")
+    run = trainer.Trainer(experiment(epochs=2, model_dir=model_dir), fakes.FakePipeline())
+    with pytest.raises(trainer.TrainingInterrupted) as error:
+        run.fit(callbacks=[Signaller(run, at, signal.SIGTERM)])
+    step = at[1] + 1
+    assert error.value.exit_code == 143
+    assert str(error.value) == (
+        f"Interrupted by SIGTERM at step {step} of 16: checkpoint {model_dir}/checkpoints/"
+        f"ckpt-{step} saved; rerun the same command to resume.")
+    with open(os.path.join(model_dir, "results.json")) as file:
+        assert json.load(file)["status"] == "interrupted"
+    assert not os.path.exists(os.path.join(model_dir, "model.keras"))
+    resumed = trainer.run(experiment(epochs=2, model_dir=model_dir), fakes.FakePipeline())
+    assert (resumed.results["status"], resumed.results["steps"]) == ("completed", 16)
     for got, want in zip(resumed.model.get_weights(), reference.model.get_weights()):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
