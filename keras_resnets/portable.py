@@ -49,15 +49,29 @@ def portable(model: keras.Model) -> keras.Model:
     if not isinstance(model, keras.Model):
         raise ValueError(
             f"model must be a functional or Sequential keras.Model; got {type(model).__name__}.")
-    clone = keras.models.clone_model(model, clone_function=_built_in, recursive=True)
+    inputs = None if isinstance(model, keras.Sequential) else _named_inputs(model)
+    clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=_built_in)
     for layer in model.layers:  # the names are kept, so weights copy by name
         if layer.weights:
             clone.get_layer(layer.name).set_weights(layer.get_weights())
     return clone
 
 
+def _named_inputs(model):
+    """New inputs named like the model's input layers (`clone_model` names them by tensor)."""
+    names = {id(layer.output): layer.name for layer in model.layers
+             if isinstance(layer, keras.layers.InputLayer)}
+    return keras.tree.map_structure(
+        lambda tensor: keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype,
+                                   name=names.get(id(tensor))),
+        model.input)
+
+
 def _built_in(layer):
-    """The built-in Keras layer that computes what `layer` computes (unbuilt, no weights)."""
+    """The built-in Keras layer that computes what `layer` computes (unbuilt, no weights), or
+    the portable copy of a nested model."""
+    if isinstance(layer, keras.Model):
+        return portable(layer)
     if isinstance(layer, FusedBatchNormalization):
         return keras.layers.BatchNormalization.from_config(layer.get_config())
     if isinstance(layer, GroupedConv2D):
@@ -89,4 +103,6 @@ def _zero_pad_shortcut(layer: ZeroPadShortcut) -> keras.Sequential:
             dtype=layer.dtype_policy, name=f"{layer.name}_channels"))
     if not steps:
         steps.append(keras.layers.Identity(dtype=layer.dtype_policy, name=f"{layer.name}_id"))
-    return keras.Sequential(steps, name=layer.name)
+    shortcut = keras.Sequential(steps, name=layer.name)
+    shortcut.dtype_policy = layer.dtype_policy  # Sequential takes no dtype argument
+    return shortcut
