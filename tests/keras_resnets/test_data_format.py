@@ -174,6 +174,15 @@ def test_zero_pad_shortcut_channels_first_values_and_config():
         ZeroPadShortcut(filters=2, data_format="NHWC")
 
 
+def test_channels_first_config_round_trip_under_the_channels_last_default():
+    """The layout is saved with each layer (ZeroPadShortcut included), not read again from the
+    global setting when the model is loaded."""
+    model = ResNet(**KINDS["resnext_option_a"], data_format="channels_first")
+    clone = keras.Model.from_config(model.get_config())
+    _check_layout(clone, "channels_first")
+    assert _weights(clone) == _weights(model)
+
+
 def test_zero_pad_shortcut_defaults_to_the_global_data_format():
     assert ZeroPadShortcut(filters=4).data_format == "channels_last"
     keras.config.set_image_data_format("channels_first")

@@ -1,4 +1,4 @@
-"""`portable(model)`: built-in Keras layers only, equal outputs, `.keras` files that load anywhere."""
+"""`portable(model)`: only built-in Keras layers, equal outputs, `.keras` files loading anywhere."""
 
 import json
 import os
