@@ -10,6 +10,7 @@ from keras_resnets.blocks import ORDERINGS, SHORTCUTS
 from keras_resnets.builder import ResNet, resolve_architecture
 from keras_resnets.config import LayerConfig
 from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
+from keras_resnets.portable import portable
 from keras_resnets.profile import ModelProfile, model_table, profile
 from keras_resnets.registry import (
     Plain18,
@@ -91,6 +92,7 @@ __all__ = [
     "list_models",
     "model_arguments",
     "model_table",
+    "portable",
     "profile",
     "resolve_architecture",
 ]

@@ -34,12 +34,15 @@ def grouped_conv(inputs, kernel, strides, padding, dilation_rate, data_format):
         data_format="NHWC" if data_format == "channels_last" else "NCHW")
 
 
-def fused_batch_norm(x, gamma, beta, epsilon, mean=None, variance=None):
-    """Channels-last batch normalisation by TensorFlow's fused kernel, or `None` off TensorFlow.
+def fused_batch_norm(x, gamma, beta, epsilon, mean=None, variance=None,
+                     data_format="channels_last"):
+    """Batch normalisation by TensorFlow's fused kernel, or `None` off TensorFlow.
 
     Without `mean` and `variance` it normalises with the batch statistics and returns
     `(outputs, batch mean, biased batch variance)` (Keras' convention); with them it returns the
-    outputs normalised by those statistics (inference).
+    outputs normalised by those statistics (inference). `data_format` is the layout of the 4-D
+    `x`; TensorFlow's CPU kernel supports both layouts (it transposes channels-first inputs),
+    with or without oneDNN, and GPUs run both natively.
     """
     if not _on_tensorflow():
         return None
@@ -47,13 +50,16 @@ def fused_batch_norm(x, gamma, beta, epsilon, mean=None, variance=None):
 
     training = mean is None
     empty = tf.constant([], tf.float32)
+    channels_first = data_format == "channels_first"
     outputs, batch_mean, batch_variance, *_ = tf.raw_ops.FusedBatchNormV3(
         x=x, scale=gamma, offset=beta,
         mean=empty if training else mean, variance=empty if training else variance,
-        epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=training)
+        epsilon=epsilon, exponential_avg_factor=1.0,
+        data_format="NCHW" if channels_first else "NHWC", is_training=training)
     if not training:
         return outputs
     # The kernel returns the unbiased variance; Keras' moving statistics use the biased one.
     shape = tf.shape(x)
-    count = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
+    height_axis = 2 if channels_first else 1
+    count = tf.cast(shape[0] * shape[height_axis] * shape[height_axis + 1], tf.float32)
     return outputs, batch_mean, batch_variance * (count - 1.0) / tf.maximum(count, 1.0)

@@ -79,10 +79,17 @@ def bottleneck_block(
 
 
 class LayerFactory:
-    """Creates the layers of one model from a `LayerConfig`, applying its per-name overrides."""
+    """Creates the layers of one model from a `LayerConfig`, applying its per-name overrides.
 
-    def __init__(self, config: LayerConfig):
+    It also holds the model's `data_format`: every layer that reads spatial or channel axes
+    (convolutions, paddings, poolings, batch normalisations, the zero-padding shortcut) is
+    created here with it, so no block function needs to know the layout.
+    """
+
+    def __init__(self, config: LayerConfig, data_format: str = "channels_last"):
         self.config = config
+        self.data_format = data_format
+        self.channel_axis = 1 if data_format == "channels_first" else -1
         self.unmatched_overrides = set(config.overrides)
         self.created = []
         regularizer = config.kernel_regularizer
@@ -102,17 +109,25 @@ class LayerFactory:
         self.created.append(name)
         return layer
 
+    def spatial(self, layer_class, name, **kwargs):
+        """A layer that takes a `data_format` (padding, pooling, ...), in the model's layout."""
+        return self.create(layer_class, name, data_format=self.data_format, **kwargs)
+
+    def channels(self, x) -> int:
+        return x.shape[self.channel_axis]
+
     def conv(self, x, spec: ConvSpec, name: str, followed_by_bn: bool, zero_kernel=False):
         """A convolution; strided ones pad symmetrically (as Caffe and PyTorch do)."""
         padding = "same"
         if spec.strides > 1 and spec.kernel_size > 1:
             pad_name = name[: -len("conv")] + "pad"
-            x = self.create(keras.layers.ZeroPadding2D, pad_name, padding=spec.kernel_size // 2)(x)
+            x = self.spatial(keras.layers.ZeroPadding2D, pad_name,
+                             padding=spec.kernel_size // 2)(x)
             padding = "valid"
         use_bias = self.config.use_bias
         if use_bias == "auto":
             use_bias = not followed_by_bn
-        return self.create(
+        return self.spatial(
             GroupedConv2D if spec.groups > 1 else keras.layers.Conv2D,
             name,
             filters=spec.filters,
@@ -129,6 +144,7 @@ class LayerFactory:
         return self.create(
             FusedBatchNormalization,
             name,
+            axis=self.channel_axis,
             momentum=self.config.bn_momentum,
             epsilon=self.config.bn_epsilon,
             gamma_initializer="zeros" if zero_gamma else "ones",
@@ -164,7 +180,7 @@ def shortcut(x, preactivated, out_channels, stride, option, ordering, make, name
     A projection of a pre-activation unit reads the pre-activated input (as keras.applications
     ResNetV2 and the paper's first unit of each stage do); otherwise it is conv + bn.
     """
-    in_channels = x.shape[-1]
+    in_channels = make.channels(x)
     if option == "C" or (option == "B" and in_channels != out_channels):
         source = preactivated if ordering.preactivation else x
         projection = make.conv(
@@ -176,7 +192,7 @@ def shortcut(x, preactivated, out_channels, stride, option, ordering, make, name
         return make.bn(projection, f"{name}_0_bn")
     if stride == 1 and in_channels == out_channels:
         return x
-    return make.create(ZeroPadShortcut, f"{name}_0_pad", filters=out_channels, strides=stride)(x)
+    return make.spatial(ZeroPadShortcut, f"{name}_0_pad", filters=out_channels, strides=stride)(x)
 
 
 def residual_unit(x, convs, out_channels, *, stride, ordering, shortcut_option, plain, make, name):

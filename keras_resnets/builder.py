@@ -192,19 +192,24 @@ def _group_width(planes, cardinality, bottleneck_width, stage):
     return int(per_group) * cardinality
 
 
-def _input_shape(input_shape, include_top, stem):
+def _input_shape(input_shape, include_top, stem, data_format):
+    channels_first = data_format == "channels_first"
+    layout = "(channels, height, width)" if channels_first else "(height, width, channels)"
     if input_shape is None:
         size = STEMS[stem].image_size if include_top else None
-        return (size, size, 3)
+        return (3, size, size) if channels_first else (size, size, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or not all(d is None or (isinstance(d, int) and d > 0)
                                         for d in input_shape):
         raise ValueError(
-            "input_shape must be (height, width, channels) with positive sizes or None; "
-            f"got {input_shape!r}."
+            f"input_shape must be {layout} with positive sizes or None under "
+            f"data_format='{data_format}'; got {input_shape!r}."
         )
-    if input_shape[-1] is None:
-        raise ValueError(f"input_shape must give the number of channels; got {input_shape!r}.")
+    if input_shape[0 if channels_first else -1] is None:
+        raise ValueError(
+            f"input_shape must give the number of channels: it is {layout} under "
+            f"data_format='{data_format}'; got {input_shape!r}."
+        )
     return input_shape
 
 
@@ -229,6 +234,7 @@ def ResNet(
     classes: Optional[int] = None,
     classifier_activation="softmax",
     name: str = "resnet",
+    data_format: Optional[str] = None,
     layer_config=None,
     **layer_options,
 ) -> keras.Model:
@@ -275,8 +281,9 @@ def ResNet(
             or `None` for random initialisation. Pretrained weights of other libraries load
             through `keras_resnets.port`. Defaults to `None`.
         input_tensor: optional Keras tensor to use as the model's input.
-        input_shape: tuple. `(height, width, channels)`. Defaults to the stem's image size when
-            `include_top` is True, else `(None, None, 3)`.
+        input_shape: tuple. `(height, width, channels)`, or `(channels, height, width)` with
+            `data_format="channels_first"`. Defaults to the stem's image size when
+            `include_top` is True, else `(None, None, 3)` (`(3, None, None)` channels-first).
         pooling: str or `None`. With `include_top=False`: `None` (4D feature map), `"avg"` or
             `"max"` (global pooling). Defaults to `None`.
         classes: int. Number of classes. Defaults to the stem's (1000 or 10).
@@ -284,6 +291,12 @@ def ResNet(
             returns logits. The classifier computes in float32 under a mixed-precision policy.
             Defaults to `"softmax"`.
         name: str. The model's name. Defaults to `"resnet"`.
+        data_format: str or `None`. `"channels_last"` (images as height, width, channels) or
+            `"channels_first"` (channels, height, width: PyTorch's layout). Layer names,
+            parameters and weight shapes are the same in both, so weights copy between them.
+            On TensorFlow's CPU, channels-first convolutions and poolings need oneDNN (its
+            default on x86). Defaults to `None`, which means `keras.config.image_data_format()`
+            (as in keras.applications).
         layer_config: `keras_resnets.LayerConfig`, or a preset name: `"default"`,
             `"torchvision"` or `"keras_applications"`. Defaults to `"default"`.
         **layer_options: fields of `LayerConfig` (e.g. `bn_momentum=0.99`,
@@ -306,6 +319,7 @@ def ResNet(
                                 cardinality, bottleneck_width, unit, shortcut, plain)
     ordering = ORDERINGS[arch.unit]
     layer_settings = config_lib.resolve(layer_config, ordering.preactivation, **layer_options)
+    data_format = config_lib.data_format(data_format)
     _choice("pooling", pooling, POOLINGS)
     if classes is None:
         classes = STEMS[arch.stem].classes
@@ -319,13 +333,13 @@ def ResNet(
         )
 
     if input_tensor is None:
-        inputs = keras.Input(shape=_input_shape(input_shape, include_top, arch.stem))
+        inputs = keras.Input(shape=_input_shape(input_shape, include_top, arch.stem, data_format))
     elif keras.backend.is_keras_tensor(input_tensor):
         inputs = input_tensor
     else:
         inputs = keras.Input(tensor=input_tensor, shape=input_shape)
 
-    make = LayerFactory(layer_settings)
+    make = LayerFactory(layer_settings, data_format)
     x = _stem(inputs, arch, ordering, make)
     x = _stages(x, arch, ordering, make)
     x = _head(x, arch, ordering, make, include_top, pooling, classes, classifier_activation)
@@ -364,8 +378,8 @@ def _stem(inputs, arch, ordering, make):
     if not ordering.preactivation:
         x = make.apply(x, ("bn", "relu"), ["conv1_bn", "conv1_relu"])
     if stem.max_pool:
-        x = make.create(keras.layers.ZeroPadding2D, "pool1_pad", padding=1)(x)
-        x = make.create(keras.layers.MaxPooling2D, "pool1_pool", pool_size=3, strides=2)(x)
+        x = make.spatial(keras.layers.ZeroPadding2D, "pool1_pad", padding=1)(x)
+        x = make.spatial(keras.layers.MaxPooling2D, "pool1_pool", pool_size=3, strides=2)(x)
     return x
 
 
@@ -398,12 +412,12 @@ def _head(x, arch, ordering, make, include_top, pooling, classes, classifier_act
     # Pre-activation units leave the last sum un-normalised: apply their pre-activation once more.
     x = make.apply(x, ordering.pre, [f"post_{operation}" for operation in ordering.pre])
     if include_top:
-        x = make.create(keras.layers.GlobalAveragePooling2D, "avg_pool")(x)
+        x = make.spatial(keras.layers.GlobalAveragePooling2D, "avg_pool")(x)
         mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
         return make.dense(x, classes, classifier_activation, "predictions",
                           dtype="float32" if mixed else None)
     if pooling == "avg":
-        return make.create(keras.layers.GlobalAveragePooling2D, "avg_pool")(x)
+        return make.spatial(keras.layers.GlobalAveragePooling2D, "avg_pool")(x)
     if pooling == "max":
-        return make.create(keras.layers.GlobalMaxPooling2D, "max_pool")(x)
+        return make.spatial(keras.layers.GlobalMaxPooling2D, "max_pool")(x)
     return x

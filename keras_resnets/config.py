@@ -3,8 +3,11 @@
 import dataclasses
 from typing import Any, Mapping, Optional, Union
 
+import keras
+
 STRIDE_PLACEMENTS = ("1x1", "3x3")
 DOWNSAMPLE_BLOCKS = ("first", "last")
+DATA_FORMATS = ("channels_last", "channels_first")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +82,21 @@ class LayerConfig:
 def _check_choice(argument, value, choices):
     if value not in choices:
         raise ValueError(f"{argument} must be one of {list(choices)}; got {value!r}.")
+
+
+def data_format(value: Optional[str] = None) -> str:
+    """`value` checked, or Keras' global `keras.config.image_data_format()` when it is `None`.
+
+    The tensor layout is not a `LayerConfig` field: it describes the inputs rather than a
+    convention, so the presets leave it alone and it follows Keras' global setting, as in
+    keras.applications.
+    """
+    if value is None:
+        return keras.config.image_data_format()
+    if value not in DATA_FORMATS:
+        raise ValueError(
+            f"data_format must be None or one of {list(DATA_FORMATS)}; got {value!r}.")
+    return value
 
 
 PRESETS = ("default", "torchvision", "keras_applications")

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_resnets import backends
+from keras_resnets import backends, config
 
 
 @keras.saving.register_keras_serializable(package="keras_resnets")
@@ -19,16 +19,22 @@ class ZeroPadShortcut(keras.layers.Layer):
     Args:
         filters: int. Number of output channels; at least the number of input channels.
         strides: int. Subsampling factor of both spatial axes. Defaults to `1`.
+        data_format: str or `None`. `"channels_last"` (batch, height, width, channels) or
+            `"channels_first"` (batch, channels, height, width). Defaults to `None`, which
+            means `keras.config.image_data_format()`.
 
     Example:
 
     >>> import numpy as np
-    >>> layer = ZeroPadShortcut(filters=8, strides=2)
+    >>> layer = ZeroPadShortcut(filters=8, strides=2, data_format="channels_last")
     >>> tuple(layer(np.ones((1, 4, 4, 4), "float32")).shape)
     (1, 2, 2, 8)
+    >>> layer = ZeroPadShortcut(filters=8, strides=2, data_format="channels_first")
+    >>> tuple(layer(np.ones((1, 4, 4, 4), "float32")).shape)
+    (1, 8, 2, 2)
     """
 
-    def __init__(self, filters, strides=1, **kwargs):
+    def __init__(self, filters, strides=1, data_format=None, **kwargs):
         super().__init__(**kwargs)
         if int(filters) != filters or filters < 1:
             raise ValueError(f"filters must be a positive integer; got {filters!r}.")
@@ -36,16 +42,20 @@ class ZeroPadShortcut(keras.layers.Layer):
             raise ValueError(f"strides must be a positive integer; got {strides!r}.")
         self.filters = int(filters)
         self.strides = int(strides)
+        self.data_format = config.data_format(data_format)
+        self._channel_axis = 1 if self.data_format == "channels_first" else 3
 
     def build(self, input_shape):
-        channels = input_shape[-1]
+        channels = input_shape[self._channel_axis]
         if channels is None or channels > self.filters:
             raise ValueError(
                 f"ZeroPadShortcut '{self.name}' pads channels up to filters={self.filters} but "
-                f"its input has {channels} channels; use a projection shortcut to reduce them."
+                f"its input has {channels} channels ({self.data_format} input of shape "
+                f"{tuple(input_shape)}); use a projection shortcut to reduce them."
             )
         extra = self.filters - channels
-        self._padding = [[0, 0], [0, 0], [0, 0], [extra // 2, extra - extra // 2]]
+        self._padding = [[0, 0]] * 4
+        self._padding[self._channel_axis] = [extra // 2, extra - extra // 2]
         self.built = True
 
     def call(self, inputs):
@@ -53,21 +63,24 @@ class ZeroPadShortcut(keras.layers.Layer):
         if self.strides > 1:
             # A 1x1 pooling of stride s is x[:, ::s, ::s], through pooling kernels that are
             # several times faster than strided slicing (and its gradient) on CPU.
-            x = ops.average_pool(x, pool_size=1, strides=self.strides, padding="valid")
-        if self._padding[-1] != [0, 0]:
+            x = ops.average_pool(x, pool_size=1, strides=self.strides, padding="valid",
+                                 data_format=self.data_format)
+        if self._padding[self._channel_axis] != [0, 0]:
             x = ops.pad(x, self._padding)
         return x
 
     def compute_output_shape(self, input_shape):
-        batch, height, width, _ = input_shape
-
         def subsample(size):
             return None if size is None else -(-size // self.strides)
 
-        return (batch, subsample(height), subsample(width), self.filters)
+        batch = input_shape[0]
+        if self.data_format == "channels_first":
+            return (batch, self.filters, subsample(input_shape[2]), subsample(input_shape[3]))
+        return (batch, subsample(input_shape[1]), subsample(input_shape[2]), self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
+                "data_format": self.data_format}
 
 
 @keras.saving.register_keras_serializable(package="keras_resnets")
@@ -76,19 +89,23 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Same arguments, weights, outputs and moving-statistics rule as the Keras layer (so weights
     port to and from `keras.layers.BatchNormalization` by name). On the TensorFlow backend, for
-    channels-last 4-D inputs without a mask, renormalisation or cross-replica statistics, it
-    runs `FusedBatchNormV3` (see `keras_resnets.backends`); everywhere else it is the Keras
-    layer.
+    4-D inputs normalised over their channels (`axis=-1` or `3` for channels-last, `axis=1` for
+    channels-first) without a mask, renormalisation or cross-replica statistics, it runs
+    `FusedBatchNormV3` (see `keras_resnets.backends`); everywhere else it is the Keras layer.
     """
 
-    def _fusable(self, inputs, mask):
-        return (mask is None and not self.renorm and not self.synchronized
-                and len(inputs.shape) == 4 and self.axis in (-1, 3))
+    def _data_format(self, inputs, mask):
+        """The layout the fused kernel reads the input as, or `None` where it does not apply."""
+        if mask is not None or self.renorm or self.synchronized or len(inputs.shape) != 4:
+            return None
+        return {-1: "channels_last", 3: "channels_last",
+                1: "channels_first", -3: "channels_first"}.get(self.axis)
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fusable(inputs, mask):
+        data_format = self._data_format(inputs, mask)
+        if data_format is None:
             return super().call(inputs, training=training, mask=mask)
-        channels = inputs.shape[-1]
+        channels = inputs.shape[self.axis]
         gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,))
         beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,))
         x = inputs if inputs.dtype in ("float16", "bfloat16", "float32") else ops.cast(
@@ -96,7 +113,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         moving_mean = ops.cast(self.moving_mean, "float32")
         moving_variance = ops.cast(self.moving_variance, "float32")
         if training and self.trainable:
-            result = backends.fused_batch_norm(x, gamma, beta, self.epsilon)
+            result = backends.fused_batch_norm(x, gamma, beta, self.epsilon,
+                                               data_format=data_format)
             if result is None:
                 return super().call(inputs, training=training, mask=mask)
             outputs, mean, variance = result
@@ -108,7 +126,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 self.moving_variance.dtype))
         else:
             outputs = backends.fused_batch_norm(x, gamma, beta, self.epsilon, moving_mean,
-                                                moving_variance)
+                                                moving_variance, data_format=data_format)
             if outputs is None:
                 return super().call(inputs, training=training, mask=mask)
         return ops.cast(outputs, self.compute_dtype)

@@ -104,7 +104,9 @@ def from_torchvision(state_dict: Mapping[str, object], target: keras.Model) -> k
     ResNets, whose option A shortcuts have no weights). Values are numpy arrays or torch tensors,
     so torch is not needed. Build the target with torchvision's settings (the defaults: stride
     in the 3x3, no conv bias, BN epsilon 1e-5); strided convolutions pad symmetrically as in
-    PyTorch, so outputs match for channels-last inputs.
+    PyTorch, so outputs match: on the transposed images for a channels-last target, on PyTorch's
+    NCHW images themselves for a `data_format="channels_first"` one (Keras kernels are HWIO in
+    both layouts).
 
     Args:
         state_dict: mapping of str to array. E.g. `torchvision.models.resnet50().state_dict()`.

@@ -30,9 +30,13 @@ class ModelProfile:
 
 def _layer_macs(layer) -> int:
     if isinstance(layer, keras.layers.Conv2D):
-        _, height, width, filters = layer.output.shape
+        if layer.data_format == "channels_first":
+            _, filters, height, width = layer.output.shape
+            in_channels = layer.input.shape[1] // layer.groups
+        else:
+            _, height, width, filters = layer.output.shape
+            in_channels = layer.input.shape[-1] // layer.groups
         kernel_height, kernel_width = layer.kernel_size
-        in_channels = layer.input.shape[-1] // layer.groups
         return height * width * kernel_height * kernel_width * in_channels * filters
     if isinstance(layer, keras.layers.Dense):
         return math.prod(layer.output.shape[1:-1]) * layer.input.shape[-1] * layer.units
@@ -59,7 +63,8 @@ def profile(model: keras.Model) -> ModelProfile:
     if any(size is None for size in input_shape[1:]):
         raise ValueError(
             f"profile needs a fixed input size, but model '{model.name}' has input shape "
-            f"{tuple(input_shape)}; build it with input_shape=(height, width, channels)."
+            f"{tuple(input_shape)}; build it with input_shape=(height, width, channels), or "
+            "(channels, height, width) for channels-first models."
         )
     macs = sum(_layer_macs(layer) for layer in _all_layers(model))
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
@@ -92,7 +97,9 @@ def model_table(names=None, build=None) -> str:
         model = build(name)
         result = profile(model)
         paper = specs.PAPERS[specs.MODEL_SPECS[name].paper].split(",")[0]
-        size = "x".join(str(d) for d in model.input_shape[1:3])
+        channels_first = model.get_layer("conv1_conv").data_format == "channels_first"
+        spatial = model.input_shape[2:4] if channels_first else model.input_shape[1:3]
+        size = "x".join(str(d) for d in spatial)
         rows.append(f"| `{name}` | {paper} | {size} | {result.params:,} | "
                     f"{result.trainable_params:,} | {result.gmacs:.2f}G |")
     return "\n".join(rows) + "\n"

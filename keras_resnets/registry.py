@@ -194,15 +194,18 @@ _DOC = """Instantiates {summary}.
         weights: str or `None`. Path to a `.weights.h5` file of the same architecture, or
             `None` (random initialisation). Defaults to `None`.
         input_tensor: optional Keras tensor to use as the model's input.
-        input_shape: tuple. `(height, width, channels)`. Defaults to `({size}, {size}, 3)` with
-            `include_top`, else `(None, None, 3)`.
+        input_shape: tuple. `(height, width, channels)`, or `(channels, height, width)` under
+            the channels-first data format. Defaults to `({size}, {size}, 3)` with
+            `include_top`, else `(None, None, 3)` (channels first: `(3, {size}, {size})` and
+            `(3, None, None)`).
         pooling: str or `None`. With `include_top=False`: `None`, `"avg"` or `"max"`.
             Defaults to `None`.
         classes: int. Number of classes. Defaults to `{classes}`.
         classifier_activation: str, callable or `None`. Activation of the classifier (`None`
             gives logits). Defaults to `"softmax"`.
         **options: any other argument of `keras_resnets.ResNet`: architecture (e.g. `unit`,
-            `shortcut`, `width_multiplier`) or layer settings (e.g. `bn_momentum`,
+            `shortcut`, `width_multiplier`), `data_format` (defaults to
+            `keras.config.image_data_format()`) or layer settings (e.g. `bn_momentum`,
             `zero_init_residual`, `layer_config="keras_applications"`).
 
     Returns:
