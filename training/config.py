@@ -115,6 +115,11 @@ class ModelConfig:
                 f"model_overrides may not set {reserved}: the classes and input shape come from "
                 "the data set, and a trained classifier needs include_top."
             )
+        if self.overrides.get("data_format", "channels_last") != "channels_last":
+            raise ValueError(
+                "model_overrides may not set data_format="
+                f"{self.overrides['data_format']!r}: training's input pipeline gives "
+                "channels-last images (batch, height, width, channels).")
         # JSON gives lists; keras_resnets takes tuples (and equal configs compare equal).
         object.__setattr__(self, "overrides", {
             k: tuple(v) if isinstance(v, list) else v for k, v in self.overrides.items()})
@@ -139,8 +144,9 @@ class ModelConfig:
         import keras_resnets
         from keras_resnets import registry
 
-        arguments = dict(classes=int(num_classes), input_shape=tuple(image_shape),
-                         **self.overrides)
+        # The pipeline's images are channels-last whatever keras.config.image_data_format() says.
+        arguments = {"data_format": "channels_last", **self.overrides,
+                     "classes": int(num_classes), "input_shape": tuple(image_shape)}
         if self.name == CUSTOM_MODEL:
             return keras_resnets.ResNet(name=registry.name_for(self.architecture()),
                                         **arguments)

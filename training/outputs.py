@@ -386,13 +386,20 @@ class RunDirectory:
                         json.dumps(results, indent=2, default=_json_default).encode())
 
     def save_model(self, model):
+        """Writes `model.keras` from `keras_resnets.portable(model)`, which loads with
+        `keras.models.load_model` in a process that has not imported keras_resnets, and
+        `saved_model/` from `model` itself: a SavedModel needs no Python classes, and the
+        package's layers keep TensorFlow's native grouped convolutions (5-8x faster than Keras'
+        XLA ones for a ResNeXt on CPU)."""
         if not self.is_chief:
             return
+        import keras_resnets
+
         temp_file = os.path.join(self.model_dir, ".tmp_model.keras")
         temp_dir = self.saved_model_dir + ".tmp"
         old_dir = self.saved_model_dir + ".old"
         try:
-            model.save(temp_file)
+            keras_resnets.portable(model).save(temp_file)
             os.replace(temp_file, self.model_file)
             for stale in (temp_dir, old_dir):
                 shutil.rmtree(stale, ignore_errors=True)

@@ -852,16 +852,12 @@ class Trainer:
         return logs
 
     def _clean_copy(self) -> keras.Model:
-        """The trained model rebuilt outside the strategy (plain variables) for saving, with
-        only built-in Keras layers (`keras_resnets.portable`): its `model.keras` loads with
-        `keras.models.load_model` in a process that has not imported keras_resnets."""
-        import keras_resnets
-
+        """The trained model rebuilt outside the strategy (plain variables) for saving."""
         self.sync_replicas()
         with runtime_lib.policy_scope(self.runtime.dtype_policy):
             model = self.config.model.build(self.info.num_classes, self.info.image_shape)
         model.set_weights(self.model.get_weights())
-        return keras_resnets.portable(model)
+        return model
 
 
 def _train_input(pipeline, epoch, global_batch_size, skip):

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import keras
 import pytest
 
 import keras_resnets
@@ -222,3 +223,19 @@ def test_custom_model_is_the_generic_builder():
                                     unit="full_preactivation", input_shape=(16, 16, 3))
     assert model.count_params() == expected.count_params()
     assert model.output_shape == (None, 7)
+    assert model.name == "preact_resnet8_widths4-8-16"
+
+
+def test_models_are_channels_last_whatever_keras_is_set_to():
+    keras.config.set_image_data_format("channels_first")
+    try:
+        model = config.ModelConfig("resnet20", {"depth": 8}).build(7, (16, 16, 3))
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    assert model.get_layer("conv1_conv").data_format == "channels_last"
+    assert model.count_params() == config.ModelConfig("resnet20", {"depth": 8}).build(
+        7, (16, 16, 3)).count_params()
+    with pytest.raises(ValueError, match=r"model_overrides may not set data_format="
+                                         r"'channels_first': training's input pipeline gives "
+                                         r"channels-last images"):
+        config.ModelConfig("resnet20", {"data_format": "channels_first"})
