@@ -71,20 +71,20 @@ def _row_architectures():
     return {row: architecture_of(row) for row in MODEL_SPECS}
 
 
-def model_name(name: str, /, **arguments) -> str:
-    """The name of registry model `name` built with `arguments` (its row's arguments with
-    overrides): `name` itself while the architecture is the row's, the row whose architecture
-    it has otherwise, and else a name that states the architecture, e.g.
-    `"resnet8_widths4-8-16"` or `"resnext101_16x4d"`.
+def model_name(name: str, /, **overrides) -> str:
+    """The name of registry model `name` built with `overrides` of its row's arguments:
+    `name` itself while the architecture is the row's, the row whose architecture it has
+    otherwise, and else a name that states the architecture, e.g. `"resnet8_widths4-8-16"` or
+    `"resnext101_16x4d"`. Overrides that are not architecture arguments change nothing.
 
     Example:
 
-    >>> model_name("resnext101_32x4d", **model_arguments("resnext101_32x4d"), cardinality=64)
+    >>> model_name("resnext101_32x4d", cardinality=64)
     'resnext101_64x4d'
-    >>> model_name("resnet20", **model_arguments("resnet20"), depth=8, stage_widths=(4, 8, 16))
+    >>> model_name("resnet20", depth=8, stage_widths=(4, 8, 16), classes=100)
     'resnet8_widths4-8-16'
     """
-    architecture = architecture_of(name, **arguments)
+    architecture = architecture_of(name, **overrides)
     like = _row_architectures()[name]
     return name if architecture == like else name_for(architecture, like)
 
