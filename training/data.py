@@ -43,7 +43,7 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from training import images
+from training import images as image_files  # "images" is a common local name here
 from training.images import CorruptImageError, decode_dataset  # noqa: F401 (public names)
 
 logger = logging.getLogger(__name__)
@@ -325,7 +325,13 @@ class Pipeline:
         else:
             self._load_tfds()
         self.load_seconds = time.perf_counter() - start
-        self.mean, self.std = self._statistics()
+        try:  # statistics of streamed records meet their corrupt images here: name them
+            self.mean, self.std = self._statistics()
+        except tf.errors.InvalidArgumentError as error:
+            corrupt = CorruptImageError.from_op_error(error)
+            if corrupt is None:
+                raise
+            raise corrupt from None
         self._scale, self._offset = self._normalizer()
         h, w = self._out_hw
         self.info = DatasetInfo(
@@ -536,7 +542,7 @@ class Pipeline:
                 f"{', '.join(os.path.join(root, name) for name in TEST_FOLDERS)}."
             )
         self.test_source = test_dir
-        train, test = images.list_split(train_dir), images.list_split(test_dir)
+        train, test = image_files.list_split(train_dir), image_files.list_split(test_dir)
         classes, test_classes = train.classes, test.classes
         if classes != test_classes:
             raise ValueError(
@@ -552,7 +558,7 @@ class Pipeline:
                              "folders, ignored", train.hidden + test.hidden)):
             if found:
                 logger.warning("%s: %d %s, e.g. %s", root, len(found), what, found[0])
-        natural_hw = images.probe_size(train.paths)
+        natural_hw = image_files.probe_size(train.paths)
         self._resolve(natural_hw, fixed_size=False, channels=3)
         selection = self._select(train.labels, test.labels)
         skipped = []
@@ -719,15 +725,15 @@ class Pipeline:
         into memory, or to check it (so that the batches meet no corrupt file)."""
         channels = self._channels
         if self._arrays:
-            data, bad = images.decode_all(sources, self._store_hw, channels, from_files)
+            data, bad = image_files.decode_all(sources, self._store_hw, channels, from_files)
             kind = "array"
         elif from_files and not self.cached:
             data, kind = sources, "files"
-            bad = images.verify_all(sources, from_files=True)
+            bad = image_files.verify_all(sources, from_files=True)
         else:
-            data = images.read_all(sources) if from_files else sources
+            data = image_files.read_all(sources) if from_files else sources
             kind = "encoded"
-            bad = images.verify_all(data, from_files=False)
+            bad = image_files.verify_all(data, from_files=False)
         if len(bad):
             files = [str(names[i]) for i in bad]
             if not self.config.skip_corrupt:
@@ -843,14 +849,15 @@ class Pipeline:
         """A function from a key (pool index or stream record) to `(image, label, index)`."""
         if isinstance(source, _Stream):
             channels = source.channels
-            return lambda i, contents, label: (images.decode(contents, channels), label, i)
+            return lambda i, contents, label: (image_files.decode(contents, channels), label, i)
         data, labels, _ = source.tensors()
         channels = source.channels
         if source.kind == "array":
             return lambda i: (tf.gather(data, i), tf.gather(labels, i), i)
         if source.kind == "encoded":
-            return lambda i: (images.decode(tf.gather(data, i), channels), tf.gather(labels, i), i)
-        return lambda i: (images.decode(tf.io.read_file(tf.gather(data, i)), channels),
+            return lambda i: (image_files.decode(tf.gather(data, i), channels),
+                              tf.gather(labels, i), i)
+        return lambda i: (image_files.decode(tf.io.read_file(tf.gather(data, i)), channels),
                           tf.gather(labels, i), i)
 
     def _namer(self, source):
@@ -865,17 +872,18 @@ class Pipeline:
     def _batches(self, source, keys, batch, train, epoch, raw=False):
         """Batches of `(images, labels)`, or of raw (unnormalised) images when `raw`."""
         finish = self._finish_batch(source, train, epoch, raw)
-        if isinstance(source, _Pool) and source.kind == "array":  # nothing left to decode
+        if isinstance(source, _Pool) and source.kind == "array" and self._full:
             data, labels, _ = source.tensors()
-            if self._full:
-                ds = keys.batch(batch, drop_remainder=train)
-                return ds.map(lambda i: finish(tf.gather(data, i), tf.gather(labels, i), i),
-                              num_parallel_calls=tf.data.AUTOTUNE)
-            prepare = self._prepare_example(train, epoch, raw)
-            ds = keys.map(lambda i: prepare(tf.gather(data, i), tf.gather(labels, i), i),
+            ds = keys.batch(batch, drop_remainder=train)
+            return ds.map(lambda i: finish(tf.gather(data, i), tf.gather(labels, i), i),
                           num_parallel_calls=tf.data.AUTOTUNE)
+        if isinstance(source, _Pool) and source.kind != "files":
+            # Decoded images, or encoded ones in memory that decoded when they were checked:
+            # nothing here can fail.
+            load, prepare = self._loader(source), self._prepare_example(train, epoch, raw)
+            ds = keys.map(lambda i: prepare(*load(i)), num_parallel_calls=tf.data.AUTOTUNE)
             ds = ds.batch(batch, drop_remainder=train)
-        else:
+        else:  # files, which may change on disk, and streamed records, not checked in advance
             ds = keys.batch(batch, drop_remainder=train).map(
                 self._batch_decoder(source, batch, train, epoch, raw),
                 num_parallel_calls=tf.data.AUTOTUNE)
@@ -889,6 +897,8 @@ class Pipeline:
         or, with `skip_corrupt`, it is counted and, in training, replaced by the batch's previous
         image (the next one for the first), so that the batch keeps its size and every later
         batch its examples (a resumed run replays the same batches); evaluation leaves it out.
+        The nested dataset costs about 35 us of CPU per image (0.105 -> 0.14 ms per CIFAR-size
+        JPEG read from its file, within the noise for larger images).
         """
         load, prepare = self._loader(source), self._prepare_example(train, epoch, raw)
         name, skip = self._namer(source), self.config.skip_corrupt
@@ -898,7 +908,7 @@ class Pipeline:
 
         def around(count):  # the message's text before and after the list of `count` files
             marks = ["\x00"] * count
-            return images.corrupt_message(marks, detail).split(", ".join(marks))
+            return image_files.corrupt_message(marks, detail).split(", ".join(marks))
 
         singular, plural = around(1), around(2)
 
@@ -951,7 +961,7 @@ class Pipeline:
         """Per-example geometry: fit to the output size, or the ImageNet-style crops."""
         out_hw = self._out_hw
         if self._full:
-            return lambda image, label, i: (images.fit(image, out_hw), label, i)
+            return lambda image, label, i: (image_files.fit(image, out_hw), label, i)
         size = out_hw[0]
         if not train:
             if self.config.eval_crops == 10 and not single_crop:

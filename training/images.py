@@ -10,7 +10,8 @@ every image once to find the ones that do not decode; `decode_all` decodes them 
 import concurrent.futures
 import dataclasses
 import os
-from typing import List, Sequence, Tuple, Union
+import re
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +20,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 _DECODE_BATCH = 256
 _PROBE_FILES = 16
+# corrupt_message's text: the list of names, then ours (no "]", which ends it in TF's messages).
+_IN_MESSAGE = re.compile(r"Corrupt or unreadable image files?: (?P<files>.*?)\. [^\]]*?"
+                         r"to skip (?:it|them)\.")
 
 
 class CorruptImageError(ValueError):
@@ -35,6 +39,22 @@ class CorruptImageError(ValueError):
     def __init__(self, files: Sequence[str], detail: str = ""):
         self.files = tuple(files)
         super().__init__(corrupt_message(self.files, detail))
+
+    @classmethod
+    def from_op_error(cls, error: Exception) -> Optional["CorruptImageError"]:
+        """The error that a TensorFlow error of an input pipeline carries, or `None`.
+
+        A corrupt image met while reading stops the input with a
+        `tf.errors.InvalidArgumentError` whose long message holds this error's one line;
+        `files` are the names it lists.
+        """
+        match = _IN_MESSAGE.search(str(getattr(error, "message", error)))
+        if match is None:
+            return None
+        found = cls.__new__(cls)
+        ValueError.__init__(found, match.group(0))
+        found.files = tuple(re.sub(r" and \d+ more$", "", match.group("files")).split(", "))
+        return found
 
 
 def corrupt_message(files: Sequence[str], detail: str = "") -> str:
