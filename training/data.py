@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import images as image_files  # "images" is a common local name here
-from training.images import CorruptImageError, decode_dataset  # noqa: F401 (public names)
+from training.images import CorruptImageError, decode_dataset  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -902,11 +902,14 @@ class Pipeline:
         """
         load, prepare = self._loader(source), self._prepare_example(train, epoch, raw)
         name, skip = self._namer(source), self.config.skip_corrupt
-        detail = ("Streamed TFDS records are not checked in advance. "
-                  if isinstance(source, _Stream) else
-                  "It decoded when the pipeline was built, so it has changed since. ")
 
         def around(count):  # the message's text before and after the list of `count` files
+            if isinstance(source, _Stream):
+                detail = "Streamed TFDS records are not checked in advance. "
+            else:
+                detail = ("It decoded when the pipeline was built, so it has changed since. "
+                          if count == 1 else "They decoded when the pipeline was built, so "
+                          "they have changed since. ")
             marks = ["\x00"] * count
             return image_files.corrupt_message(marks, detail).split(", ".join(marks))
 
@@ -934,11 +937,14 @@ class Pipeline:
                 checks = [tf.cond(tf.size(bad) > 0,
                                   lambda: tf.py_function(self._note_skipped, [names], tf.int32),
                                   lambda: tf.constant(0))]
-                if train:  # the batch's previous image (the next one for the first) fills in
-                    checks.append(tf.debugging.Assert(tf.size(found) > 0, [message]))
-                    rows = tf.maximum(tf.cumsum(tf.cast(ok, tf.int32)) - 1, 0)
-                    example = tf.nest.map_structure(lambda x: tf.gather(x, rows), example)
+                if train:
+                    checks.append(tf.debugging.Assert(tf.size(found) > 0, [tf.strings.join([
+                        "No image of a training batch decodes, so none can stand in for the "
+                        "others: ", listed, ". Remove or replace them."])]))
             with tf.control_dependencies(checks):
+                if skip and train:  # the batch's previous image (the next for the first) fills in
+                    rows = tf.maximum(tf.cumsum(tf.cast(ok, tf.int32)) - 1, 0)
+                    return tf.nest.map_structure(lambda x: tf.gather(x, rows), example)
                 return tf.nest.map_structure(tf.identity, example)
 
         return decode
@@ -953,8 +959,8 @@ class Pipeline:
                     self._skipped.append(name)
                     new.append(name)
         if new:
-            logger.warning("Skipped %d corrupt image file(s) met while reading: %s", len(new),
-                           ", ".join(new))
+            logger.warning("Skipped %d corrupt image file(s) met while reading: %s%s",
+                           len(new), ", ".join(new[:10]), " ..." if len(new) > 10 else "")
         return np.int32(len(new))
 
     def _prepare_example(self, train, epoch, single_crop=False):

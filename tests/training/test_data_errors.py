@@ -251,6 +251,32 @@ def test_a_file_that_changed_after_set_up_is_named_or_replaced_in_its_batch(tmp_
     assert skipping.info == strict.info  # the sizes stay those found at set-up
 
 
+def test_several_changed_files_in_a_batch_are_all_named(tmp_path):
+    root = str(tmp_path)
+    make_folder(root, ext=".jpg")
+    config = dict(dataset=root, cache=False)
+    strict = Pipeline(DataConfig(**config))
+    skipping = Pipeline(DataConfig(skip_corrupt=True, **config))
+    bad = [os.path.join(root, "test", "cat", f"000{i}.jpg") for i in (0, 2)]
+    for path in bad:
+        garble(path)
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        collect(strict.evaluation("test", 9))
+    assert str(CorruptImageError.from_op_error(raised.value)) == (
+        f"Corrupt or unreadable image files: {bad[0]}, {bad[1]}. They decoded when the pipeline "
+        "was built, so they have changed since. Remove or replace them, or set "
+        "skip_corrupt=True (--skip_corrupt) to skip them.")
+    assert [len(y) for y in collect(skipping.evaluation("test", 9))[1]] == [7]
+    assert skipping.skipped_files == tuple(bad)
+    # A training batch none of whose images decodes has none to stand in for the others.
+    for label in CLASSES:
+        for i in range(8):
+            garble(os.path.join(root, "train", label, f"{i:04d}.jpg"))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="No image of a training batch decodes, so none can stand in"):
+        collect(skipping.train(0, 24))
+
+
 def test_training_goes_on_past_a_file_that_changed_after_set_up(tmp_path):
     root = str(tmp_path)
     make_folder(root, size=(80, 80), ext=".jpg")
