@@ -4,7 +4,8 @@
 does (class folders in alphabetical order, images found in every sub-folder of a class folder),
 except that it ignores hidden files and folders (names starting with `"."`, such as the `._*`
 AppleDouble files macOS leaves on copied drives, which are not images). `verify_all` decodes
-every image once to find the ones that do not decode; `decode_all` decodes them into memory.
+every image once to find the ones that do not decode, and fingerprints the others' contents (so
+that a reader can tell a file that changed since); `decode_all` decodes them into memory.
 """
 
 import concurrent.futures
@@ -20,6 +21,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 _DECODE_BATCH = 256
 _PROBE_FILES = 16
+_FINGERPRINT_BUCKETS = 1 << 62
 # corrupt_message's text: the list of names, then ours (no "]", which ends it in TF's messages).
 _IN_MESSAGE = re.compile(r"Corrupt or unreadable image files?: (?P<files>.*?)\. [^\]]*?"
                          r"to skip (?:it|them)\.")
@@ -234,28 +236,43 @@ def decode_all(sources, hw, channels, from_files):
     return images, np.nonzero(~seen)[0]
 
 
-def _check_decodes(contents):
-    """The height of the decoded image. JPEGs are decoded at 1/8 scale: that parses the whole
-    file (and fails where a full decode fails) at a fraction of the cost (0.46 instead of
+def fingerprint(contents):
+    """A 62-bit hash (FarmHash) of encoded image bytes: a few microseconds for 100 kB."""
+    return tf.strings.to_hash_bucket_fast(contents, _FINGERPRINT_BUCKETS)
+
+
+def _fingerprint_if_decodes(contents):
+    """The fingerprint of an image that decodes. JPEGs are decoded at 1/8 scale: that parses the
+    whole file (and fails where a full decode fails) at a fraction of the cost (0.46 instead of
     0.77 ms for a 500x375 JPEG; 60,000 CIFAR-10 files in 1.0 instead of 1.5 s on 2 cores)."""
-    return tf.cond(
+    height = tf.cond(
         tf.io.is_jpeg(contents),
         lambda: tf.shape(tf.io.decode_jpeg(contents, channels=3, ratio=8))[0],
         lambda: tf.shape(decode(contents, 3))[0])
+    with tf.control_dependencies([height]):
+        return fingerprint(contents)
 
 
-def verify_all(sources: Sequence[Union[str, bytes]], from_files: bool) -> np.ndarray:
-    """Positions of the sources (paths, or encoded images) that do not decode; all of each image
-    is decoded, in parallel."""
+def verify_all(sources: Sequence[Union[str, bytes]],
+               from_files: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Decodes every image (paths, or encoded images), in parallel.
+
+    Returns:
+        (positions of the sources that do not decode, int64 `fingerprint` of each source's
+        contents, 0 for those).
+    """
     n = len(sources)
+    fingerprints = np.zeros(n, np.int64)
     seen = np.zeros(n, bool)
     if n == 0:
-        return np.zeros(0, np.int64)
-    spec = tf.TensorSpec([], tf.int32)
-    for positions, _ in _in_batches(sources, from_files, _check_decodes, spec).as_numpy_iterator():
-        seen[positions] = True
+        return np.zeros(0, np.int64), fingerprints
+    spec = tf.TensorSpec([], tf.int64)
+    for positions, hashes in _in_batches(sources, from_files, _fingerprint_if_decodes,
+                                         spec).as_numpy_iterator():
+        fingerprints[positions], seen[positions] = hashes, True
     missing = np.nonzero(~seen)[0]
     if len(missing):
-        for position, _ in _retry_one_by_one(sources, from_files, _check_decodes, missing):
-            seen[position] = True
-    return np.nonzero(~seen)[0]
+        for position, value in _retry_one_by_one(sources, from_files, _fingerprint_if_decodes,
+                                                 missing):
+            fingerprints[position], seen[position] = value, True
+    return np.nonzero(~seen)[0], fingerprints

@@ -55,13 +55,20 @@ BAD = [i for i, name in enumerate(SAMPLES) if name not in ("jpeg", "png")]
 
 def test_verify_all_finds_exactly_the_images_that_do_not_decode(tmp_path):
     contents = list(SAMPLES.values())
-    np.testing.assert_array_equal(images.verify_all(np.array(contents, object), False), BAD)
+    bad, fingerprints = images.verify_all(np.array(contents, object), False)
+    np.testing.assert_array_equal(bad, BAD)
+    expected = images.fingerprint(tf.constant(contents)).numpy()
+    expected[BAD] = 0
+    np.testing.assert_array_equal(fingerprints, expected)
+    assert len(set(expected)) == 3  # two images and the zeros of the others
     paths = [str(tmp_path / f"{i}.img") for i in range(len(contents))]
     for path, data in zip(paths, contents):
         write(path, data)
     paths.append(str(tmp_path / "missing.jpg"))
-    np.testing.assert_array_equal(images.verify_all(paths, True), BAD + [len(contents)])
-    assert len(images.verify_all([], True)) == 0
+    bad, from_files = images.verify_all(paths, True)
+    np.testing.assert_array_equal(bad, BAD + [len(contents)])
+    np.testing.assert_array_equal(from_files, np.append(expected, 0))
+    assert [len(x) for x in images.verify_all([], True)] == [0, 0]
 
 
 def test_verify_all_and_decode_all_agree_across_many_batches(tmp_path):
@@ -71,7 +78,7 @@ def test_verify_all_and_decode_all_agree_across_many_batches(tmp_path):
         path = str(tmp_path / f"{i:04d}.jpg")
         write(path, garbled(jpeg(i, h=8, w=8), keep=60) if i in (5, 590) else jpeg(i, h=8, w=8))
         paths.append(path)
-    np.testing.assert_array_equal(images.verify_all(paths, True), [5, 590])
+    np.testing.assert_array_equal(images.verify_all(paths, True)[0], [5, 590])
     decoded, bad = images.decode_all(paths, (8, 8), 3, True)
     np.testing.assert_array_equal(bad, [5, 590])
     expected = tf.io.decode_jpeg(tf.io.read_file(paths[7])).numpy()
