@@ -123,11 +123,11 @@ class DataConfig:
             a `CorruptImageError` (a `ValueError`) naming them, `True` skips them, logs how many
             and lists them in `Pipeline.skipped_files`. Building the pipeline decodes every
             image of an image folder or of cached TFDS data once, so such files are found and
-            counted then. An image that fails later (a file changed on disk since, or a
-            streamed TFDS record) stops the input with an error naming it, or with `True` is
-            skipped where it is met: in a training batch the batch's previous image takes its
-            place (epochs keep their steps, and resumed runs their batches), evaluation leaves
-            it out. Defaults to `False`.
+            counted then. A file that changed on disk after that check (even into another
+            image), or a streamed TFDS record that does not decode, stops the input with an
+            error naming it, or with `True` is skipped where it is met: in a training batch the
+            batch's previous image takes its place (epochs keep their steps, and resumed runs
+            their batches), evaluation leaves it out. Defaults to `False`.
         eval_crops: int. `1` (the whole image or the centre crop) or `10` (four corners, centre
             and their mirror images; evaluation batches are then `[batch, 10, H, W, C]`).
             Defaults to `1`.
@@ -894,9 +894,10 @@ class Pipeline:
         fingerprint they had then (it changed on disk since: `same` false, and a placeholder
         stands in for it) stops the input with an error naming it or, with `skip_corrupt`, is
         counted and gives `ok=False`. A changed file that still decodes is refused too: the
-        statistics and a resumed run assume the contents that were checked. The fingerprint
-        costs a few microseconds per file; decoding each where a failure can be seen would
-        cost about 10% more CPU per image. (A file that is gone stops the input with
+        statistics and a resumed run assume the contents that were checked. Checking costs
+        0.098 -> 0.110 ms of CPU per CIFAR-size JPEG and 2.96 -> 3.06 ms per 500x375 JPEG
+        cropped to 224 (2 cores); decoding each file where a failure can be seen instead (as
+        `_checked_batch` does) cost 10-35% more. (A file that is gone stops the input with
         TensorFlow's error, which names it.)
         """
         paths, labels, fingerprints = source.tensors()
