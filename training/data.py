@@ -937,7 +937,7 @@ class Pipeline:
 
         def check(*keys):
             n = tf.shape(keys[0])[0]
-            found, example = _decode_seen(keys, lambda *key: prepare(*load(*key)), batch)
+            found, example = image_files.decode_seen(keys, lambda *key: prepare(*load(*key)), batch)
             ok = tf.scatter_nd(found[:, None], tf.ones_like(found, tf.bool), [n])
             bad = tf.gather(keys[0], tf.where(tf.logical_not(ok))[:, 0])
             with tf.control_dependencies([report(
@@ -957,8 +957,8 @@ class Pipeline:
                 lambda: tf.py_function(lambda found: self._note_skipped(found, skipped), [names],
                                        tf.int32),
                 lambda: tf.constant(0))
-        singular = _message_around(1, detail)
-        plural = _message_around(2, plural_detail or detail)
+        singular = image_files.message_around(1, detail)
+        plural = image_files.message_around(2, plural_detail or detail)
 
         def report(names):
             many = tf.size(names) > 1
@@ -1116,26 +1116,6 @@ def _balanced_first(order, labels, k):
         where = np.nonzero(ordered_labels == label)[0]
         rank[where] = np.arange(len(where))
     return order[np.sort(np.argsort(rank, kind="stable")[:k])]
-
-
-def _decode_seen(keys, function, batch):
-    """`(positions, outputs)` of `function` over the rows of `keys` (a tuple of tensors, at most
-    `batch` rows) where it does not fail: run in a dataset of its own, so that a failure
-    (an image that does not decode) shows as a missing position instead of stopping the input.
-    """
-    ds = tf.data.Dataset.from_tensor_slices((tf.range(tf.shape(keys[0])[0]), keys)).map(
-        lambda j, key: (j, function(*key)),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
-    empty = tf.nest.map_structure(lambda spec: tf.zeros([0, *spec.shape], spec.dtype),
-                                  ds.element_spec)
-    return ds.batch(batch).concatenate(tf.data.Dataset.from_tensors(empty)).take(
-        1).get_single_element()
-
-
-def _message_around(count, detail):
-    """The text of `CorruptImageError`'s message before and after a list of `count` names."""
-    marks = ["\x00"] * count
-    return tuple(image_files.corrupt_message(marks, detail).split(", ".join(marks)))
 
 
 # Above this many index-table entries the CIFAR crops use two gathers instead of one table.

@@ -68,6 +68,12 @@ def corrupt_message(files: Sequence[str], detail: str = "") -> str:
             f"{'them' if len(files) > 1 else 'it'}.")
 
 
+def message_around(count, detail):
+    """The text of `CorruptImageError`'s message before and after a list of `count` names."""
+    marks = ["\x00"] * count
+    return tuple(corrupt_message(marks, detail).split(", ".join(marks)))
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
     """One split of an image folder.
@@ -276,3 +282,17 @@ def verify_all(sources: Sequence[Union[str, bytes]],
                                                  missing):
             fingerprints[position], seen[position] = value, True
     return np.nonzero(~seen)[0], fingerprints
+
+
+def decode_seen(keys, function, batch):
+    """`(positions, outputs)` of `function` over the rows of `keys` (a tuple of tensors, at most
+    `batch` rows) where it does not fail: run in a dataset of its own, so that a failure
+    (an image that does not decode) shows as a missing position instead of stopping the input.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(tf.shape(keys[0])[0]), keys)).map(
+        lambda j, key: (j, function(*key)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    empty = tf.nest.map_structure(lambda spec: tf.zeros([0, *spec.shape], spec.dtype),
+                                  ds.element_spec)
+    return ds.batch(batch).concatenate(tf.data.Dataset.from_tensors(empty)).take(
+        1).get_single_element()
