@@ -295,7 +295,8 @@ class Pipeline:
             means `[C]` (`"per_channel"`), in pixel units (0-255).
         std: NumPy array or `None`. The channel standard deviations (`"per_channel"`).
         skipped_files: tuple of str. Corrupt files skipped by `skip_corrupt=True`: those found
-            when the pipeline was built, then those met while reading, if any.
+            when the pipeline was built, then any met while reading (files that changed on disk
+            since, TFDS records that do not decode).
         test_source: str. Where the test split comes from: the `test/`, `val/` or
             `validation/` folder, the TFDS split (`"test"`, or `"validation"` where the test
             split is missing or unlabelled, as in `imagenet2012`), or `"synthetic"`.
