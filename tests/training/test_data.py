@@ -490,26 +490,6 @@ def test_a_corrupt_file_is_named_or_skipped_and_counted(tmp_path, caplog, cache)
     assert len(epoch_ids(pipeline.train(0, 23))) == 23
 
 
-def test_a_truncated_file_found_lazily_is_dropped_with_skip_corrupt(tmp_path):
-    make_folder(str(tmp_path), size=(80, 80), ext=".jpg")
-    truncated = str(tmp_path / "test" / "cat" / "0001.jpg")
-    with open(truncated, "rb") as f:
-        contents = f.read()
-    with open(truncated, "wb") as f:
-        f.write(contents[: len(contents) // 2])  # a valid header, then nothing
-    # Decoded into memory up front: found and named when the pipeline is built.
-    with pytest.raises(ValueError, match=truncated):
-        Pipeline(DataConfig(dataset=str(tmp_path), image_size=32, cache=True,
-                            augmentation="cifar"))
-    # Read lazily (large images): found when read; skip_corrupt drops it then.
-    lazy = Pipeline(DataConfig(dataset=str(tmp_path), image_size=32, skip_corrupt=True))
-    assert lazy.cached is False and lazy.skipped_files == ()
-    assert sum(len(y) for _, y in lazy.evaluation("test", 4)) == 8
-    strict = Pipeline(DataConfig(dataset=str(tmp_path), image_size=32))
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        collect(strict.evaluation("test", 4))
-
-
 # ------------------------------------------------------------------------ ImageNet-style images
 
 
