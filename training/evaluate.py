@@ -178,7 +178,12 @@ def main(argv):
 
     try:
         trainer, path = cli.set_up_or_fail(PROGRAM, set_up)
-        metrics = _metrics(trainer, path, FLAGS.split)
+        from training.images import CorruptImageError
+
+        try:
+            metrics = _metrics(trainer, path, FLAGS.split)
+        except CorruptImageError as error:  # a file that changed since set-up
+            cli.fail(PROGRAM, error)
         print(json.dumps(metrics), flush=True)
         name = os.path.basename(metrics["checkpoint"]) if FLAGS.checkpoint not in (
             config_lib.CHECKPOINTS) else FLAGS.checkpoint

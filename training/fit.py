@@ -198,6 +198,7 @@ def main(argv):
         return trainer.Trainer(config_from_flags())
 
     run = cli.set_up_or_fail(PROGRAM, set_up, native_logs=debug)
+    from training.images import CorruptImageError
     from training.outputs import RunDirectoryError
     from training.trainer import TrainingDiverged, TrainingInterrupted
 
@@ -207,7 +208,7 @@ def main(argv):
         cli.stop(PROGRAM, error, 1)
     except TrainingInterrupted as error:
         cli.stop(PROGRAM, error, error.exit_code)
-    except RunDirectoryError as error:
+    except (RunDirectoryError, CorruptImageError) as error:
         cli.fail(PROGRAM, error)
 
 

@@ -52,6 +52,7 @@ from training import runtime as runtime_lib
 from training import schedules
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
+from training.images import CorruptImageError
 
 _SUM = tf.distribute.ReduceOp.SUM
 _TRAIN_VALUES = ("loss", "regularization", "correct", "count")
@@ -97,6 +98,19 @@ def _interruptible(handler, enabled=True):
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def _named_input_errors():
+    """A corrupt image met while reading stops the input with a long TensorFlow error that
+    carries a `training.images.CorruptImageError`; raise that one (it names the files)."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        corrupt = CorruptImageError.from_op_error(error)
+        if corrupt is None:
+            raise
+        raise corrupt from None
 
 
 @dataclasses.dataclass
@@ -426,7 +440,7 @@ class Trainer:
         self.sync_replicas()
         dataset = self.runtime.strategy.distribute_datasets_from_function(
             lambda context: self.pipeline.evaluation(split, batch, context))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _named_input_errors():
             # Tracing a loop over a distributed dataset reads its tf.data options in graph mode,
             # which TensorFlow warns about; the options are not used.
             warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data")
@@ -597,6 +611,7 @@ class Trainer:
             "wall_seconds": state["wall_seconds"],
             "images_per_second": (state["images"] / state["train_seconds"]
                                   if state["train_seconds"] else None),
+            "skipped_files": len(getattr(self.pipeline, "skipped_files", ())),
             "monitor": self._monitor(),
             "best_epoch": state["best_epoch"],
         }
@@ -647,7 +662,8 @@ class Trainer:
             self._lock.acquire()  # released by the previous fit(), or by close()
         self._signal = None
         try:
-            with _interruptible(self._interrupt, enabled=self.runtime.num_workers == 1):
+            with _interruptible(self._interrupt, enabled=self.runtime.num_workers == 1), \
+                    _named_input_errors():
                 return self._fit(callbacks)
         finally:
             if self._outputs:
