@@ -144,16 +144,14 @@ def main(argv):
         try:
             tuner.search()
         except failures.SearchInterrupted as error:
-            sys.stderr.write(f"{PROGRAM}: {error}\n")
-            sys.exit(error.exit_code)
+            cli.stop(PROGRAM, error, error.exit_code)
         if FLAGS.role == "worker":
             return
         result = tuner_lib.write_report(tuner, search)
     where = result.tables["markdown"]
     if not result.completed:
-        sys.stderr.write(f"{PROGRAM}: error: no trial completed ({result.summary()}); the "
-                         f"reasons are in {where}\n")
-        sys.exit(NO_TRIAL_COMPLETED)
+        cli.fail(PROGRAM, f"no trial completed ({result.summary()}); the reasons are in "
+                          f"{where}", NO_TRIAL_COMPLETED)
     print(f"{result.summary()}; results in {where}", flush=True)
 
 

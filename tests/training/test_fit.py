@@ -317,6 +317,7 @@ runpy.run_module("training.fit", run_name="__main__")
 """
 
 
+@pytest.mark.slow  # tests/training/test_outputs.py checks the same handling in-process
 def test_a_failed_checkpoint_write_stops_with_one_line_and_keeps_the_last_good_one(tmp_path):
     model_dir = str(tmp_path / "run")
     assert run_cli("training.fit", *TINY_RUN, "--epochs=1",
@@ -364,7 +365,9 @@ def model_tensors(model_dir):
             if name.startswith("model/")}
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [
+    pytest.param(signal.SIGINT, marks=pytest.mark.slow),  # the same path as SIGTERM
+    signal.SIGTERM])
 def test_a_signal_checkpoints_the_step_and_the_rerun_ends_like_an_uninterrupted_run(
         tmp_path, uninterrupted, signum):
     model_dir = str(tmp_path / "run")
