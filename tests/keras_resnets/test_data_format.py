@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_resnets
-from keras_resnets import FusedBatchNormalization, ResNet, ZeroPadShortcut
+from keras_resnets import ResNet, ZeroPadShortcut
 from tests.conftest import REPO_ROOT
 
 FORMATS = ("channels_last", "channels_first")
@@ -187,35 +187,6 @@ def test_zero_pad_shortcut_defaults_to_the_global_data_format():
     assert ZeroPadShortcut(filters=4).data_format == "channels_last"
     keras.config.set_image_data_format("channels_first")
     assert ZeroPadShortcut(filters=4).get_config()["data_format"] == "channels_first"
-
-
-def test_fused_batch_norm_channels_first_equals_the_keras_layer():
-    """TensorFlow's fused kernel in NCHW (on CPU it transposes; with or without oneDNN)."""
-    import tensorflow as tf
-
-    x = tf.constant(np.random.default_rng(2).normal(1.0, 3.0, size=(4, 5, 6, 7)), tf.float32)
-    reference = keras.layers.BatchNormalization(axis=1, momentum=0.8, epsilon=1e-3)
-    fused = FusedBatchNormalization(axis=1, momentum=0.8, epsilon=1e-3)
-    assert fused._data_format(x, None) == "channels_first"  # the fused path, not the fallback
-    reference.build(x.shape)
-    fused.build(x.shape)
-    fused.set_weights([w + 0.1 * i for i, w in enumerate(reference.get_weights())])
-    reference.set_weights(fused.get_weights())
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        outputs = [layer(x, training=True) for layer in (reference, fused)]
-        weights = tf.reshape(tf.range(5, dtype=tf.float32), (1, 5, 1, 1))
-        losses = [tf.reduce_sum(tf.square(y) * weights) for y in outputs]
-    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
-    for a, b in zip(reference.get_weights(), fused.get_weights()):  # moving statistics
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(tape.gradient(losses[1], x), tape.gradient(losses[0], x),
-                               rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(tape.gradient(losses[1], fused.gamma),
-                               tape.gradient(losses[0], reference.gamma), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(fused(x, training=False), reference(x, training=False),
-                               atol=1e-5)
-    assert FusedBatchNormalization(axis=2)._data_format(x, None) is None  # the Keras layer
 
 
 def test_profile_and_model_table_read_channels_first_shapes():

@@ -78,22 +78,30 @@ def test_zero_pad_shortcut_bad_arguments(kwargs, message):
         ZeroPadShortcut(**kwargs)
 
 
-def test_fused_batch_norm_equals_the_keras_layer():
+@pytest.mark.parametrize("axis, shape", [(-1, (4, 6, 6, 5)), (1, (4, 5, 6, 7))],
+                         ids=["channels_last", "channels_first"])
+def test_fused_batch_norm_equals_the_keras_layer(axis, shape):
+    """TensorFlow's fused kernel, NHWC and NCHW (on CPU it transposes; with or without oneDNN):
+    outputs, moving statistics and gradients equal Keras' layer."""
     import tensorflow as tf
 
     from keras_resnets import FusedBatchNormalization
 
-    x = tf.constant(np.random.default_rng(2).normal(1.0, 3.0, size=(4, 6, 6, 5)), tf.float32)
-    reference = keras.layers.BatchNormalization(momentum=0.8, epsilon=1e-3)
-    fused = FusedBatchNormalization(momentum=0.8, epsilon=1e-3)
+    x = tf.constant(np.random.default_rng(2).normal(1.0, 3.0, size=shape), tf.float32)
+    reference = keras.layers.BatchNormalization(axis=axis, momentum=0.8, epsilon=1e-3)
+    fused = FusedBatchNormalization(axis=axis, momentum=0.8, epsilon=1e-3)
+    assert fused._data_format(x, None) is not None  # the fused path, not the fallback
     reference.build(x.shape)
     fused.build(x.shape)
     fused.set_weights([w + 0.1 * i for i, w in enumerate(reference.get_weights())])
     reference.set_weights(fused.get_weights())
+    per_channel = [1, 1, 1, 1]
+    per_channel[axis] = 5
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         outputs = [layer(x, training=True) for layer in (reference, fused)]
-        losses = [tf.reduce_sum(tf.square(y) * tf.range(5, dtype=tf.float32)) for y in outputs]
+        weights = tf.reshape(tf.range(5, dtype=tf.float32), per_channel)
+        losses = [tf.reduce_sum(tf.square(y) * weights) for y in outputs]
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
     for a, b in zip(reference.get_weights(), fused.get_weights()):  # moving statistics
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
@@ -103,6 +111,7 @@ def test_fused_batch_norm_equals_the_keras_layer():
                                    tape.gradient(losses[0], source), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(fused(x, training=False), reference(x, training=False),
                                atol=1e-5)
+    assert FusedBatchNormalization(axis=2)._data_format(x, None) is None  # the Keras layer
 
 
 def test_fused_batch_norm_under_mixed_precision_and_fallbacks():
