@@ -274,7 +274,7 @@ class Trainer:
             title=f"{config.name}: {self.model.name} on {self.info.name}", lock=self._lock,
         ) if self.model_dir else None
         self._started = False
-        self._resumed_from, _ = self._restore()
+        self._resumed_from = self._restore()
 
     def close(self) -> None:
         """Releases the model directory (its lock); `fit()` takes it again if needed."""
@@ -489,21 +489,22 @@ class Trainer:
     def _monitor(self):
         return "val_accuracy" if self.info.validation_examples else "test_accuracy"
 
-    def _restore(self):
+    def _restore(self) -> Optional[str]:
         """Resumes from the model directory's newest readable checkpoint, after checking that it
-        holds this run; returns `(checkpoint path or None, state)`. Reads only."""
+        holds this run, and returns its path (`None` for a new run); `_state` holds the run's
+        state either way. Reads only."""
         fresh = {"history": [], "epoch_sums": None, "best": None, "best_epoch": None,
                  "train_seconds": 0.0, "wall_seconds": 0.0, "images": 0,
                  "global_batch_size": self.runtime.global_batch_size,
                  "steps_per_epoch": self.steps_per_epoch}
         self._state.assign(json.dumps(fresh))
         if not self._outputs:
-            return None, fresh
+            return None
         self._previous_config = self._outputs.read_config()
         self._check_same_run(self._previous_config)
         latest = self._outputs.restore()
         if latest is None:
-            return None, fresh
+            return None
         state = json.loads(self._state.numpy().decode())
         for key, now in (("global_batch_size", self.runtime.global_batch_size),
                          ("steps_per_epoch", self.steps_per_epoch)):
@@ -513,7 +514,7 @@ class Trainer:
                     f"this run has {key}={now}; resume with the same batch and data settings or "
                     "use a new model_dir."
                 )
-        return latest, state
+        return latest
 
     def _check_same_run(self, before):
         """The model and batch of a resumed run must be the run's own (its `config.json`);

@@ -148,8 +148,8 @@ def make_oracle(tuner: str, cost_model: CostModel, budget: Budget, *, max_trials
     # Failed trials are final and the search goes on to its budget (tuning.failures): no
     # retries, and no stop after KerasTuner's 3 consecutive failures (it raises before saving
     # the failed trial, so a rerun would run that trial again).
-    kwargs = dict(dict(max_retries_per_trial=0, max_consecutive_failed_trials=sys.maxsize),
-                  **kwargs)
+    kwargs = {"max_retries_per_trial": 0, "max_consecutive_failed_trials": sys.maxsize,
+              **kwargs}
     common = dict(cost_model=cost_model, budget=budget, objective=OBJECTIVE, seed=seed, **kwargs)
     if tuner == "hyperband":
         return HyperbandOracle(max_epochs=max_epochs, **common)
