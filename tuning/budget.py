@@ -77,7 +77,8 @@ def check_feasible(space, cost_model: CostModel, budget: Budget):
 
 
 class _BudgetMixin:
-    """Makes a KerasTuner oracle propose only points within a budget."""
+    """Makes a KerasTuner oracle propose only points within a budget (and never retrain a
+    trial that ended before a kill)."""
 
     def __init__(self, *, cost_model: CostModel, budget: Budget, max_draws: int = 1000,
                  **kwargs):
@@ -103,6 +104,17 @@ class _BudgetMixin:
 
     def get_state(self):
         return {**super().get_state(), "rejected": self.rejected}
+
+    def reload(self):
+        super().reload()
+        # KerasTuner writes an ended trial's trial.json before oracle.json, and that oracle.json
+        # still lists the trial as ongoing: a kill in between would make the rerun retrain a
+        # finished trial. A trial's own file is the truth about whether it ended.
+        ended = (trial_module.TrialStatus.COMPLETED, trial_module.TrialStatus.FAILED)
+        for trial_id in [t for t in self._retry_queue if self.trials[t].status in ended]:
+            self._retry_queue.remove(trial_id)
+            if trial_id not in self.end_order:
+                self.end_order.append(trial_id)
 
     def set_state(self, state):
         super().set_state(state)

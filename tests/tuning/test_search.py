@@ -114,6 +114,28 @@ def test_resume_after_sigkill_keeps_completed_trials(tmp_path):
         assert _runs(project_dir, trial_id) == ["tuner0"]
 
 
+def test_a_kill_between_the_trial_file_and_the_oracle_state_keeps_the_trial(tmp_path):
+    # KerasTuner writes trial.json (COMPLETED) before oracle.json; a kill in between leaves an
+    # oracle.json that still lists the trial as ongoing, from when the trial began.
+    experiment = config_lib.from_settings(dict(
+        dataset="synthetic", synthetic_examples=64, image_size=8, num_classes=4,
+        validation_images=16, global_batch_size=16, epochs=1, verbose=0))
+    search = search_lib.SearchConfig(experiment=experiment, space=TINY_SPACE, max_trials=2,
+                                     epochs_per_trial=1, directory=str(tmp_path))
+    assert search_lib.run(search).summary() == "2 trials: 2 completed, 0 failed"
+    oracle_file = os.path.join(search.project_dir, "oracle.json")
+    with open(oracle_file) as file:
+        state = json.load(file)
+    assert state["end_order"] == ["0", "1"] and state["ongoing_trials"] == {}
+    state.update(end_order=["0"], ongoing_trials={"tuner0": "1"})
+    with open(oracle_file, "w") as file:
+        json.dump(state, file)
+
+    again = search_lib.run(search)
+    assert again.summary() == "2 trials: 2 completed, 0 failed"
+    assert _runs(search.project_dir, "0") == _runs(search.project_dir, "1") == ["tuner0"]
+
+
 def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
     directory = str(tmp_path)
     address = f"127.0.0.1:{free_port()}"
