@@ -22,11 +22,12 @@ IMAGENET_LAYERS = {
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                 dilation=1):
+        super().__init__()  # torchvision refuses dilation here; both 3x3s dilate, as in ours
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, dilation, dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilation, dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
@@ -40,12 +41,14 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                 dilation=1):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, dilation, dilation, groups=groups,
+                               bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
@@ -60,44 +63,63 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """torchvision.models.ResNet (v1.5: the stride in the bottleneck's 3x3)."""
+    """torchvision.models.ResNet (v1.5: the stride in the bottleneck's 3x3), with its
+    `replace_stride_with_dilation` (three bools: layer2, layer3, layer4)."""
 
-    def __init__(self, block, layers, num_classes=1000, groups=1, width_per_group=64):
+    def __init__(self, block, layers, num_classes=1000, groups=1, width_per_group=64,
+                 replace_stride_with_dilation=(False, False, False)):
         super().__init__()
         self.inplanes = 64
+        self.dilation = 1
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
+        dilate = (False,) + tuple(replace_stride_with_dilation)
         for index, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
             stride = 1 if index == 0 else 2
-            setattr(self, f"layer{index + 1}",
-                    self._make_layer(block, planes, blocks, stride, groups, width_per_group))
+            setattr(self, f"layer{index + 1}", self._make_layer(
+                block, planes, blocks, stride, groups, width_per_group, dilate[index]))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
 
-    def _make_layer(self, block, planes, blocks, stride, groups, base_width):
+    def _make_layer(self, block, planes, blocks, stride, groups, base_width, dilate=False):
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, groups, base_width)]
+        layers = [block(self.inplanes, planes, stride, downsample, groups, base_width,
+                        previous_dilation)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, 1, None, groups, base_width)
+        layers += [block(self.inplanes, planes, 1, None, groups, base_width, self.dilation)
                    for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward(self, x):
+    def features(self, x):
+        """The outputs of layer1 ... layer4."""
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        outputs = []
+        for index in range(1, 5):
+            x = getattr(self, f"layer{index}")(x)
+            outputs.append(x)
+        return outputs
+
+    def forward(self, x):
+        x = self.features(x)[-1]
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def resnet(depth, num_classes=1000, groups=1, width_per_group=64):
+def resnet(depth, num_classes=1000, groups=1, width_per_group=64,
+           replace_stride_with_dilation=(False, False, False)):
     """torchvision's resnet{18..152}, resnext50_32x4d (groups=32, width_per_group=4), ..."""
     kind, layers = IMAGENET_LAYERS[depth]
     block = BasicBlock if kind == "basic" else Bottleneck
-    return ResNet(block, layers, num_classes, groups, width_per_group)
+    return ResNet(block, layers, num_classes, groups, width_per_group,
+                  replace_stride_with_dilation)
 
 
 class CifarBasicBlock(nn.Module):

@@ -9,6 +9,7 @@
 from keras_resnets.blocks import ORDERINGS, SHORTCUTS
 from keras_resnets.builder import ResNet, resolve_architecture
 from keras_resnets.config import LayerConfig
+from keras_resnets.features import feature_extractor
 from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
 from keras_resnets.portable import portable
 from keras_resnets.profile import ModelProfile, model_table, profile
@@ -88,6 +89,7 @@ __all__ = [
     "ZeroPadShortcut",
     "FusedBatchNormalization",
     "GroupedConv2D",
+    "feature_extractor",
     "get_model",
     "list_models",
     "model_arguments",

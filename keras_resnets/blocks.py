@@ -54,25 +54,28 @@ class ConvSpec(NamedTuple):
     kernel_size: int
     strides: int = 1
     groups: int = 1
+    dilation: int = 1
 
 
-def basic_block(planes: int, stride: int) -> Tuple[Sequence[ConvSpec], int]:
+def basic_block(planes: int, stride: int, dilation: int = 1) -> Tuple[Sequence[ConvSpec], int]:
     """Two 3x3 convolutions; the first carries the stride. Returns (convs, output channels)."""
-    return [ConvSpec(planes, 3, stride), ConvSpec(planes, 3)], planes
+    return [ConvSpec(planes, 3, stride, dilation=dilation),
+            ConvSpec(planes, 3, dilation=dilation)], planes
 
 
 def bottleneck_block(
-    planes: int, stride: int, width: int, cardinality: int, stride_in: str
+    planes: int, stride: int, width: int, cardinality: int, stride_in: str, dilation: int = 1
 ) -> Tuple[Sequence[ConvSpec], int]:
     """1x1 reduce to `width`, 3x3 with `cardinality` groups, 1x1 expand to 4 * `planes`.
 
     ResNeXt (Xie et al. 2016) is this block with `cardinality` > 1: the aggregated
-    transformations are one grouped convolution (their Figure 3c).
+    transformations are one grouped convolution (their Figure 3c). `dilation` applies to the
+    3x3, as in torchvision.
     """
     first_stride, middle_stride = (stride, 1) if stride_in == "1x1" else (1, stride)
     convs = [
         ConvSpec(width, 1, first_stride),
-        ConvSpec(width, 3, middle_stride, cardinality),
+        ConvSpec(width, 3, middle_stride, cardinality, dilation),
         ConvSpec(planes * BOTTLENECK_EXPANSION, 1),
     ]
     return convs, planes * BOTTLENECK_EXPANSION
@@ -117,7 +120,8 @@ class LayerFactory:
         return x.shape[self.channel_axis]
 
     def conv(self, x, spec: ConvSpec, name: str, followed_by_bn: bool, zero_kernel=False):
-        """A convolution; strided ones pad symmetrically (as Caffe and PyTorch do)."""
+        """A convolution; strided ones pad symmetrically (as Caffe and PyTorch do), and so do
+        dilated ones (stride 1: "same" pads `dilation` on each side)."""
         padding = "same"
         if spec.strides > 1 and spec.kernel_size > 1:
             pad_name = name[: -len("conv")] + "pad"
@@ -134,6 +138,7 @@ class LayerFactory:
             kernel_size=spec.kernel_size,
             strides=spec.strides,
             padding=padding,
+            dilation_rate=spec.dilation,
             groups=spec.groups,
             use_bias=use_bias,
             kernel_initializer="zeros" if zero_kernel else self.config.kernel_initializer,

@@ -31,6 +31,11 @@ class Stem:
     image_size: int
     classes: int
 
+    @property
+    def stride(self) -> int:
+        """The resolution the first stage receives: input size / stride."""
+        return self.strides * (2 if self.max_pool else 1)
+
 
 STEMS = {
     # 7x7/2 convolution + 3x3/2 max pooling, four stages (He et al. 2015, Table 1).
@@ -235,6 +240,7 @@ def ResNet(
     classifier_activation="softmax",
     name: str = "resnet",
     data_format: Optional[str] = None,
+    output_stride: Optional[int] = None,
     layer_config=None,
     **layer_options,
 ) -> keras.Model:
@@ -297,6 +303,11 @@ def ResNet(
             On TensorFlow's CPU, channels-first convolutions and poolings need oneDNN (its
             default on x86). Defaults to `None`, which means `keras.config.image_data_format()`
             (as in keras.applications).
+        output_stride: int or `None`. The coarsest resolution of the feature maps (input size /
+            stride): `8` or `16` replace the last stages' strides with dilated 3x3
+            convolutions (DeepLab; torchvision's `replace_stride_with_dilation`), with the same
+            parameters and weights. One of the strides the stages reach (4, 8, 16, 32 with the
+            imagenet stem; 1, 2, 4 with the cifar stem). Defaults to `None` (no dilation).
         layer_config: `keras_resnets.LayerConfig`, or a preset name: `"default"`,
             `"torchvision"` or `"keras_applications"`. Defaults to `"default"`.
         **layer_options: fields of `LayerConfig` (e.g. `bn_momentum=0.99`,
@@ -304,7 +315,9 @@ def ResNet(
             precedence over `layer_config`.
 
     Returns:
-        A `keras.Model`.
+        A `keras.Model`. Its `pyramid_outputs` attribute maps level names to feature maps
+        (`"P2"`-`"P5"` at strides 4-32 for ImageNet models, `"P0"`-`"P2"` for CIFAR ones;
+        see `keras_resnets.feature_extractor`).
 
     Example:
 
@@ -321,6 +334,8 @@ def ResNet(
     layer_settings = config_lib.resolve(layer_config, ordering.preactivation, **layer_options)
     data_format = config_lib.data_format(data_format)
     _choice("pooling", pooling, POOLINGS)
+    if output_stride is not None:
+        _choice("output_stride", output_stride, output_strides(arch))
     if classes is None:
         classes = STEMS[arch.stem].classes
     if include_top:
@@ -341,8 +356,8 @@ def ResNet(
 
     make = LayerFactory(layer_settings, data_format)
     x = _stem(inputs, arch, ordering, make)
-    x = _stages(x, arch, ordering, make)
-    x = _head(x, arch, ordering, make, include_top, pooling, classes, classifier_activation)
+    x, pyramid = _stages(x, arch, ordering, make, output_stride)
+    x = _head(x, make, include_top, pooling, classes, classifier_activation)
 
     if make.unmatched_overrides:
         raise ValueError(
@@ -352,6 +367,7 @@ def ResNet(
     source = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
     _allow_graph_depth(len(make.created))
     model = keras.Model(source, x, name=name)
+    model.pyramid_outputs = pyramid
     if weights is not None:
         try:
             model.load_weights(weights)
@@ -383,34 +399,72 @@ def _stem(inputs, arch, ordering, make):
     return x
 
 
-def _stages(x, arch, ordering, make):
-    """Stage i is named conv{i+2}; the first stage keeps the resolution, the others halve it."""
-    stage_strides = (1,) + (2,) * (len(arch.stage_blocks) - 1)
-    for stage, (blocks, planes) in enumerate(zip(arch.stage_blocks, arch.stage_widths)):
-        for index in range(blocks):
-            if make.config.downsample_block == "first":
-                stride = stage_strides[stage] if index == 0 else 1
-            else:  # the last block strides for the next stage (keras.applications ResNetV2)
-                is_last = index == blocks - 1 and stage + 1 < len(stage_strides)
-                stride = stage_strides[stage + 1] if is_last else 1
+def unit_strides(arch: Architecture, downsample_block: str = "first"):
+    """The stride of every residual unit, stage by stage: the first stage keeps the resolution
+    and each later one halves it, in its first unit (`"first"`) or in the last unit of the
+    stage before (`"last"`, keras.applications ResNetV2)."""
+    halves = (1,) + (2,) * (len(arch.stage_blocks) - 1)
+    plan = []
+    for stage, blocks in enumerate(arch.stage_blocks):
+        if downsample_block == "first":
+            plan.append([halves[stage]] + [1] * (blocks - 1))
+        else:
+            last = halves[stage + 1] if stage + 1 < len(halves) else 1
+            plan.append([1] * (blocks - 1) + [last])
+    return plan
+
+
+def output_strides(arch: Architecture):
+    """The `output_stride` values of an architecture: the resolutions its stages reach."""
+    first = STEMS[arch.stem].stride
+    return tuple(first * 2 ** stage for stage in range(len(arch.stage_blocks)))
+
+
+def level_name(stride: int) -> str:
+    """keras-hub's pyramid level names: `"P{k}"` for a feature map at stride 2**k."""
+    return f"P{stride.bit_length() - 1}"
+
+
+def _stages(x, arch, ordering, make, output_stride=None):
+    """Stage i is named conv{i+2}. Returns the last feature map and the pyramid: for each
+    stride, the last unit output at that stride (before dilation replaces strides; the final
+    one after the pre-activation models' closing bn + relu).
+
+    With `output_stride`, a unit that would go below that resolution keeps stride 1 and its
+    3x3 convolutions' dilation, and the units after it dilate by the stride it dropped (the
+    rule of torchvision's `replace_stride_with_dilation` and DeepLab).
+    """
+    stride = nominal = STEMS[arch.stem].stride
+    dilation = 1
+    pyramid = {}
+    for stage, strides in enumerate(unit_strides(arch, make.config.downsample_block)):
+        planes = arch.stage_widths[stage]
+        for index, unit_stride in enumerate(strides):
+            unit_dilation = dilation
+            nominal *= unit_stride
+            if output_stride is not None and stride * unit_stride > output_stride:
+                dilation, unit_stride = dilation * unit_stride, 1
+            stride *= unit_stride
             if arch.block == "basic":
-                convs, out_channels = basic_block(planes, stride)
+                convs, out_channels = basic_block(planes, unit_stride, unit_dilation)
             else:
                 convs, out_channels = bottleneck_block(
-                    planes, stride, arch.bottleneck_widths[stage], arch.cardinality,
-                    make.config.stride_in,
+                    planes, unit_stride, arch.bottleneck_widths[stage], arch.cardinality,
+                    make.config.stride_in, unit_dilation,
                 )
             x = residual_unit(
-                x, convs, out_channels, stride=stride, ordering=ordering,
+                x, convs, out_channels, stride=unit_stride, ordering=ordering,
                 shortcut_option=arch.shortcut, plain=arch.plain, make=make,
                 name=f"conv{stage + 2}_block{index + 1}",
             )
-    return x
-
-
-def _head(x, arch, ordering, make, include_top, pooling, classes, classifier_activation):
+            pyramid[level_name(nominal)] = x
     # Pre-activation units leave the last sum un-normalised: apply their pre-activation once more.
     x = make.apply(x, ordering.pre, [f"post_{operation}" for operation in ordering.pre])
+    pyramid[level_name(nominal)] = x
+    return x, pyramid
+
+
+def _head(x, make, include_top, pooling, classes, classifier_activation):
     if include_top:
         x = make.spatial(keras.layers.GlobalAveragePooling2D, "avg_pool")(x)
         mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")

@@ -205,7 +205,8 @@ _DOC = """Instantiates {summary}.
             gives logits). Defaults to `"softmax"`.
         **options: any other argument of `keras_resnets.ResNet`: architecture (e.g. `unit`,
             `shortcut`, `width_multiplier`), `data_format` (defaults to
-            `keras.config.image_data_format()`) or layer settings (e.g. `bn_momentum`,
+            `keras.config.image_data_format()`), `output_stride` (dilation for dense
+            prediction) or layer settings (e.g. `bn_momentum`,
             `zero_init_residual`, `layer_config="keras_applications"`).
 
     Returns:

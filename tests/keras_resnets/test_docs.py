@@ -5,6 +5,7 @@ import doctest
 import importlib
 import os
 import pathlib
+import pkgutil
 import re
 import subprocess
 import sys
@@ -15,10 +16,8 @@ import keras_resnets
 from keras_resnets.profile import model_table
 from tests.conftest import REPO_ROOT, registered_model
 
-MODULES = ["keras_resnets", "keras_resnets.blocks", "keras_resnets.builder",
-           "keras_resnets.config", "keras_resnets.layers", "keras_resnets.port",
-           "keras_resnets.portable",
-           "keras_resnets.profile", "keras_resnets.registry", "keras_resnets.specs"]
+MODULES = ["keras_resnets"] + sorted(
+    f"keras_resnets.{module.name}" for module in pkgutil.iter_modules(keras_resnets.__path__))
 README = pathlib.Path(REPO_ROOT, "README.md").read_text()
 
 
