@@ -365,12 +365,21 @@ class Pipeline:
         return self._scale, self._offset
 
     @property
-    def eval_geometry(self) -> str:
-        """How evaluation (one crop) fits an image to `info.image_shape`: `"fit"` (the
-        CIFAR-style geometry: resized and centre cropped unless it has that size) or
-        `"center_crop"` (ImageNet-style: the centre crop after resizing the shorter side to
-        `eval_resize_side(size)`)."""
-        return "fit" if self._full else "center_crop"
+    def fit_size(self) -> Optional[Tuple[int, int]]:
+        """`(height, width)` that every image is fitted to first (`training.images.fit`:
+        resized, shorter side first, and centre cropped unless it has that size): the output
+        size in the CIFAR-style geometry, the data's own size where small ImageNet-style data
+        is held in memory, else `None` (images keep their own size until the crop).
+        Exports put the same steps in front of the trained model."""
+        if self._full:
+            return self._out_hw
+        return self._store_hw if self._arrays else None
+
+    @property
+    def eval_center_crop(self) -> bool:
+        """Whether evaluation (one crop) takes the ImageNet-style centre crop of the output
+        size after resizing the shorter side to `eval_resize_side(size)`."""
+        return not self._full
 
     @property
     def skipped_files(self) -> Tuple[str, ...]:

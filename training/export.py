@@ -100,11 +100,15 @@ def export(network, preprocessing: "serving.Preprocessing", class_names: Sequenc
 def _convert(model, path, format_name):
     """`model.export` to ONNX or LiteRT; a converter's failure becomes an `ExportError`."""
     import logging
+    import warnings
 
-    # tf2onnx logs each conversion step at INFO and WARNING.
+    # tf2onnx logs each conversion step at INFO and WARNING, and Keras' patch of it for NumPy 2
+    # (keras/src/export/tf2onnx_lib.py) warns about `np.object`.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
-        model.export(path, format=format_name, verbose=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model.export(path, format=format_name, verbose=False)
     except OSError:
         raise
     except Exception as error:  # noqa: BLE001 (converters raise many kinds of error)

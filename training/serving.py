@@ -1,11 +1,11 @@
 """The served model: raw images in, class probabilities out.
 
 `serving_model(network, preprocessing)` puts in front of a trained network what the run's
-evaluation did to each image (`Preprocessing.from_pipeline(training.data.Pipeline)`): the geometry
-that fits an image of any size to the network's input, then the normalisation. A network that
-ends in logits gets a softmax. It is built from `keras.ops` and Keras' own layers only, so it
-saves to a `.keras` file that loads without this repository and exports to SavedModel, ONNX and
-LiteRT.
+evaluation did to each image (`Preprocessing.from_pipeline(training.data.Pipeline)`): the
+geometry that fits an image of any size to the network's input, then the normalisation. A
+network that ends in logits gets a softmax. It is built from `keras.ops` and Keras' own layers
+only, so it saves to a `.keras` file that loads without this repository and exports to
+SavedModel, ONNX and LiteRT.
 
 The geometry is TensorFlow's bilinear resize (`tf.image.resize`: half-pixel centres, no
 antialiasing) written out as two gathers and a linear interpolation per axis, over the crop
@@ -23,55 +23,58 @@ import keras
 import numpy as np
 from keras import ops
 
-GEOMETRIES = ("fit", "center_crop")
-
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-    """What the run's evaluation does to one image of pixels in 0-255.
+    """What the run's evaluation does to one image of pixel values in 0-255.
+
+    First the image is fitted to `fit_size` (if given), then its centre crop is taken (if
+    `crop_fraction` is given), then it is normalised.
 
     Args:
         image_size: tuple of 2 ints. `(height, width)` of the network's input.
         channels: int. Channels of the images (1 grayscale, 3 RGB).
-        geometry: str. `"fit"` (CIFAR-style: an image of `image_size` is used as it is; any
-            other is resized, shorter side first, centre cropped and rounded to integer pixel
-            values, as `training.images.fit` does) or `"center_crop"` (ImageNet-style: the
-            centre square of `crop_fraction` of the shorter side, resized to `image_size`).
         scale: NumPy array. Normalised image = pixels * `scale` + `offset`; a scalar, one value
             per channel or one per pixel (`[height, width, channels]`).
         offset: NumPy array. See `scale`.
-        crop_fraction: float or `None`. Side of the `"center_crop"` square over the shorter
-            side of the image (224/256 = 0.875 for the papers' evaluation). Defaults to `None`.
+        fit_size: tuple of 2 ints or `None`. An image of this size is kept as it is; any
+            other is resized to cover it (shorter side first), centre cropped to it and
+            rounded to integer pixel values, as `training.images.fit` does. Defaults to
+            `None` (images keep their size).
+        crop_fraction: float or `None`. The centre square of this fraction of the shorter side
+            is resized to `image_size` (ImageNet-style evaluation: 224/256 = 0.875); `None`
+            takes no crop (`fit_size` is then `image_size`). Defaults to `None`.
     """
 
     image_size: Tuple[int, int]
     channels: int
-    geometry: str
     scale: np.ndarray
     offset: np.ndarray
+    fit_size: Optional[Tuple[int, int]] = None
     crop_fraction: Optional[float] = None
 
     def __post_init__(self):
-        if self.geometry not in GEOMETRIES:
-            raise ValueError(f"geometry must be one of {list(GEOMETRIES)}; got "
-                             f"{self.geometry!r}.")
-        if self.geometry == "center_crop" and not (
-                self.crop_fraction is not None and 0 < self.crop_fraction <= 1):
-            raise ValueError("geometry='center_crop' needs a crop_fraction in (0, 1]; got "
+        if self.crop_fraction is None:
+            if self.fit_size is None or tuple(self.fit_size) != tuple(self.image_size):
+                raise ValueError("Without a crop_fraction, fit_size must be image_size "
+                                 f"{tuple(self.image_size)}; got {self.fit_size!r}.")
+        elif not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1] or None; got "
                              f"{self.crop_fraction!r}.")
 
     @classmethod
     def from_pipeline(cls, pipeline) -> "Preprocessing":
         """The evaluation preprocessing of a `training.data.Pipeline` (or any object with its
-        `info`, `normalizer` and `eval_geometry`)."""
+        `info`, `normalizer`, `fit_size` and `eval_center_crop`)."""
         from training.data import eval_resize_side
 
         height, width, channels = pipeline.info.image_shape
         scale, offset = pipeline.normalizer
-        geometry = pipeline.eval_geometry
-        fraction = height / eval_resize_side(height) if geometry == "center_crop" else None
-        return cls((int(height), int(width)), int(channels), geometry, np.asarray(scale),
-                   np.asarray(offset), fraction)
+        fit_size = pipeline.fit_size
+        fraction = height / eval_resize_side(height) if pipeline.eval_center_crop else None
+        return cls((int(height), int(width)), int(channels), np.asarray(scale),
+                   np.asarray(offset), None if fit_size is None else tuple(map(int, fit_size)),
+                   fraction)
 
 
 def serving_model(network: keras.Model, preprocessing: Preprocessing) -> keras.Model:
@@ -93,7 +96,7 @@ def serving_model(network: keras.Model, preprocessing: Preprocessing) -> keras.M
 
     >>> import numpy as np, keras_resnets
     >>> network = keras_resnets.ResNet(depth=8, stem="cifar", stage_widths=(4, 8, 16))
-    >>> cifar = Preprocessing((32, 32), 3, "fit", np.float32(1 / 255), np.float32(0))
+    >>> cifar = Preprocessing((32, 32), 3, np.float32(1 / 255), np.float32(0), fit_size=(32, 32))
     >>> served = serving_model(network, cifar)
     >>> served.predict(np.zeros((2, 48, 40, 3), "uint8"), verbose=0).shape
     (2, 10)
@@ -103,10 +106,10 @@ def serving_model(network: keras.Model, preprocessing: Preprocessing) -> keras.M
                          f"gives {preprocessing.image_size}.")
     images = keras.Input((None, None, preprocessing.channels), dtype="float32", name="images")
     x = images
-    if preprocessing.geometry == "fit":
-        x = _fit(x, *preprocessing.image_size)
-    else:
-        x = _center_crop(x, preprocessing.image_size, preprocessing.crop_fraction)
+    if preprocessing.fit_size is not None:
+        x = _fit(x, *preprocessing.fit_size)
+    if preprocessing.crop_fraction is not None:
+        x = _center_crop(x, preprocessing.image_size[0], preprocessing.crop_fraction)
     x = keras.layers.Rescaling(_broadcastable(preprocessing.scale),
                                _broadcastable(preprocessing.offset), dtype="float32",
                                name="normalization")(x)
@@ -175,9 +178,8 @@ def _fit(images, target_h, target_w):
     return ops.where(same, resized, ops.clip(ops.round(resized), 0.0, 255.0))
 
 
-def _center_crop(images, image_size, crop_fraction):
+def _center_crop(images, size, crop_fraction):
     """The pipeline's ImageNet-style evaluation crop (`training.data._center_crop`)."""
-    size = image_size[0]
     h, w = _height_width(images)
     short = ops.minimum(h, w)
     side = ops.round(ops.multiply(short, np.float32(crop_fraction)))

@@ -1,10 +1,10 @@
 """A test double of `training.data.Pipeline`: small in-memory images that a tiny model learns.
 
 `FakePipeline` implements the interface the trainer consumes (`info`, `train`, `evaluation`,
-`steps_per_epoch`, and `normalizer` and `eval_geometry` for the exports) over random images
-whose labels are learnable (each class is a noisy copy of a random prototype), so trainer tests
-do not depend on the real pipeline's augmentation. Its order is a pure function of
-`(seed, epoch)`, and with an `input_context` it yields per-replica batches in the order
+`steps_per_epoch`, and `normalizer`, `fit_size` and `eval_center_crop` for the exports) over
+random images whose labels are learnable (each class is a noisy copy of a random prototype), so
+trainer tests do not depend on the real pipeline's augmentation. Its order is a pure function
+of `(seed, epoch)`, and with an `input_context` it yields per-replica batches in the order
 `tf.distribute` hands them to the replicas.
 """
 
@@ -48,7 +48,7 @@ class FakePipeline:
         self.calls = []  # (method, epoch or split, skip_batches or None, pipeline id)
         # What the exports put in front of the model: the images as they are.
         self.normalizer = (np.float32(1), np.float32(0))
-        self.eval_geometry = "fit"
+        self.fit_size, self.eval_center_crop = (image_size, image_size), False
 
     def steps_per_epoch(self, global_batch_size):
         return self.info.train_examples // global_batch_size
