@@ -21,7 +21,6 @@ import os
 import shutil
 from typing import Dict, Sequence
 
-from training import serving
 from training.config import EXPORT_FORMATS
 
 FILES = {"keras": "model.keras", "saved_model": "saved_model", "onnx": "model.onnx",
@@ -50,7 +49,7 @@ class ExportError(Exception):
         super().__init__(message)
 
 
-def export(network, preprocessing: "serving.Preprocessing", class_names: Sequence[str],
+def export(network, preprocessing, class_names: Sequence[str],
            directory: str, formats: Sequence[str] = ("keras", "saved_model")
            ) -> Dict[str, str]:
     """Writes `formats` of `serving_model(network, preprocessing)` and `class_names.json`.
@@ -71,6 +70,7 @@ def export(network, preprocessing: "serving.Preprocessing", class_names: Sequenc
         OSError: a file could not be written (a full disk, a read-only directory).
     """
     import keras_resnets
+    from training import serving
     from training.outputs import atomic_write
 
     unknown = [name for name in formats if name not in EXPORT_FORMATS]

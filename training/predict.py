@@ -175,8 +175,13 @@ def main(argv):
         cli.fail(PROGRAM, "give at least one image file or folder after the flags.")
     cli.quiet_logs()
     model, names = cli.set_up_or_fail(PROGRAM, lambda: load(FLAGS.model_dir))
+    # The image decoders write their own complaints about damaged files (libjpeg's "Corrupt
+    # JPEG data", ...) to stderr; each such file gets its one line below instead.
+    with cli.captured_stderr() as captured:
+        results = predict(model, names, argv[1:], FLAGS.top_k)
+    captured.discard()
     failed = 0
-    for result in predict(model, names, argv[1:], FLAGS.top_k):
+    for result in results:
         failed += "error" in result
         if FLAGS.json:
             print(json.dumps(result), flush=True)
