@@ -21,6 +21,8 @@ import os
 import shutil
 from typing import Dict, Sequence
 
+import numpy as np
+
 from training.config import EXPORT_FORMATS
 
 FILES = {"keras": "model.keras", "saved_model": "saved_model", "onnx": "model.onnx",
@@ -87,12 +89,16 @@ def export(network, preprocessing, class_names: Sequence[str],
         if name == "keras":
             _replace_file(path, serving.serving_model(keras_resnets.portable(network),
                                                       preprocessing).save)
+            written[name] = path
+            continue
+        if served is None:
+            served = serving.serving_model(network, preprocessing)
+            # Keras' ONNX exporter refuses a model that was never called.
+            served(np.zeros((1, *preprocessing.image_size, preprocessing.channels), "float32"))
+        if name == "saved_model":
+            _replace_folder(path, lambda temp: served.export(temp, verbose=False))
         else:
-            served = served or serving.serving_model(network, preprocessing)
-            if name == "saved_model":
-                _replace_folder(path, lambda temp: served.export(temp, verbose=False))
-            else:
-                _replace_file(path, lambda temp: _convert(served, temp, name))
+            _replace_file(path, lambda temp: _convert(served, temp, name))
         written[name] = path
     return written
 
@@ -113,7 +119,8 @@ def _convert(model, path, format_name):
         raise
     except Exception as error:  # noqa: BLE001 (converters raise many kinds of error)
         lines = str(error).strip().splitlines()
-        raise ExportError(format_name, lines[0] if lines else type(error).__name__) from error
+        raise ExportError(format_name, lines[0].rstrip(".") if lines else
+                          type(error).__name__) from error
 
 
 def _replace_file(path, write):
