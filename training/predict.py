@@ -116,7 +116,7 @@ def predict(model, class_names: Sequence[str], paths: Sequence[str], top_k: int 
     >>> from training import serving
     >>> network = keras_resnets.ResNet(depth=8, stem="cifar", stage_widths=(4, 8, 16), classes=3)
     >>> model = serving.serving_model(network, serving.Preprocessing(
-    ...     (32, 32), 3, "fit", np.float32(1 / 255), np.float32(0)))
+    ...     (32, 32), 3, np.float32(1 / 255), np.float32(0), fit_size=(32, 32)))
     >>> path = os.path.join(tempfile.mkdtemp(), "grey.png")
     >>> tf.io.write_file(path, tf.io.encode_png(np.full((40, 30, 3), 128, np.uint8)))
     >>> [result] = predict(model, ["cat", "dog", "owl"], [path], top_k=2)

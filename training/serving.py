@@ -54,8 +54,14 @@ class Preprocessing:
     crop_fraction: Optional[float] = None
 
     def __post_init__(self):
+        for name in ("image_size", "fit_size"):
+            value = getattr(self, name)
+            if not (value is None and name == "fit_size" or isinstance(value, tuple) and len(
+                    value) == 2 and all(isinstance(n, int) and n > 0 for n in value)):
+                raise ValueError(f"{name} must be a (height, width) tuple of positive ints"
+                                 f"{' or None' if name == 'fit_size' else ''}; got {value!r}.")
         if self.crop_fraction is None:
-            if self.fit_size is None or tuple(self.fit_size) != tuple(self.image_size):
+            if self.fit_size != self.image_size:
                 raise ValueError("Without a crop_fraction, fit_size must be image_size "
                                  f"{tuple(self.image_size)}; got {self.fit_size!r}.")
         elif not 0 < self.crop_fraction <= 1:

@@ -115,6 +115,12 @@ def test_bad_preprocessing_is_named():
     with pytest.raises(ValueError, match=r"crop_fraction must be in \(0, 1\] or None; got "
                                          r"1\.5\."):
         serving.Preprocessing((16, 16), 3, one, zero, crop_fraction=1.5)
+    with pytest.raises(ValueError, match=r"image_size must be a \(height, width\) tuple of "
+                                         r"positive ints; got \[16, 16\]\."):
+        serving.Preprocessing([16, 16], 3, one, zero, fit_size=(16, 16))
+    with pytest.raises(ValueError, match=r"fit_size must be a \(height, width\) tuple of "
+                                         r"positive ints or None; got \(0, 16\)\."):
+        serving.Preprocessing((16, 16), 3, one, zero, fit_size=(0, 16), crop_fraction=0.5)
     preprocessing = serving.Preprocessing((32, 32), 3, one, zero, fit_size=(32, 32))
     with pytest.raises(ValueError, match=r"network takes \(16, 16\) images but preprocessing "
                                          r"gives \(32, 32\)\."):
