@@ -12,8 +12,8 @@ antialiasing) written out as two gathers and a linear interpolation per axis, ov
 window the pipeline takes. Keras' `Resizing` and `CenterCrop` layers cannot do it: `Resizing`
 crops before it resizes (the pipeline's CIFAR-style fit resizes first), and neither takes a crop
 proportional to the image (the ImageNet-style evaluation's centre 224/256 of the shorter side).
-On the same image the served model's network input equals the pipeline's evaluation image
-exactly (tested on TensorFlow, in `.keras` and SavedModel form; ONNX too).
+On the same image the served model's network input equals the pipeline's evaluation image bit
+for bit (tested on TensorFlow).
 """
 
 import dataclasses

@@ -876,7 +876,7 @@ class Trainer:
 
     def _clean_copy(self) -> keras.Model:
         """The trained model rebuilt outside the strategy (plain variables) in float32, for
-        the exports (ONNX and LiteRT need float32, and inference wants no loss scaling)."""
+        the exports: ONNX and LiteRT need float32, and mixed precision is a training choice."""
         self.sync_replicas()
         with runtime_lib.policy_scope("float32"):
             model = self.config.model.build(self.info.num_classes, self.info.image_shape)
