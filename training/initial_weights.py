@@ -1,0 +1,187 @@
+"""The first weights of a fine-tuning run (`FinetuneConfig.init_weights`).
+
+Three kinds of source:
+
+- a `training.fit` model directory: its best checkpoint (the latest before the first
+  evaluation, as `python -m training.evaluate` picks), read into the source run's own model
+  (built from its `config.json`), or its `model.keras` when it has no checkpoint;
+- a whole Keras model file (`.keras`, e.g. a `tuning.search --export_best` file);
+- a pretrained tag or weights file, read by `keras_resnets.load_weights`.
+
+The first two are copied layer by layer, by name. Every layer with weights must be in both models
+with the same weight shapes, except the classifier (`predictions`): when the class counts differ
+(or the source has none) it keeps its fresh initialisation, and the result says so. Anything else
+that differs is one `ValueError` naming the first layer that does.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+import numpy as np
+
+from training.finetune import CLASSIFIER, is_local
+
+
+@dataclasses.dataclass(frozen=True)
+class Initialization:
+    """Where a model's first weights came from.
+
+    Args:
+        source: str. The `init_weights` setting.
+        path: str. What was read: the checkpoint or file path, or the pretrained tag.
+        source_classes: int or `None`. The source's class count (`None` without a classifier).
+        classifier_reinitialized: bool. Whether the classifier kept its fresh initialisation.
+    """
+
+    source: str
+    path: str
+    source_classes: Optional[int]
+    classifier_reinitialized: bool
+
+    def line(self, classes: int) -> str:
+        """One log line, e.g. `Initialised from runs/a/best/ckpt-40; the classifier is
+        re-initialised (5 classes there, 10 here).`."""
+        line = f"Initialised from {self.path}"
+        if self.classifier_reinitialized:
+            there = ("the source has no classifier" if self.source_classes is None
+                     else f"{self.source_classes} classes there, {classes} here")
+            line += f"; the classifier is re-initialised ({there})"
+        return line + "."
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def load(model, source: str, model_config=None) -> Initialization:
+    """Sets `model`'s weights from `source` (a model directory, a `.keras` file, a weights
+    file or a pretrained tag; see the module docstring).
+
+    Args:
+        model: `keras.Model` built by keras_resnets, with its classifier.
+        source: str. The `init_weights` setting.
+        model_config: `training.config.ModelConfig` of `model` (names the model in errors).
+
+    Returns:
+        An `Initialization`.
+
+    Raises:
+        ValueError: the source cannot be read, or its model differs from `model` in more than
+            the classifier's class count; the message names `init_weights` and the layer.
+    """
+    path = os.path.expanduser(source)
+    if os.path.isdir(path):
+        source_model, read = _run_directory(path, model)
+    elif path.endswith(".keras") and os.path.isfile(path):
+        source_model, read = _keras_file(path), path
+    else:
+        return _pretrained(model, source)
+    classes = copy_by_name(source_model, model, f"init_weights={source!r}")
+    return Initialization(source, read, classes,
+                          classes != _classes(model))
+
+
+def _classes(model) -> int:
+    return int(model.get_layer(CLASSIFIER).kernel.shape[-1])
+
+
+def _run_directory(path, model):
+    """The model of a `training.fit` run directory with its best weights, and what was read."""
+    from training import evaluate
+
+    where = f"init_weights={path!r}"
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{where} is a directory without config.json: not a training.fit "
+                         "model directory.")
+    config = evaluate.load_config(path)
+    try:
+        checkpoint = evaluate.find_checkpoint(path, "best")
+    except ValueError:
+        model_file = os.path.join(path, "model.keras")
+        if os.path.isfile(model_file):
+            return _keras_file(model_file), model_file
+        raise ValueError(f"{where} has neither a checkpoint nor a model.keras to start from."
+                         ) from None
+    import tensorflow as tf
+
+    # The classifier's kernel is the only matrix of a ResNet (its optimizer slots share its
+    # shape); checkpoint keys follow the object graph, so go by shape.
+    reader = tf.train.load_checkpoint(checkpoint)
+    kernels = {tuple(shape) for shape in reader.get_variable_to_shape_map().values()
+               if len(shape) == 2}
+    if len(kernels) != 1:
+        raise ValueError(f"{where}: the checkpoint {checkpoint} holds {len(kernels)} kinds of "
+                         "dense kernels, not a classifier's one.")
+    source = config.model.build(kernels.pop()[1], model.input_shape[1:])
+    status = tf.train.Checkpoint(model=source).restore(checkpoint).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ValueError(f"{where}: the checkpoint {checkpoint} does not hold the model its "
+                         f"config.json describes ({str(error).splitlines()[0]}).") from None
+    return source, checkpoint
+
+
+def _keras_file(path):
+    import keras
+
+    import keras_resnets  # noqa: F401 (registers the package's layers for loading)
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"init_weights={path!r} is not a readable Keras model file "
+                         f"({type(error).__name__}: {str(error).splitlines()[0]}).") from None
+
+
+def copy_by_name(source, model, where: str) -> Optional[int]:
+    """Copies every layer's weights from `source` to `model` by layer name, except a
+    classifier of another class count, and returns the source's class count (`None` without a
+    classifier).
+
+    Raises:
+        ValueError: a layer with weights is missing from either model, or its weights have
+            other shapes (one line naming the layer, starting with `where`).
+    """
+    theirs = {layer.name: layer for layer in source.layers if layer.weights}
+    ours = {layer.name: layer for layer in model.layers if layer.weights}
+    head = theirs.get(CLASSIFIER)
+    source_classes = None if head is None else int(head.weights[0].shape[-1])
+    extra = [name for name in theirs if name not in ours]
+    if extra:
+        raise ValueError(f"{where}: layer {extra[0]} of the source ({source.name}) is not in "
+                         f"this model ({model.name}); the models differ.")
+    for name, layer in ours.items():
+        other = theirs.get(name)
+        if other is None:
+            if name == CLASSIFIER:
+                continue
+            raise ValueError(f"{where}: layer {name} of this model ({model.name}) is not in the "
+                             f"source ({source.name}); the models differ.")
+        shapes = [tuple(w.shape) for w in layer.weights]
+        their_shapes = [tuple(w.shape) for w in other.weights]
+        if name == CLASSIFIER and source_classes != _classes(model) and [
+                s[:-1] for s in shapes] == [s[:-1] for s in their_shapes]:
+            continue  # another class count: keep the fresh classifier
+        if shapes != their_shapes:
+            raise ValueError(f"{where}: layer {name} has weights of shape {_shapes(their_shapes)}"
+                             f" in the source ({source.name}) and {_shapes(shapes)} in this "
+                             f"model ({model.name}); the models differ.")
+    for name, layer in ours.items():
+        if name in theirs and not (name == CLASSIFIER and source_classes != _classes(model)):
+            layer.set_weights([np.asarray(w) for w in theirs[name].get_weights()])
+    return source_classes
+
+
+def _shapes(shapes):
+    return ", ".join(str(shape) for shape in shapes)
+
+
+def _pretrained(model, source: str) -> Initialization:
+    """A pretrained tag or a weights file, through `keras_resnets.load_weights`."""
+    import keras_resnets
+
+    if not is_local(source) and not hasattr(keras_resnets, "load_weights"):
+        raise ValueError(f"init_weights={source!r}: no such file or directory.")
+    keras_resnets.load_weights(model, os.path.expanduser(source))
+    return Initialization(source, source, _classes(model), False)
