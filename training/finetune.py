@@ -243,14 +243,12 @@ def resolve(experiment) -> Tuple[Any, List[str]]:
         `(experiment, notes)`.
 
     Raises:
-        ValueError: an unknown tag or a missing path (naming `init_weights`), or a conflicting
-            `layer_config`.
+        ValueError: an unknown tag (naming `init_weights`) or a conflicting `layer_config`.
     """
     source = experiment.finetune.init_weights
-    if source is None or is_local(source):
+    # Paths are read only when a run starts (a resumed run needs no source).
+    if source is None or is_local(source) or looks_like_path(source):
         return experiment, []
-    if looks_like_path(source):
-        raise ValueError(f"init_weights={source!r}: no such file or directory.")
     import keras_resnets
     from keras_resnets import registry
 

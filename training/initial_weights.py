@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from training.finetune import CLASSIFIER, is_local
+from training.finetune import CLASSIFIER, is_local, looks_like_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,8 @@ def load(model, source: str, model_config=None) -> Initialization:
             the classifier's class count; the message names `init_weights` and the layer.
     """
     path = os.path.expanduser(source)
+    if not os.path.exists(path) and looks_like_path(source):
+        raise ValueError(f"init_weights={source!r}: no such file or directory.")
     if os.path.isdir(path):
         source_model, read = _run_directory(path, model)
     elif path.endswith(".keras") and os.path.isfile(path):

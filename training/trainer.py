@@ -48,10 +48,9 @@ import numpy as np
 import tensorflow as tf
 
 from training import finetune as finetune_lib
-from training import initial_weights
+from training import initial_weights, schedules
 from training import outputs as outputs_lib
 from training import runtime as runtime_lib
-from training import schedules
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
 from training.images import CorruptImageError
