@@ -11,6 +11,7 @@ from keras_resnets.builder import ResNet, resolve_architecture
 from keras_resnets.config import LayerConfig
 from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
 from keras_resnets.portable import portable
+from keras_resnets.pretrained import load_weights
 from keras_resnets.profile import ModelProfile, model_table, profile
 from keras_resnets.registry import (
     Plain18,
@@ -90,6 +91,7 @@ __all__ = [
     "GroupedConv2D",
     "get_model",
     "list_models",
+    "load_weights",
     "model_arguments",
     "model_table",
     "portable",

@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Tuple
 import keras
 
 from keras_resnets import config as config_lib
+from keras_resnets import pretrained
 from keras_resnets.blocks import (
     BLOCKS,
     ORDERINGS,
@@ -354,7 +355,7 @@ def ResNet(
     model = keras.Model(source, x, name=name)
     if weights is not None:
         try:
-            model.load_weights(weights)
+            pretrained.load_weights(model, weights)
         except ValueError as error:
             raise ValueError(
                 f"weights={str(weights)!r} does not fit model '{name}' built with "

@@ -17,8 +17,9 @@ from tests.conftest import REPO_ROOT, registered_model
 
 MODULES = ["keras_resnets", "keras_resnets.blocks", "keras_resnets.builder",
            "keras_resnets.config", "keras_resnets.layers", "keras_resnets.port",
-           "keras_resnets.portable",
-           "keras_resnets.profile", "keras_resnets.registry", "keras_resnets.specs"]
+           "keras_resnets.portable", "keras_resnets.pretrained",
+           "keras_resnets.profile", "keras_resnets.registry", "keras_resnets.specs",
+           "keras_resnets.torch_files", "keras_resnets.weight_files"]
 README = pathlib.Path(REPO_ROOT, "README.md").read_text()
 
 
