@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from training.finetune import CLASSIFIER, is_local, looks_like_path
+from training.finetune import CLASSIFIER, looks_like_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,10 +180,19 @@ def _shapes(shapes):
 
 
 def _pretrained(model, source: str) -> Initialization:
-    """A pretrained tag or a weights file, through `keras_resnets.load_weights`."""
+    """A weights file (or, later, a pretrained tag) through `keras_resnets.load_weights`; the
+    file's classifier is used when its class count is the model's."""
     import keras_resnets
+    from keras_resnets import weight_files
 
-    if not is_local(source) and not hasattr(keras_resnets, "load_weights"):
-        raise ValueError(f"init_weights={source!r}: no such file or directory.")
-    keras_resnets.load_weights(model, os.path.expanduser(source))
-    return Initialization(source, source, _classes(model), False)
+    path = os.path.expanduser(source)
+    where = f"init_weights={source!r}"
+    try:
+        arrays = weight_files.read(path, model).arrays
+        head = arrays.get(CLASSIFIER)
+        classes = None if head is None else int(np.shape(head[0])[-1])
+        skip = classes != _classes(model)
+        keras_resnets.load_weights(model, path, skip_classifier=skip)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{where}: {error}") from None
+    return Initialization(source, path, classes, skip)

@@ -206,6 +206,51 @@ def test_a_keras_file_gives_its_weights(source_run, tmp_path):
                 np.testing.assert_array_equal(mine, theirs, err_msg=layer.name)
 
 
+@pytest.mark.parametrize("classes", [3, 4])
+def test_a_weights_file_gives_its_weights_and_a_classifier_of_the_same_classes(tmp_path,
+                                                                                  classes):
+    source = keras_resnets.get_model("resnet20", **TINY_MODEL, classes=4, input_shape=(8, 8, 3))
+    path = str(tmp_path / "tiny.weights.h5")
+    source.save_weights(path)
+    started = tiny_trainer(num_classes=classes, init_weights=path)
+    for layer in started.model.layers:
+        if layer.weights and (layer.name != "predictions" or classes == 4):
+            theirs = source.get_layer(layer.name).get_weights()
+            for mine, their in zip(layer.get_weights(), theirs):
+                np.testing.assert_array_equal(mine, their, err_msg=layer.name)
+    state = json.loads(started._state.numpy().decode())
+    assert state["initialization"] == {"source": path, "path": path, "source_classes": 4,
+                                       "classifier_reinitialized": classes != 4}
+
+
+def test_a_torchvision_state_dict_starts_a_resnet18_on_other_classes(tmp_path):
+    torch = pytest.importorskip("torch")
+    from bench import torch_resnets
+
+    module = torch_resnets.resnet(18)
+    path = str(tmp_path / "resnet18.pth")
+    torch.save(module.state_dict(), path)
+    started = trainer.Trainer(
+        experiment(model="resnet18", model_overrides={}, init_weights=path),
+        pipeline=fakes.FakePipeline(image_size=32, num_classes=5))
+    np.testing.assert_array_equal(
+        started.model.get_layer("conv5_block2_2_conv").kernel.numpy(),
+        module.layer4[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0))
+    assert json.loads(started._state.numpy().decode())["initialization"] == {
+        "source": path, "path": path, "source_classes": 1000, "classifier_reinitialized": True}
+
+
+def test_a_weights_file_of_another_model_is_named(tmp_path):
+    path = str(tmp_path / "wide.weights.h5")
+    keras_resnets.get_model("resnet20", **dict(TINY_MODEL, stage_widths=(4, 8, 32)), classes=4,
+                            input_shape=(8, 8, 3)).save_weights(path)
+    with pytest.raises(ValueError) as error:
+        tiny_trainer(init_weights=path)
+    assert str(error.value).startswith(
+        f"init_weights={path!r}: The weights in {path} (keras layout) do not fit model "
+        "'resnet8_widths4-8-16': layer 'conv4_block1_1_conv' has weight shapes")
+
+
 @pytest.mark.parametrize("model, message", [
     ({"model_overrides": dict(TINY_MODEL, stage_widths=(4, 8, 32))},
      "layer conv4_block1_1_conv has weights of shape (3, 3, 8, 16) in the source "
