@@ -547,10 +547,12 @@ _LARGE_BATCH = dict(
 # Fine-tuning an ImageNet ResNet-50 on a user's image folder (--dataset=PATH) at 224 px, after
 # the transfer recipes of Kolesnikov et al. 2020 (BiT-HyperRule: SGD with momentum, a low
 # learning rate, a short schedule with warmup) and Kornblith et al. 2019 (label smoothing, a
-# new classifier): pretrained weights, 10 epochs of cosine decay after a 1-epoch warmup, a 10x
-# learning rate for the new classifier, kernels-only weight decay, scale augmentation.
+# new classifier): torchvision's ImageNet weights (its default, IMAGENET1K_V2: 80.9% top-1,
+# against 74.9% for keras.applications' "imagenet"), 10 epochs of cosine decay after a 1-epoch
+# warmup, a 10x learning rate for the new classifier, kernels-only weight decay, scale
+# augmentation (images of any size are resized and cropped to 224).
 _FINETUNE = dict(
-    model="resnet50", init_weights="imagenet", image_size=224, augmentation="imagenet",
+    model="resnet50", init_weights="torchvision", image_size=224, augmentation="imagenet",
     global_batch_size=64, learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
     decay_bn_and_bias=False, label_smoothing=0.1, schedule="cosine", warmup_epochs=1.0,
     epochs=10, head_lr_multiplier=10.0,

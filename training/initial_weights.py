@@ -29,7 +29,8 @@ class Initialization:
 
     Args:
         source: str. The `init_weights` setting.
-        path: str. What was read: the checkpoint or file path, or the pretrained tag.
+        path: str. What was read: the checkpoint or file path, or for a pretrained tag its
+            model, tag and file name (`"resnet50 tv2_in1k weights (resnet50-11ad3fa6.pth)"`).
         source_classes: int or `None`. The source's class count (`None` without a classifier).
         classifier_reinitialized: bool. Whether the classifier kept its fresh initialisation.
     """
@@ -180,13 +181,21 @@ def _shapes(shapes):
 
 
 def _pretrained(model, source: str) -> Initialization:
-    """A weights file (or, later, a pretrained tag) through `keras_resnets.load_weights`; the
-    file's classifier is used when its class count is the model's."""
+    """A weights file or a pretrained tag, through `keras_resnets.load_weights`; the source's
+    classifier is used when its class count is the model's."""
     import keras_resnets
     from keras_resnets import weight_files
 
     path = os.path.expanduser(source)
     where = f"init_weights={source!r}"
+    if not os.path.isfile(path):
+        entry = keras_resnets.weight_entry(model.name, source)
+        skip = entry.classes != _classes(model)
+        keras_resnets.load_weights(model, source, skip_classifier=skip)
+        if entry.preprocessing.mode == "caffe":
+            _bgr_to_rgb(model)
+        return Initialization(source, f"{entry.model} {entry.tag} weights ({entry.file_name})",
+                              entry.classes, skip)
     try:
         arrays = weight_files.read(path, model).arrays
         head = arrays.get(CLASSIFIER)
@@ -196,3 +205,14 @@ def _pretrained(model, source: str) -> Initialization:
     except (OSError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
     return Initialization(source, path, classes, skip)
+
+
+def _bgr_to_rgb(model):
+    """Caffe-mode weights (keras.applications' ResNet50/101/152) expect BGR images minus the
+    BGR means. Reversing the input channels of the first convolution makes the same network
+    take RGB images minus the RGB means, which `training.data`'s `"caffe"` normalisation gives
+    (and which an export expresses as a mean and a standard deviation); the outputs are equal,
+    zero padding included."""
+    layer = model.get_layer("conv1_conv")
+    kernel, *rest = layer.get_weights()
+    layer.set_weights([kernel[:, :, ::-1, :], *rest])

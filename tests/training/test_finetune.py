@@ -374,7 +374,7 @@ def test_the_config_round_trips_and_old_configs_read_without_finetune():
 def test_the_finetune_recipe():
     recipe = config.recipe("finetune", dataset="/data/photos")
     assert recipe.model.name == "resnet50"
-    assert recipe.finetune == FinetuneConfig(init_weights="imagenet", head_lr_multiplier=10.0)
+    assert recipe.finetune == FinetuneConfig(init_weights="torchvision", head_lr_multiplier=10.0)
     assert (recipe.data.image_size, recipe.data.augmentation, recipe.data.normalization) == (
         224, "imagenet", "auto")
     optimization = recipe.optimization
