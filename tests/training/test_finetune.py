@@ -12,8 +12,8 @@ import keras_resnets
 from tests.training import fakes
 from tests.training.conftest import TINY_MODEL, run_cli, tiny_settings
 from tests.training.test_fit import parse
-from training import config, finetune, fit, initial_weights, trainer
-from training.data import DataConfig, Pipeline
+from training import config, evaluate, finetune, fit, initial_weights, trainer
+from training.data import FIXED_STATISTICS, DataConfig, Pipeline
 from training.finetune import FinetuneConfig
 
 
@@ -323,9 +323,28 @@ def test_the_run_logs_and_records_its_start_and_a_resumed_run_ignores_init_weigh
             in out.splitlines())
     assert result.results["initialization"] == start
     assert result.results["steps"] == 16
+    # Evaluating the run needs no source either.
+    metrics = evaluate.evaluate(target, pipeline=fakes.FakePipeline(num_classes=3))
+    assert metrics["accuracy"] == pytest.approx(result.results["best_test_accuracy"])
 
 
 # ------------------------------------------------------------------ normalisation, flags, recipe
+
+
+def test_caffe_weights_take_rgb_images_once_the_first_convolution_is_reversed():
+    model = keras_resnets.get_model("resnet18", layer_config="keras_applications", classes=3,
+                                    input_shape=(32, 32, 3), classifier_activation=None)
+    rng = np.random.default_rng(1)
+    for weight in model.weights:  # batch norms that are not identities, biases that are not 0
+        if not weight.path.endswith("kernel"):
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+    rgb = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    mean = np.array(FIXED_STATISTICS["caffe"][0], "float32")
+    bgr_output = np.asarray(model(rgb[..., ::-1] - mean[::-1]))  # keras.applications' caffe mode
+    initial_weights._bgr_to_rgb(model)
+    rgb_output = np.asarray(model(rgb - mean))
+    np.testing.assert_allclose(rgb_output, bgr_output, rtol=1e-4)
+    assert np.abs(bgr_output).max() > 0
 
 
 def test_fixed_normalisations_use_their_statistics_in_pixel_units():

@@ -28,7 +28,8 @@ def run(dataset, model_dir, train_examples, epochs, **settings):
     experiment = config.recipe(
         "cifar10_resnet20", dataset=dataset, validation_images=0,
         max_train_examples=train_examples, max_test_examples=1_000, global_batch_size=64,
-        epochs=epochs, model_dir=model_dir, save_model=False, verbose=2, **settings)
+        epochs=epochs, model_dir=model_dir, save_model=False, verbose=2, deterministic=True,
+        **settings)
     return trainer.run(experiment).results
 
 
@@ -39,9 +40,11 @@ def test_a_resnet20_fine_tuned_from_other_classes_beats_one_from_scratch(tmp_pat
     first = five_classes(tmp_path / "first", FIRST)
     second = five_classes(tmp_path / "second", SECOND)
     source = str(tmp_path / "source")
-    pretrained = run(first, source, 7_500, 2)
-    finetuned = run(second, str(tmp_path / "finetuned"), 2_500, 2, init_weights=source)
-    scratch = run(second, str(tmp_path / "scratch"), 2_500, 2)
+    pretrained = run(first, source, 10_000, 2)
+    # Both runs at a fine-tuning learning rate (the recipe's 0.1 would wash the features out).
+    finetuned = run(second, str(tmp_path / "finetuned"), 2_500, 2, learning_rate=0.02,
+                    init_weights=source)
+    scratch = run(second, str(tmp_path / "scratch"), 2_500, 2, learning_rate=0.02)
     print(f"source {pretrained['final_test_accuracy']:.4f}, fine-tuned "
           f"{finetuned['final_test_accuracy']:.4f}, scratch {scratch['final_test_accuracy']:.4f}")
     assert finetuned["initialization"]["classifier_reinitialized"] is False  # 5 and 5 classes
