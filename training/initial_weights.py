@@ -9,14 +9,18 @@ Three kinds of source:
 - a pretrained tag or weights file, read by `keras_resnets.load_weights`.
 
 The first two are copied layer by layer, by name. Every layer with weights must be in both models
-with the same weight shapes, except the classifier (`predictions`): when the class counts differ
-(or the source has none) it keeps its fresh initialisation, and the result says so. Anything else
-that differs is one `ValueError` naming the first layer that does.
+with the same weight shapes, except the classifier (`predictions`). It is copied only when it
+classifies the same classes: it keeps its fresh initialisation (and the result says so) when
+the source has none, another number of classes, or, for a model directory, other class names
+(its `results.json` records them): a classifier of other classes starts the new run with
+confidently wrong answers. Anything else that differs is one `ValueError` naming the first
+layer that does.
 """
 
 import dataclasses
+import json
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -33,35 +37,37 @@ class Initialization:
             model, tag and file name (`"resnet50 tv2_in1k weights (resnet50-11ad3fa6.pth)"`).
         source_classes: int or `None`. The source's class count (`None` without a classifier).
         classifier_reinitialized: bool. Whether the classifier kept its fresh initialisation.
+        reason: str. Why it did (`"10 classes there, 5 here"`, `"the source has no
+            classifier"`, `"other classes there: ..."`), or `""`.
     """
 
     source: str
     path: str
     source_classes: Optional[int]
     classifier_reinitialized: bool
+    reason: str = ""
 
-    def line(self, classes: int) -> str:
+    def line(self) -> str:
         """One log line, e.g. `Initialised from runs/a/best/ckpt-40; the classifier is
-        re-initialised (5 classes there, 10 here).`."""
+        re-initialised (10 classes there, 5 here).`."""
         line = f"Initialised from {self.path}"
         if self.classifier_reinitialized:
-            there = ("the source has no classifier" if self.source_classes is None
-                     else f"{self.source_classes} classes there, {classes} here")
-            line += f"; the classifier is re-initialised ({there})"
+            line += f"; the classifier is re-initialised ({self.reason})"
         return line + "."
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
 
-def load(model, source: str, model_config=None) -> Initialization:
+def load(model, source: str, class_names: Optional[Sequence[str]] = None) -> Initialization:
     """Sets `model`'s weights from `source` (a model directory, a `.keras` file, a weights
     file or a pretrained tag; see the module docstring).
 
     Args:
         model: `keras.Model` built by keras_resnets, with its classifier.
         source: str. The `init_weights` setting.
-        model_config: `training.config.ModelConfig` of `model` (names the model in errors).
+        class_names: the classes of `model`'s outputs, if known; a model directory of other
+            classes then gets no say in the classifier.
 
     Returns:
         An `Initialization`.
@@ -73,19 +79,46 @@ def load(model, source: str, model_config=None) -> Initialization:
     path = os.path.expanduser(source)
     if not os.path.exists(path) and looks_like_path(source):
         raise ValueError(f"init_weights={source!r}: no such file or directory.")
+    source_names = None
     if os.path.isdir(path):
         source_model, read = _run_directory(path, model)
+        source_names = _class_names(path)
     elif path.endswith(".keras") and os.path.isfile(path):
         source_model, read = _keras_file(path), path
     else:
         return _pretrained(model, source)
-    classes = copy_by_name(source_model, model, f"init_weights={source!r}")
-    return Initialization(source, read, classes,
-                          classes != _classes(model))
+    head = source_model.get_layer(CLASSIFIER) if CLASSIFIER in [
+        layer.name for layer in source_model.layers] else None
+    classes = None if head is None else int(head.kernel.shape[-1])
+    reason = _classifier_differs(classes, _classes(model), source_names, class_names)
+    copy_by_name(source_model, model, f"init_weights={source!r}", classifier=not reason)
+    return Initialization(source, read, classes, bool(reason), reason)
 
 
 def _classes(model) -> int:
     return int(model.get_layer(CLASSIFIER).kernel.shape[-1])
+
+
+def _classifier_differs(source_classes, classes, source_names=None, names=None) -> str:
+    """Why the source's classifier does not fit (`""` when it does)."""
+    if source_classes is None:
+        return "the source has no classifier"
+    if source_classes != classes:
+        return f"{source_classes} classes there, {classes} here"
+    if source_names is not None and names is not None and list(source_names) != list(names):
+        shown = ", ".join(source_names[:5]) + (", ..." if len(source_names) > 5 else "")
+        return f"other classes there: {shown}"
+    return ""
+
+
+def _class_names(run_dir) -> Optional[list]:
+    """The class names a run's `results.json` records, or `None`."""
+    try:
+        with open(os.path.join(run_dir, "results.json")) as file:
+            names = json.load(file).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return names if isinstance(names, list) else None
 
 
 def _run_directory(path, model):
@@ -137,10 +170,9 @@ def _keras_file(path):
                          f"({type(error).__name__}: {str(error).splitlines()[0]}).") from None
 
 
-def copy_by_name(source, model, where: str) -> Optional[int]:
-    """Copies every layer's weights from `source` to `model` by layer name, except a
-    classifier of another class count, and returns the source's class count (`None` without a
-    classifier).
+def copy_by_name(source, model, where: str, classifier: bool = True) -> None:
+    """Copies every layer's weights from `source` to `model` by layer name; the classifier
+    only with `classifier` (its class count may then differ).
 
     Raises:
         ValueError: a layer with weights is missing from either model, or its weights have
@@ -148,8 +180,6 @@ def copy_by_name(source, model, where: str) -> Optional[int]:
     """
     theirs = {layer.name: layer for layer in source.layers if layer.weights}
     ours = {layer.name: layer for layer in model.layers if layer.weights}
-    head = theirs.get(CLASSIFIER)
-    source_classes = None if head is None else int(head.weights[0].shape[-1])
     extra = [name for name in theirs if name not in ours]
     if extra:
         raise ValueError(f"{where}: layer {extra[0]} of the source ({source.name}) is not in "
@@ -163,17 +193,16 @@ def copy_by_name(source, model, where: str) -> Optional[int]:
                              f"source ({source.name}); the models differ.")
         shapes = [tuple(w.shape) for w in layer.weights]
         their_shapes = [tuple(w.shape) for w in other.weights]
-        if name == CLASSIFIER and source_classes != _classes(model) and [
-                s[:-1] for s in shapes] == [s[:-1] for s in their_shapes]:
-            continue  # another class count: keep the fresh classifier
+        if name == CLASSIFIER and not classifier:  # only the class count may differ
+            shapes, their_shapes = [s[:-1] for s in shapes], [s[:-1] for s in their_shapes]
         if shapes != their_shapes:
-            raise ValueError(f"{where}: layer {name} has weights of shape {_shapes(their_shapes)}"
-                             f" in the source ({source.name}) and {_shapes(shapes)} in this "
-                             f"model ({model.name}); the models differ.")
+            raise ValueError(f"{where}: layer {name} has weights of shape "
+                             f"{_shapes(their_shapes)} in the source ({source.name}) and "
+                             f"{_shapes(shapes)} in this model ({model.name}); the models "
+                             "differ.")
     for name, layer in ours.items():
-        if name in theirs and not (name == CLASSIFIER and source_classes != _classes(model)):
+        if name in theirs and (classifier or name != CLASSIFIER):
             layer.set_weights([np.asarray(w) for w in theirs[name].get_weights()])
-    return source_classes
 
 
 def _shapes(shapes):
@@ -190,21 +219,21 @@ def _pretrained(model, source: str) -> Initialization:
     where = f"init_weights={source!r}"
     if not os.path.isfile(path):
         entry = keras_resnets.weight_entry(model.name, source)
-        skip = entry.classes != _classes(model)
-        keras_resnets.load_weights(model, source, skip_classifier=skip)
+        reason = _classifier_differs(entry.classes, _classes(model))
+        keras_resnets.load_weights(model, source, skip_classifier=bool(reason))
         if entry.preprocessing.mode == "caffe":
             _bgr_to_rgb(model)
         return Initialization(source, f"{entry.model} {entry.tag} weights ({entry.file_name})",
-                              entry.classes, skip)
+                              entry.classes, bool(reason), reason)
     try:
         arrays = weight_files.read(path, model).arrays
         head = arrays.get(CLASSIFIER)
         classes = None if head is None else int(np.shape(head[0])[-1])
-        skip = classes != _classes(model)
-        keras_resnets.load_weights(model, path, skip_classifier=skip)
+        reason = _classifier_differs(classes, _classes(model))
+        keras_resnets.load_weights(model, path, skip_classifier=bool(reason))
     except (OSError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from None
-    return Initialization(source, path, classes, skip)
+    return Initialization(source, path, classes, bool(reason), reason)
 
 
 def _bgr_to_rgb(model):

@@ -284,7 +284,8 @@ class Trainer:
         self._resumed_from = self._restore()
         if self._resumed_from is None and config.finetune.init_weights:
             with self.runtime.strategy.scope():
-                start = initial_weights.load(self.model, config.finetune.init_weights)
+                start = initial_weights.load(self.model, config.finetune.init_weights,
+                                             self.info.class_names)
             state = json.loads(self._state.numpy().decode())
             self._state.assign(json.dumps(dict(state, initialization=start.to_dict())))
 
@@ -509,7 +510,7 @@ class Trainer:
             lines.append(f"init_weights={settings.init_weights!r} is ignored: the run resumes "
                          "from its own checkpoint.")
         elif start:
-            lines.append(initial_weights.Initialization(**start).line(self.info.num_classes))
+            lines.append(initial_weights.Initialization(**start).line())
         if self.freezing.frozen_parameters:
             lines.append(self.freezing.line())
         return lines
@@ -628,6 +629,7 @@ class Trainer:
             "frozen_groups": list(self.freezing.frozen_groups),
             "initialization": state.get("initialization"),
             "dataset": self.info.name,
+            "class_names": list(self.info.class_names),
             "epochs": len(rows),
             "epochs_planned": self.epochs,
             "steps": int(self.step.numpy()),

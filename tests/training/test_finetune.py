@@ -1,6 +1,7 @@
 """Fine-tuning: frozen groups and batch norms, the head's learning rate, first weights from a
 model directory or a .keras file, the fixed normalisations, the flags and the recipe."""
 
+import dataclasses
 import json
 import os
 
@@ -183,7 +184,8 @@ def test_a_model_directory_gives_every_weight_but_a_classifier_of_other_classes(
     assert loaded["predictions/kernel"].shape == (16, 3)
     state = json.loads(started._state.numpy().decode())
     assert state["initialization"] == {"source": model_dir, "path": best, "source_classes": 4,
-                                       "classifier_reinitialized": True}
+                                       "classifier_reinitialized": True,
+                                       "reason": "4 classes there, 3 here"}
 
 
 def test_the_same_class_count_keeps_the_classifier_too(source_run):
@@ -192,6 +194,35 @@ def test_the_same_class_count_keeps_the_classifier_too(source_run):
     loaded = weights_by_path(tiny_trainer(num_classes=4, init_weights=model_dir).model)
     for path, value in loaded.items():
         np.testing.assert_array_equal(value, expected[path], err_msg=path)
+
+
+def test_a_run_of_other_classes_gets_no_say_in_the_classifier(source_run):
+    model_dir, best = source_run
+    pipeline = fakes.FakePipeline(num_classes=4)
+    names = ("cat", "dog", "frog", "horse")
+    pipeline.info = dataclasses.replace(pipeline.info, class_names=names)
+    keras.utils.set_random_seed(0)
+    fresh = tiny_trainer().model.get_layer("predictions").get_weights()
+    keras.utils.set_random_seed(0)
+    started = trainer.Trainer(experiment(init_weights=model_dir), pipeline=pipeline)
+    for mine, want in zip(started.model.get_layer("predictions").get_weights(), fresh):
+        np.testing.assert_array_equal(mine, want)
+    state = json.loads(started._state.numpy().decode())["initialization"]
+    assert (state["classifier_reinitialized"], state["reason"]) == (
+        True, "other classes there: class0, class1, class2, class3")
+
+
+def test_a_source_without_a_classifier_gives_the_rest(tmp_path, capsys):
+    path = str(tmp_path / "backbone.keras")
+    backbone = keras_resnets.get_model("resnet20", **TINY_MODEL, include_top=False,
+                                       input_shape=(8, 8, 3))
+    backbone.save(path)
+    run = tiny_trainer(init_weights=path, verbose=2, total_steps=1, epochs=None)
+    np.testing.assert_array_equal(run.model.get_layer("conv4_block1_2_conv").kernel.numpy(),
+                                  backbone.get_layer("conv4_block1_2_conv").kernel.numpy())
+    run.fit()
+    assert (f"Initialised from {path}; the classifier is re-initialised (the source has no "
+            "classifier).") in capsys.readouterr().out.splitlines()
 
 
 def test_a_keras_file_gives_its_weights(source_run, tmp_path):
@@ -220,7 +251,8 @@ def test_a_weights_file_gives_its_weights_and_a_classifier_of_the_same_classes(t
                 np.testing.assert_array_equal(mine, their, err_msg=layer.name)
     state = json.loads(started._state.numpy().decode())
     assert state["initialization"] == {"source": path, "path": path, "source_classes": 4,
-                                       "classifier_reinitialized": classes != 4}
+                                       "classifier_reinitialized": classes != 4,
+                                       "reason": "4 classes there, 3 here" if classes == 3 else ""}
 
 
 def test_a_torchvision_state_dict_starts_a_resnet18_on_other_classes(tmp_path):
@@ -237,7 +269,8 @@ def test_a_torchvision_state_dict_starts_a_resnet18_on_other_classes(tmp_path):
         started.model.get_layer("conv5_block2_2_conv").kernel.numpy(),
         module.layer4[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0))
     assert json.loads(started._state.numpy().decode())["initialization"] == {
-        "source": path, "path": path, "source_classes": 1000, "classifier_reinitialized": True}
+        "source": path, "path": path, "source_classes": 1000, "classifier_reinitialized": True,
+        "reason": "1000 classes there, 5 here"}
 
 
 def test_a_weights_file_of_another_model_is_named(tmp_path):
@@ -307,7 +340,7 @@ def test_the_run_logs_and_records_its_start_and_a_resumed_run_ignores_init_weigh
     with open(os.path.join(target, "results.json")) as file:
         results = json.load(file)
     start = {"source": model_dir, "path": best, "source_classes": 4,
-             "classifier_reinitialized": True}
+             "classifier_reinitialized": True, "reason": "4 classes there, 3 here"}
     assert (results["initialization"], results["frozen_groups"], results["frozen_parameters"],
             results["trainable_parameters"]) == (start, ["stem", "stage1"], 420, 4467)
     assert results["config"]["finetune"] == {
@@ -414,7 +447,3 @@ def test_the_command_line_names_a_mismatch_in_one_line_with_exit_code_2(source_r
         "in this model (resnet8_widths4-8-32); the models differ.\n")
 
 
-def test_initialization_line_without_a_source_classifier():
-    start = initial_weights.Initialization("a.keras", "a.keras", None, True)
-    assert start.line(5) == ("Initialised from a.keras; the classifier is re-initialised (the "
-                             "source has no classifier).")
