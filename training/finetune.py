@@ -39,9 +39,10 @@ class FinetuneConfig:
             (`"imagenet"`, `"torchvision"`, ... from `keras_resnets.list_weights()`), a weights
             file (`.weights.h5`, keras.applications `.h5`, torchvision `.pth`, `.safetensors`,
             or a whole `.keras` model) or the model directory of a `training.fit` run (its best
-            checkpoint). A classifier of another class count is re-initialised; any other
-            difference is an error. A run that resumes from its own checkpoint ignores it.
-            Defaults to `None` (random initialisation).
+            checkpoint). The classifier is re-initialised when the source's classes are not the
+            data's (another count; other names, where the source records them); any other
+            difference is an error (`training.initial_weights`). A run that resumes from its own
+            checkpoint ignores it. Defaults to `None` (random initialisation).
         freeze: tuple of str. Groups whose weights stay fixed: `"stem"`, `"stage1"`,
             `"stage2"`, ... Defaults to `()`.
         trainable_from: str or `None`. Freeze every group before this one (`"stage3"`, or
@@ -105,11 +106,6 @@ class FinetuneConfig:
         if self.trainable_from is None:
             return tuple(name for name in groups if name in self.freeze)
         return tuple(groups[:groups.index(self.trainable_from)])
-
-    @property
-    def active(self) -> bool:
-        """Whether any fine-tuning setting is given."""
-        return self != FinetuneConfig()
 
 
 def layer_groups(model) -> Dict[str, List[Any]]:
@@ -262,10 +258,12 @@ def resolve(experiment) -> Tuple[Any, List[str]]:
             f"model_overrides sets layer_config={overrides['layer_config']!r}; drop it.")
     normalization = normalization_for(entry)
     changes = {"model_overrides": {**overrides, "layer_config": wanted}}
-    notes = []
+    notes = [f"init_weights={source!r}: {entry.model} weights {entry.tag!r}; the model is built "
+             f"with layer_config={wanted!r}."]
     given = experiment.data.normalization
     if given == "auto":
         changes["normalization"] = normalization
+        notes[0] += f" Inputs are normalised as they expect: normalization={normalization!r}."
     elif given != normalization:
         notes.append(f"Warning: init_weights={source!r} expects inputs normalised as "
                      f"normalization={normalization!r}; this run uses {given!r} as asked, "
