@@ -12,14 +12,16 @@ import sys
 import pytest
 
 import keras_resnets
+from keras_resnets import downloads, weights_table
 from keras_resnets.profile import model_table
 from tests.conftest import REPO_ROOT, registered_model
 
 MODULES = ["keras_resnets", "keras_resnets.blocks", "keras_resnets.builder",
            "keras_resnets.config", "keras_resnets.layers", "keras_resnets.port",
-           "keras_resnets.portable", "keras_resnets.pretrained",
-           "keras_resnets.profile", "keras_resnets.registry", "keras_resnets.specs",
-           "keras_resnets.torch_files", "keras_resnets.weight_files"]
+           "keras_resnets.downloads", "keras_resnets.imagenet", "keras_resnets.portable",
+           "keras_resnets.pretrained", "keras_resnets.profile", "keras_resnets.registry",
+           "keras_resnets.specs", "keras_resnets.torch_files", "keras_resnets.weight_files",
+           "keras_resnets.weights_table"]
 README = pathlib.Path(REPO_ROOT, "README.md").read_text()
 
 
@@ -47,6 +49,15 @@ def test_readme_model_table_is_generated_by_the_package():
     match = re.search(r"<!-- model-table:start -->\n(.*)<!-- model-table:end -->", README, re.S)
     assert match, "README.md lacks the model-table markers"
     assert match.group(1) == model_table(build=registered_model)
+
+
+def test_readme_weights_table_is_generated_by_the_package():
+    match = re.search(r"<!-- weights-table:start -->\n(.*)<!-- weights-table:end -->", README, re.S)
+    assert match, "README.md lacks the weights-table markers"
+    assert match.group(1) == weights_table.markdown_table()
+    for variable in ("KERAS_RESNETS_WEIGHTS_DIR", "KERAS_RESNETS_WEIGHTS_MIRROR"):
+        assert variable in README and variable in (downloads.DIR_VARIABLE,
+                                                   downloads.MIRROR_VARIABLE)
 
 
 def test_readme_quick_start_runs():

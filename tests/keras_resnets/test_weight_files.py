@@ -160,13 +160,13 @@ def test_portable_copies_save_weights_that_load_back(tmp_path):
 
 
 def test_keras_applications_h5_gives_keras_applications_outputs(tmp_path):
-    source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3),
-                                         classifier_activation=None)
+    source = keras.applications.ResNet50V2(weights=None, input_shape=(64, 64, 3),
+                                           classifier_activation=None)
     _randomize(source)
-    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    path = tmp_path / "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5"
     _save_legacy_h5(source, path)
-    target = keras_resnets.ResNet50(layer_config="keras_applications", input_shape=(64, 64, 3),
-                                    classifier_activation=None)
+    target = keras_resnets.ResNet50V2(layer_config="keras_applications", input_shape=(64, 64, 3),
+                                      classifier_activation=None)
     keras_resnets.load_weights(target, path)
     x = _images(64)
     expected = _outputs(source, x)
@@ -174,7 +174,7 @@ def test_keras_applications_h5_gives_keras_applications_outputs(tmp_path):
     assert np.abs(_outputs(target, x) - expected).max() < 1e-4
 
     with pytest.raises(ValueError, match=r"layer_config='keras_applications'"):
-        keras_resnets.load_weights(keras_resnets.ResNet50(input_shape=(64, 64, 3)), path)
+        keras_resnets.load_weights(keras_resnets.ResNet50V2(input_shape=(64, 64, 3)), path)
 
 
 # torchvision state dicts ---------------------------------------------------------------------
@@ -251,8 +251,10 @@ def test_nothing_is_written_when_a_file_does_not_fit(tmp_path, torch_resnet18):
 
 
 def test_unknown_weights_are_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match=r"neither a file nor a tag"):
+    with pytest.raises(ValueError, match=r"nope.pth': no such file"):
         keras_resnets.load_weights(_tiny(), str(tmp_path / "nope.pth"))
+    with pytest.raises(ValueError, match=r"neither a file nor a tag"):
+        keras_resnets.load_weights(_tiny(), "imagenet")
     (tmp_path / "x.txt").write_text("x")
     with pytest.raises(ValueError, match=r"Cannot tell the layout"):
         keras_resnets.load_weights(_tiny(), tmp_path / "x.txt")
