@@ -138,6 +138,15 @@ class ModelConfig:
             key: value for key, value in self.overrides.items()
             if key in registry.ARCHITECTURE_ARGUMENTS})
 
+    def model_name(self) -> str:
+        """The name of the model these settings build (`keras_resnets.registry.model_name`):
+        a registry name, or one that states the architecture."""
+        from keras_resnets import registry
+
+        if self.name == CUSTOM_MODEL:
+            return registry.name_for(self.architecture())
+        return registry.model_name(self.name, **self.overrides)
+
     def build(self, num_classes: int, image_shape):
         """Builds the model for a data set of `num_classes` classes and `image_shape` images.
 
@@ -145,14 +154,12 @@ class ModelConfig:
         `resnet20` with `{"depth": 56}` is `resnet56`, a custom model gets a registry name or
         a descriptive one."""
         import keras_resnets
-        from keras_resnets import registry
 
         # The pipeline's images are channels-last whatever keras.config.image_data_format() says.
         arguments = {"data_format": "channels_last", **self.overrides,
                      "classes": int(num_classes), "input_shape": tuple(image_shape)}
         if self.name == CUSTOM_MODEL:
-            return keras_resnets.ResNet(name=registry.name_for(self.architecture()),
-                                        **arguments)
+            return keras_resnets.ResNet(name=self.model_name(), **arguments)
         return keras_resnets.get_model(self.name, **arguments)
 
 

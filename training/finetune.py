@@ -246,9 +246,8 @@ def resolve(experiment) -> Tuple[Any, List[str]]:
     if source is None or is_local(source) or looks_like_path(source):
         return experiment, []
     import keras_resnets
-    from keras_resnets import registry
 
-    model = registry.name_for(experiment.model.architecture())
+    model = experiment.model.model_name()
     entry = keras_resnets.weight_entry(model, source)
     overrides = dict(experiment.model.overrides)
     wanted = entry.layer_config

@@ -361,6 +361,95 @@ def test_the_run_logs_and_records_its_start_and_a_resumed_run_ignores_init_weigh
     assert metrics["accuracy"] == pytest.approx(result.results["best_test_accuracy"])
 
 
+# ------------------------------------------------------------------ pretrained tags
+
+
+def pretrained(**settings):
+    return finetune.resolve(config.from_settings(dict(epochs=1, **settings)))
+
+
+@pytest.mark.parametrize("model, tag, layer_config, normalization", [
+    ("resnet50", "torchvision", "torchvision", "imagenet"),
+    ("resnet50", "imagenet", "keras_applications", "caffe"),
+    ("resnet50v2", "imagenet", "keras_applications", "inception"),
+])
+def test_a_tag_fixes_the_layer_config_and_the_normalisation(model, tag, layer_config,
+                                                             normalization):
+    resolved, notes = pretrained(model=model, init_weights=tag)
+    assert resolved.model.overrides == {"layer_config": layer_config}
+    assert resolved.data.normalization == normalization
+    entry = keras_resnets.weight_entry(model, tag)
+    assert notes == [f"init_weights={tag!r}: {model} weights {entry.tag!r}; the model is built "
+                     f"with layer_config={layer_config!r}. Inputs are normalised as they "
+                     f"expect: normalization={normalization!r}."]
+    assert finetune.resolve(resolved)[0] == resolved
+
+
+def test_another_normalisation_is_kept_with_a_warning_and_another_layer_config_refused():
+    resolved, notes = pretrained(model="resnet50", init_weights="torchvision",
+                                 normalization="per_channel")
+    assert resolved.data.normalization == "per_channel"
+    assert notes[1] == ("Warning: init_weights='torchvision' expects inputs normalised as "
+                        "normalization='imagenet'; this run uses 'per_channel' as asked, which "
+                        "the pretrained features were not trained on.")
+    with pytest.raises(ValueError) as error:
+        pretrained(model="resnet50", init_weights="imagenet",
+                   model_overrides={"layer_config": "torchvision"})
+    assert str(error.value) == (
+        "init_weights='imagenet' (resnet50) needs layer_config='keras_applications', but "
+        "model_overrides sets layer_config='torchvision'; drop it.")
+    with pytest.raises(ValueError, match="^No weights 'tv9' for model 'resnet50'; its weights "):
+        pretrained(model="resnet50", init_weights="tv9")
+
+
+def test_every_table_entry_has_its_normalisation_in_pixel_units():
+    from keras_resnets import weights_table
+
+    for entry in weights_table.entries():
+        prep = entry.preprocessing
+        mean, std = FIXED_STATISTICS[finetune.normalization_for(entry)]
+        scale = 255.0 if prep.mode == "torch" else 1.0
+        want_mean = np.array(prep.mean) * scale
+        if prep.mode == "caffe":  # BGR there, RGB here
+            want_mean = want_mean[::-1]
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-6, err_msg=entry.tag)
+        np.testing.assert_allclose(std, np.array(prep.std or (1.0,) * 3) * scale, rtol=1e-6)
+
+
+def test_a_tag_loads_its_file_and_caffe_weights_take_rgb(tmp_path, monkeypatch):
+    import hashlib
+
+    from keras_resnets import weights_table
+
+    source = keras_resnets.get_model("resnet20", **TINY_MODEL, classes=4, input_shape=(8, 8, 3),
+                                     layer_config="keras_applications")
+    path = tmp_path / "tiny_caffe.weights.h5"
+    source.save_weights(str(path))
+    entry = weights_table.WeightEntry(
+        model=source.name, tag="test_caffe", aliases=(), publisher="a test",
+        url=f"https://download.example/{path.name}",
+        hash="sha256:" + hashlib.sha256(path.read_bytes()).hexdigest(), notop_url=None,
+        notop_hash=None, layout="keras", layer_config="keras_applications",
+        preprocessing=weights_table._preprocessing("caffe"), top1=1.0, top5=2.0,
+        reference="a test", classes=4)
+    monkeypatch.setattr(weights_table, "entries", lambda: (entry,))
+    monkeypatch.setenv("KERAS_RESNETS_WEIGHTS_DIR", str(tmp_path))
+    started = tiny_trainer(num_classes=3, init_weights="test_caffe")
+    assert started.config.data.normalization == "caffe"
+    assert started.config.model.overrides["layer_config"] == "keras_applications"
+    for layer in started.model.layers:
+        if layer.weights and layer.name != "predictions":
+            theirs = source.get_layer(layer.name).get_weights()
+            if layer.name == "conv1_conv":  # reversed input channels: RGB in, not BGR
+                theirs[0] = theirs[0][:, :, ::-1, :]
+            for mine, their in zip(layer.get_weights(), theirs):
+                np.testing.assert_array_equal(mine, their, err_msg=layer.name)
+    assert json.loads(started._state.numpy().decode())["initialization"] == {
+        "source": "test_caffe", "path": "resnet8_widths4-8-16 test_caffe weights "
+        "(tiny_caffe.weights.h5)", "source_classes": 4, "classifier_reinitialized": True,
+        "reason": "4 classes there, 3 here"}
+
+
 # ------------------------------------------------------------------ normalisation, flags, recipe
 
 
