@@ -126,8 +126,9 @@ _FLAGS = [
     # Fine-tuning (training.finetune.FinetuneConfig).
     ("string", "init_weights", "Start from these weights: a pretrained tag (imagenet, "
      "torchvision, ...; see keras_resnets.list_weights()), a weights file (.weights.h5, .h5, "
-     ".pth, .safetensors, .keras) or a training.fit model directory. A classifier of another "
-     "class count is re-initialised. Ignored when the run resumes."),
+     ".pth, .safetensors, .keras) or a training.fit model directory. A classifier of other "
+     "classes (another count, or other names recorded by a source run) is re-initialised. "
+     "Ignored when the run resumes."),
     ("list", "freeze", "Groups whose weights stay fixed: stem, stage1, stage2, ..."),
     ("string", "trainable_from", "Freeze every group before this one (stage3, ...; head: only "
      "the head trains)."),
