@@ -14,7 +14,7 @@ from tests.training import fakes
 from tests.training.conftest import TINY_MODEL, run_cli, tiny_settings
 from tests.training.test_fit import parse
 from training import config, evaluate, finetune, fit, initial_weights, trainer
-from training.data import FIXED_STATISTICS, DataConfig, Pipeline
+from training.data import FIXED_STATISTICS, NORMALIZATIONS, DataConfig, Pipeline
 from training.finetune import FinetuneConfig
 
 
@@ -502,6 +502,7 @@ def test_flags_make_the_finetune_settings():
     # One of freeze and trainable_from replaces the other (as epochs replaces total_steps).
     assert experiment.replace(trainable_from="stage3").finetune.freeze == ()
     assert fit.config_from_flags(parse("--epochs=1")).finetune == FinetuneConfig()
+    assert parse()["normalization"].parser.enum_values == list(NORMALIZATIONS)
 
 
 def test_the_config_round_trips_and_old_configs_read_without_finetune():
