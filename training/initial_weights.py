@@ -74,7 +74,7 @@ def load(model, source: str, class_names: Optional[Sequence[str]] = None) -> Ini
 
     Raises:
         ValueError: the source cannot be read, or its model differs from `model` in more than
-            the classifier's class count; the message names `init_weights` and the layer.
+            the classifier; the message names `init_weights` and the first layer that differs.
     """
     path = os.path.expanduser(source)
     if not os.path.exists(path) and looks_like_path(source):
