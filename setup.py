@@ -13,6 +13,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_resnets*", "training*", "tuning*", "bench*"]),
+    # The table of published weights (keras_resnets.list_weights()) is data, not code.
+    package_data={"keras_resnets": ["weights.json"]},
     install_requires=[
         "keras>=3.0",
         "tensorflow>=2.16",

@@ -10,8 +10,10 @@ from keras_resnets.blocks import ORDERINGS, SHORTCUTS
 from keras_resnets.builder import ResNet, resolve_architecture
 from keras_resnets.config import LayerConfig
 from keras_resnets.features import feature_extractor
+from keras_resnets.imagenet import decode_predictions, preprocess_input
 from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
 from keras_resnets.portable import portable
+from keras_resnets.pretrained import load_weights
 from keras_resnets.profile import ModelProfile, model_table, profile
 from keras_resnets.registry import (
     Plain18,
@@ -47,6 +49,7 @@ from keras_resnets.registry import (
     list_models,
     model_arguments,
 )
+from keras_resnets.weights_table import WeightEntry, list_weights, weight_entry
 
 UNITS = tuple(ORDERINGS)
 
@@ -90,13 +93,19 @@ __all__ = [
     "FusedBatchNormalization",
     "GroupedConv2D",
     "feature_extractor",
+    "WeightEntry",
+    "decode_predictions",
     "get_model",
     "list_models",
+    "list_weights",
+    "load_weights",
     "model_arguments",
     "model_table",
     "portable",
+    "preprocess_input",
     "profile",
     "resolve_architecture",
+    "weight_entry",
 ]
 
 __version__ = "0.1.0"

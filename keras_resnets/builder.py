@@ -1,13 +1,13 @@
 """`ResNet(...)`: stem -> stages of residual units -> head, for every network of the family."""
 
 import dataclasses
-import os
 import sys
 from typing import Optional, Sequence, Tuple
 
 import keras
 
 from keras_resnets import config as config_lib
+from keras_resnets import pretrained, weight_files
 from keras_resnets.blocks import (
     BLOCKS,
     ORDERINGS,
@@ -283,9 +283,13 @@ def ResNet(
             Defaults to `False`.
         include_top: bool. Whether to end in global average pooling and a dense classifier.
             Defaults to `True`.
-        weights: str or `None`. Path to a `.weights.h5` file saved from the same architecture,
-            or `None` for random initialisation. Pretrained weights of other libraries load
-            through `keras_resnets.port`. Defaults to `None`.
+        weights: str or `None`. `None` (random initialisation), a tag of the weight table
+            for the model's name (`keras_resnets.list_weights()`: `"imagenet"` for
+            keras.applications' weights, `"torchvision"`, `"tv_in1k"`, `"tv2_in1k"` for
+            torchvision's), fetched once into Keras' cache, or the path of a weight file in
+            any layout `keras_resnets.load_weights` reads (`.weights.h5`, keras.applications
+            `.h5`, torchvision `.pth`, `.safetensors`). A tag implies its `layer_config`.
+            Defaults to `None`.
         input_tensor: optional Keras tensor to use as the model's input.
         input_shape: tuple. `(height, width, channels)`, or `(channels, height, width)` with
             `data_format="channels_first"`. Defaults to the stem's image size when
@@ -331,8 +335,6 @@ def ResNet(
     arch = resolve_architecture(depth, stage_blocks, block, stem, stage_widths, width_multiplier,
                                 cardinality, bottleneck_width, unit, shortcut, plain)
     ordering = ORDERINGS[arch.unit]
-    layer_settings = config_lib.resolve(layer_config, ordering.preactivation, **layer_options)
-    data_format = config_lib.data_format(data_format)
     _choice("pooling", pooling, POOLINGS)
     if output_stride is not None:
         _choice("output_stride", output_stride, output_strides(arch))
@@ -340,12 +342,12 @@ def ResNet(
         classes = STEMS[arch.stem].classes
     if include_top:
         _positive_int("classes", classes)
-    if weights is not None and not (isinstance(weights, (str, os.PathLike))
-                                    and os.path.isfile(weights)):
-        raise ValueError(
-            "weights must be None or the path of an existing .weights.h5 file; pretrained "
-            f"weights of other libraries load through keras_resnets.port. Got weights={weights!r}."
-        )
+    # A tag of the weight table implies its layer settings; `load` loads it once built.
+    layer_config, load = pretrained.prepare(
+        weights, name=name, layer_config=layer_config, layer_options=layer_options,
+        preactivation=ordering.preactivation, include_top=include_top, classes=classes)
+    layer_settings = config_lib.resolve(layer_config, ordering.preactivation, **layer_options)
+    data_format = config_lib.data_format(data_format)
 
     if input_tensor is None:
         inputs = keras.Input(shape=_input_shape(input_shape, include_top, arch.stem, data_format))
@@ -368,11 +370,11 @@ def ResNet(
     _allow_graph_depth(len(make.created))
     model = keras.Model(source, x, name=name)
     model.pyramid_outputs = pyramid
-    if weights is not None:
+    if load is not None:
         try:
-            model.load_weights(weights)
-        except ValueError as error:
-            raise ValueError(
+            load(model)
+        except weight_files.WeightsMismatchError as error:
+            raise weight_files.WeightsMismatchError(
                 f"weights={str(weights)!r} does not fit model '{name}' built with "
                 f"classes={classes}, include_top={include_top}: {error}"
             ) from None

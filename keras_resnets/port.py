@@ -90,6 +90,28 @@ def _keras_layer_name(torch_module: str) -> str:
     raise ValueError(f"Unexpected module '{torch_module}' in a torchvision-style state dict.")
 
 
+_KERAS_LAYER = re.compile(r"^conv(\d+)_block(\d+)_(\d+)_(conv|bn)$")
+
+
+def torchvision_module(layer_name: str):
+    """keras_resnets layer name -> torchvision module path (`None` where torchvision has none).
+
+    >>> torchvision_module("conv3_block1_0_conv"), torchvision_module("conv2_block2_3_bn")
+    ('layer2.0.downsample.0', 'layer1.1.bn3')
+    """
+    fixed = {"conv1_conv": "conv1", "conv1_bn": "bn1", "predictions": "fc"}
+    if layer_name in fixed:
+        return fixed[layer_name]
+    match = _KERAS_LAYER.match(layer_name)
+    if not match:
+        return None
+    stage, block, index, kind = match.groups()
+    prefix = f"layer{int(stage) - 1}.{int(block) - 1}"
+    if index == "0":
+        return f"{prefix}.downsample.{0 if kind == 'conv' else 1}"
+    return f"{prefix}.{kind}{index}"
+
+
 def _to_numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch.Tensor, without importing torch
         value = value.detach().cpu().numpy()

@@ -80,28 +80,30 @@ def _all_layers(model):
 
 
 def model_table(names=None, build=None) -> str:
-    """A Markdown table of registered models: input size, parameters and multiply-adds.
+    """A Markdown table of registered models: input size, parameters, multiply-adds and the
+    tags of their published weights (`keras_resnets.list_weights()`).
 
     Args:
         names: list of str. Registry names. Defaults to every registered model, in spec order.
         build: callable. Builds a model from its name. Defaults to `keras_resnets.get_model`.
     """
-    from keras_resnets import registry, specs
+    from keras_resnets import registry, specs, weights_table
 
     build = build or registry.get_model
     rows = [
-        "| Model | Paper | Input | Parameters | Trainable | Multiply-adds |",
-        "|---|---|---|---:|---:|---:|",
+        "| Model | Paper | Input | Parameters | Trainable | Multiply-adds | Pretrained |",
+        "|---|---|---|---:|---:|---:|---|",
     ]
     for name in names or list(specs.MODEL_SPECS):
         model = build(name)
         result = profile(model)
         paper = specs.PAPERS[specs.MODEL_SPECS[name].paper].split(",")[0]
+        pretrained = ", ".join(f"`{tag}`" for tag in weights_table.tags_of(name))
         channels_first = model.get_layer("conv1_conv").data_format == "channels_first"
         spatial = model.input_shape[2:4] if channels_first else model.input_shape[1:3]
         size = "x".join(str(d) for d in spatial)
         rows.append(f"| `{name}` | {paper} | {size} | {result.params:,} | "
-                    f"{result.trainable_params:,} | {result.gmacs:.2f}G |")
+                    f"{result.trainable_params:,} | {result.gmacs:.2f}G | {pretrained} |")
     return "\n".join(rows) + "\n"
 
 

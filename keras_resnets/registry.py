@@ -191,8 +191,10 @@ _DOC = """Instantiates {summary}.
     Args:
         include_top: bool. Whether to end in global average pooling and a dense classifier.
             Defaults to `True`.
-        weights: str or `None`. Path to a `.weights.h5` file of the same architecture, or
-            `None` (random initialisation). Defaults to `None`.
+        weights: str or `None`. `None` (random initialisation), a tag of
+            `keras_resnets.list_weights()` (e.g. `"imagenet"`, `"torchvision"`; it implies its
+            `layer_config`) or the path of a weight file (`.weights.h5`, keras.applications
+            `.h5`, torchvision `.pth`, `.safetensors`). Defaults to `None`.
         input_tensor: optional Keras tensor to use as the model's input.
         input_shape: tuple. `(height, width, channels)`, or `(channels, height, width)` under
             the channels-first data format. Defaults to `({size}, {size}, 3)` with

@@ -49,7 +49,17 @@ from training.images import CorruptImageError, decode_dataset  # noqa: F401 (re-
 logger = logging.getLogger(__name__)
 
 AUGMENTATIONS = ("auto", "cifar", "imagenet", "inception", "none")
-NORMALIZATIONS = ("auto", "per_pixel_mean", "per_channel", "none")
+NORMALIZATIONS = ("auto", "per_pixel_mean", "per_channel", "none", "imagenet", "caffe",
+                  "inception")
+# The fixed channel means and standard deviations (RGB, pixel units 0-255) that pretrained
+# weights expect: torchvision's and timm's ImageNet statistics (keras.applications' "torch"
+# mode), Caffe's mean subtraction (its "caffe" mode, here in RGB order) and scaling to [-1, 1]
+# (its "tf" mode). keras.applications/imagenet_utils.py has the three.
+FIXED_STATISTICS = {
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    "caffe": ((123.68, 116.779, 103.939), (1.0, 1.0, 1.0)),
+    "inception": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+}
 EVAL_SPLITS = ("validation", "test")
 EVAL_CROPS = (1, 10)
 TEST_FOLDERS = ("test", "val", "validation")
@@ -101,7 +111,11 @@ class DataConfig:
             `"none"` (pixels scaled to [0, 1]), or `"auto"` (`"per_pixel_mean"` for the
             CIFAR-style geometry, `"per_channel"` otherwise). Statistics exclude the validation
             carve-out; the per-channel statistics of data not held in memory come from the first
-            512 training images. Defaults to `"auto"`.
+            512 training images. Pretrained weights expect fixed statistics of RGB images
+            (`FIXED_STATISTICS`): `"imagenet"` (ImageNet's channel means and standard
+            deviations, torchvision's and timm's weights), `"caffe"` (ImageNet's channel means
+            subtracted, no scaling) and `"inception"` (scaled to [-1, 1]). Defaults to
+            `"auto"`.
         validation_images: int. Size of the validation split, carved from the end of a fixed
             permutation of the training split (5000 gives the papers' 45k/5k CIFAR split); the
             remaining images are the training split. Defaults to `0`.
@@ -292,8 +306,9 @@ class Pipeline:
         normalization: str. The normalisation in use (`"auto"` resolved).
         cached: bool. Whether the data is held in memory.
         mean: NumPy array or `None`. The mean image `[H, W, C]` (`"per_pixel_mean"`) or channel
-            means `[C]` (`"per_channel"`), in pixel units (0-255).
-        std: NumPy array or `None`. The channel standard deviations (`"per_channel"`).
+            means `[C]` (the other normalisations but `"none"`), in pixel units (0-255).
+        std: NumPy array or `None`. The channel standard deviations (the normalisations with
+            channel means).
         skipped_files: tuple of str. Corrupt files skipped by `skip_corrupt=True`: those found
             when the pipeline was built, then any met while reading (files that changed on disk
             since, TFDS records that do not decode).
@@ -785,6 +800,13 @@ class Pipeline:
         """Mean image, or channel means and standard deviations, of the train split (0-255)."""
         if self.normalization == "none":
             return None, None
+        if self.normalization in FIXED_STATISTICS:
+            if self._channels != 3:
+                raise ValueError(
+                    f"normalization={self.normalization!r} is for RGB images; {self._name} "
+                    f"has {self._channels} channel(s).")
+            return tuple(np.array(values, np.float32)
+                         for values in FIXED_STATISTICS[self.normalization])
         source = self._splits["train"]
         channels = self._channels
         if self._full:

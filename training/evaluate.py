@@ -105,7 +105,9 @@ def load(model_dir: str, checkpoint: str = "best", eval_crops: Optional[int] = N
     if eval_crops is not None:
         overrides["eval_crops"] = eval_crops
     # The trainer writes nothing here: no model_dir.
-    experiment = experiment.replace(model_dir=None, verbose=0, cpu_devices=0, **overrides)
+    # No init_weights: the checkpoint gives the weights (and the source may be gone).
+    experiment = experiment.replace(model_dir=None, verbose=0, cpu_devices=0, init_weights=None,
+                                    **overrides)
     path = find_checkpoint(model_dir, checkpoint)
     trainer = trainer_lib.Trainer(experiment, pipeline=pipeline, strategy=strategy)
     if split == "validation" and not trainer.info.validation_examples:

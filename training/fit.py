@@ -9,6 +9,9 @@ overrides the recipe (the defaults shown by `--help` apply without `--recipe`):
         --mixed_precision=float16 --model_dir=runs/resnet50
     python -m training.fit --model=resnet56 --dataset=cifar100 --epochs=10 --batch_size=64
     python -m training.fit --config=tuning_runs/search/export/best_1.json --epochs=180
+    python -m training.fit --recipe=finetune --dataset=~/photos --model_dir=runs/photos
+    python -m training.fit --model=resnet20 --dataset=../shared/data/cifar10 --epochs=5 \
+        --init_weights=runs/resnet20 --trainable_from=stage3 --model_dir=runs/finetuned
 
 Rerunning the same command resumes from the model directory's latest checkpoint. A bad flag, a
 model directory in use by another run or not writable, or a failed write (a full disk) exits
@@ -27,6 +30,7 @@ from training import config as config_lib
 PROGRAM = "training.fit"
 _OPTIMIZATION = {f.name: f.default for f in dataclasses.fields(config_lib.OptimizationConfig)}
 _RUNTIME = {f.name: f.default for f in dataclasses.fields(config_lib.RuntimeConfig)}
+_FINETUNE = {f.name: f.default for f in dataclasses.fields(config_lib.FinetuneConfig)}
 
 _DATA_DEFAULTS = {  # training.data.DataConfig's defaults (a test checks that they agree)
     "dataset": "cifar10", "data_dir": None, "image_size": None, "augmentation": "auto",
@@ -34,7 +38,8 @@ _DATA_DEFAULTS = {  # training.data.DataConfig's defaults (a test checks that th
     "skip_corrupt": False, "eval_crops": 1, "synthetic_examples": 1024, "num_classes": None,
     "max_train_examples": None, "max_test_examples": None,
 }
-_DEFAULTS = {**_DATA_DEFAULTS, **_OPTIMIZATION, **_RUNTIME, "batch_size":
+_DEFAULTS = {**_DATA_DEFAULTS, **_OPTIMIZATION, **_RUNTIME, **_FINETUNE, "freeze": [],
+             "batch_size":
              _OPTIMIZATION["global_batch_size"], "recipe": None, "config": None,
              "model": "resnet20",
              "model_overrides": "{}", "decay_steps": [], "decay_epochs": [],
@@ -58,8 +63,10 @@ _FLAGS = [
      "for ImageNet)."),
     ("enum", "augmentation", "Training augmentation; auto picks by data set.",
      ["auto", "cifar", "imagenet", "inception", "none"]),
-    ("enum", "normalization", "Input normalisation; auto picks by data set.",
-     ["auto", "per_pixel_mean", "per_channel", "none"]),
+    ("enum", "normalization", "Input normalisation; auto picks by data set (or, with a "
+     "pretrained --init_weights, the weights' own). imagenet, caffe and inception are the fixed "
+     "statistics pretrained weights expect.",
+     ["auto", "per_pixel_mean", "per_channel", "none", "imagenet", "caffe", "inception"]),
     ("integer", "validation_images", "Images carved from train for validation (5000 = the "
      "papers' 45k/5k CIFAR split)."),
     ("boolean", "cache", "Cache decoded images in memory; default: for small data sets."),
@@ -121,6 +128,19 @@ _FLAGS = [
      "probabilities: keras (model.keras), saved_model, onnx (model.onnx), litert "
      "(model.tflite)."),
     ("boolean", "evaluate_test", "Evaluate the test split during training."),
+    # Fine-tuning (training.finetune.FinetuneConfig).
+    ("string", "init_weights", "Start from these weights: a pretrained tag (imagenet, "
+     "torchvision, ...; see keras_resnets.list_weights()), a weights file (.weights.h5, .h5, "
+     ".pth, .safetensors, .keras) or a training.fit model directory. A classifier of other "
+     "classes (another count, or other names recorded by a source run) is re-initialised. "
+     "Ignored when the run resumes."),
+    ("list", "freeze", "Groups whose weights stay fixed: stem, stage1, stage2, ..."),
+    ("string", "trainable_from", "Freeze every group before this one (stage3, ...; head: only "
+     "the head trains)."),
+    ("boolean", "freeze_bn", "Every batch norm in inference mode (statistics, scale and offset "
+     "fixed)."),
+    ("float", "head_lr_multiplier", "The classifier learns at this multiple of the learning "
+     "rate."),
 ]
 
 
@@ -136,7 +156,7 @@ FLAGS = flags.FLAGS
 
 # Flag name -> setting name, where they differ.
 _RENAMED = {"batch_size": "global_batch_size"}
-_LISTS = {"decay_steps": int, "decay_epochs": float}
+_LISTS = {"decay_steps": int, "decay_epochs": float, "freeze": str}
 
 
 def _setting_flags():

@@ -50,9 +50,10 @@ import numpy as np
 import tensorflow as tf
 
 from training import export as export_lib
+from training import finetune as finetune_lib
+from training import initial_weights, schedules, serving
 from training import outputs as outputs_lib
 from training import runtime as runtime_lib
-from training import schedules, serving
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
 from training.images import CorruptImageError
@@ -212,6 +213,8 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, pipeline=None, strategy=None):
         if not isinstance(config, ExperimentConfig):
             raise ValueError(f"config must be an ExperimentConfig; got {config!r}.")
+        # A pretrained source fixes the layer settings and the input normalisation.
+        config, self._finetune_notes = finetune_lib.resolve(config)
         self.config = config
         optimization, settings = config.optimization, config.runtime
         self.runtime = runtime_lib.setup(settings, optimization.global_batch_size, strategy)
@@ -255,6 +258,8 @@ class Trainer:
         with runtime_lib.policy_scope(self.runtime.dtype_policy), self.runtime.strategy.scope():
             self.model = config.model.build(self.info.num_classes, self.info.image_shape)
             self.architecture = config.model.architecture()
+            # Before the optimizer is built: it then tracks only the trainable weights.
+            self.freezing = finetune_lib.freeze(self.model, config.finetune)
             self.optimizer = build_optimizer(optimization, self.schedule,
                                              self.runtime.dtype_policy)
             self.optimizer.build(self.model.trainable_variables)
@@ -262,6 +267,8 @@ class Trainer:
         self._from_logits = getattr(self.model.layers[-1], "activation", None) in (
             None, keras.activations.linear)
         self._decayed = decayed_variables(self.model, optimization.decay_bn_and_bias)
+        self._head_scales = finetune_lib.head_scales(self.model,
+                                                     config.finetune.head_lr_multiplier)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -280,6 +287,12 @@ class Trainer:
         ) if self.model_dir else None
         self._started = False
         self._resumed_from = self._restore()
+        if self._resumed_from is None and config.finetune.init_weights:
+            with self.runtime.strategy.scope():
+                start = initial_weights.load(self.model, config.finetune.init_weights,
+                                             self.info.class_names)
+            state = json.loads(self._state.numpy().decode())
+            self._state.assign(json.dumps(dict(state, initialization=start.to_dict())))
 
     def close(self) -> None:
         """Releases the model directory (its lock); `fit()` takes it again if needed."""
@@ -310,7 +323,8 @@ class Trainer:
             data_loss = tf.reduce_sum(per_example) / float(self.runtime.global_batch_size)
             regularization = self._regularization()
             scaled = self.optimizer.scale_loss(data_loss + regularization)
-        gradients = tape.gradient(scaled, variables)
+        gradients = finetune_lib.scale_gradients(tape.gradient(scaled, variables),
+                                                 self._head_scales)
         self.optimizer.apply(gradients, variables)
         correct = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int64), labels)
         return {
@@ -491,6 +505,21 @@ class Trainer:
             f"{'on' if rt.jit_compile else 'off'}, {rt.dtype_policy})."
         )
 
+    def _finetune_lines(self, state):
+        """The log lines of the fine-tuning settings: notes, where the weights came from (or
+        that a resumed run ignores `init_weights`) and what is frozen."""
+        settings = self.config.finetune
+        lines = list(self._finetune_notes)
+        start = state.get("initialization")
+        if self._resumed_from and settings.init_weights:
+            lines.append(f"init_weights={settings.init_weights!r} is ignored: the run resumes "
+                         "from its own checkpoint.")
+        elif start:
+            lines.append(initial_weights.Initialization(**start).line())
+        if self.freezing.frozen_parameters:
+            lines.append(self.freezing.line())
+        return lines
+
     def _monitor(self):
         return "val_accuracy" if self.info.validation_examples else "test_accuracy"
 
@@ -600,7 +629,12 @@ class Trainer:
             "architecture": {"depth": self.architecture.depth,
                              **dataclasses.asdict(self.architecture)},
             "parameters": int(self.model.count_params()),
+            "trainable_parameters": self.freezing.trainable_parameters,
+            "frozen_parameters": self.freezing.frozen_parameters,
+            "frozen_groups": list(self.freezing.frozen_groups),
+            "initialization": state.get("initialization"),
             "dataset": self.info.name,
+            "class_names": list(self.info.class_names),
             "epochs": len(rows),
             "epochs_planned": self.epochs,
             "steps": int(self.step.numpy()),
@@ -700,6 +734,8 @@ class Trainer:
         )
         self.model.stop_training = False
         self._log(self._describe())
+        for line in self._finetune_lines(state):
+            self._log(line)
         if self.unreached_boundaries:
             self._log(f"Note: the step schedule's boundaries {self.unreached_boundaries} lie at "
                       f"or after the last step ({self.total_steps}); they are not reached.")
@@ -940,7 +976,7 @@ def _config_changes(before, now):
     if not before:
         return []
     return [f"{section}.{key}: {before[section].get(key)!r} -> {value!r}"
-            for section in ("model", "optimization", "runtime", "data")
+            for section in ("model", "optimization", "runtime", "data", "finetune")
             for key, value in now[section].items()
             if isinstance(before.get(section), dict) and before[section].get(key) != value]
 

@@ -87,10 +87,13 @@ def test_weights_with_other_class_count_names_classes(tmp_path):
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match=r"weights must be None or the path of an existing"):
+    with pytest.raises(ValueError, match=r"nope.weights.h5': no such file"):
         _tiny(weights=str(tmp_path / "nope.weights.h5"))
-    with pytest.raises(ValueError, match=r"keras_resnets.port"):
-        keras_resnets.ResNet50(weights="imagenet")
+    with pytest.raises(ValueError, match=r"weights='imagenet' is not a file, and model 'resnet' "
+                                         r"has no published weights.*keras_resnets.port"):
+        _tiny(weights="imagenet")
+    with pytest.raises(ValueError, match=r"weights must be None, a tag or the path"):
+        _tiny(weights=3)
 
 
 # Architecture options ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import keras_resnets
+from keras_resnets import downloads, weights_table
 from keras_resnets.profile import model_table
 from tests.conftest import REPO_ROOT, registered_model
 
@@ -45,6 +46,15 @@ def test_readme_model_table_is_generated_by_the_package():
     match = re.search(r"<!-- model-table:start -->\n(.*)<!-- model-table:end -->", README, re.S)
     assert match, "README.md lacks the model-table markers"
     assert match.group(1) == model_table(build=registered_model)
+
+
+def test_readme_weights_table_is_generated_by_the_package():
+    match = re.search(r"<!-- weights-table:start -->\n(.*)<!-- weights-table:end -->", README, re.S)
+    assert match, "README.md lacks the weights-table markers"
+    assert match.group(1) == weights_table.markdown_table()
+    for variable in ("KERAS_RESNETS_WEIGHTS_DIR", "KERAS_RESNETS_WEIGHTS_MIRROR"):
+        assert variable in README and variable in (downloads.DIR_VARIABLE,
+                                                   downloads.MIRROR_VARIABLE)
 
 
 def test_readme_quick_start_runs():

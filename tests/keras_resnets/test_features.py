@@ -133,7 +133,7 @@ def test_a_dilated_model_survives_saving(tmp_path):
 
 def test_the_readmes_backbone_example_prints_what_it_says():
     readme = pathlib.Path(REPO_ROOT, "README.md").read_text()
-    block = re.search(r"### Use as a backbone\n.*?```python\n(.*?)```", readme, re.S).group(1)
+    block = re.search(r"## Use as a backbone\n.*?```python\n(.*?)```", readme, re.S).group(1)
     *code, expression, comment = block.strip().splitlines()
     namespace = {"keras_resnets": keras_resnets}
     exec("\n".join(code), namespace)

@@ -125,7 +125,7 @@ def parallel_map_calls(dataset):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("augmentation", "autoaugment"), ("normalization", "imagenet"), ("eval_crops", 5),
+    ("augmentation", "autoaugment"), ("normalization", "zca"), ("eval_crops", 5),
     ("validation_images", -1), ("image_size", 4), ("shuffle_buffer", 0), ("cache", "yes"),
     ("max_train_examples", 0), ("max_test_examples", 0), ("seed", -1), ("num_classes", 0),
     ("synthetic_examples", 0), ("dataset", ""),
