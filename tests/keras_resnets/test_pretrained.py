@@ -276,6 +276,13 @@ def test_imagenet_weights_give_keras_applications_outputs(server, table, tmp_pat
     assert np.abs(np.asarray(backbone(x, training=False)) - expected).max() < (
         1e-5 * np.abs(expected).max())
 
+    # A dilated backbone (DeepLab's output_stride=8) takes the same file, weight for weight.
+    dilated = keras_resnets.ResNet50(weights="imagenet", include_top=False, output_stride=8)
+    assert dilated.get_layer("conv5_block3_2_conv").dilation_rate == (4, 4)
+    for ours, theirs in zip(dilated.weights, backbone.weights):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    assert dilated(x, training=False).shape == (2, 8, 8, 2048)
+
 
 def test_a_tag_implies_its_layer_settings_and_refuses_others(table, resnet20_pth):
     table(_resnet20_entry(resnet20_pth))
