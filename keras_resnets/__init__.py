@@ -12,7 +12,7 @@ from keras_resnets.config import LayerConfig
 from keras_resnets.features import feature_extractor
 from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
 from keras_resnets.portable import portable
-from keras_resnets.profile import ModelProfile, model_table, profile
+from keras_resnets.profile import ModelProfile, architecture_cost, model_table, profile
 from keras_resnets.registry import (
     Plain18,
     Plain20,
@@ -89,6 +89,7 @@ __all__ = [
     "ZeroPadShortcut",
     "FusedBatchNormalization",
     "GroupedConv2D",
+    "architecture_cost",
     "feature_extractor",
     "get_model",
     "list_models",
