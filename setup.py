@@ -12,14 +12,16 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["keras_resnets*", "training*", "tuning*", "bench*"]),
+    # bench/ and experiments/ run from the checkout (python -m bench.models, ...).
+    packages=find_packages(include=["keras_resnets*", "training*", "tuning*"]),
     install_requires=[
         "keras>=3.0",
         "tensorflow>=2.16",
         "numpy",
         "h5py",
         "absl-py",
-        "keras-tuner>=1.4",
+        "keras-tuner>=1.4.7,<1.5",  # tuning/kt_adapter.py: the private API it uses
+        "packaging",
         "scipy",
         "scikit-learn",  # KerasTuner's Bayesian optimisation
         "tensorflow-datasets",

@@ -91,12 +91,13 @@ class SearchSpace:
     @property
     def bottleneck_depths(self) -> Tuple[int, ...]:
         """The ImageNet depths whose blocks take cardinality and bottleneck width."""
-        return tuple(d for d in self.depths if imagenet_kind(d).aggregated)
+        kinds = [imagenet_kind(d) for d in self.depths]  # None for a depth not (yet) checked
+        return tuple(d for d, kind in zip(self.depths, kinds) if kind and kind.aggregated)
 
     @property
     def bottleneck_blocks(self) -> Tuple[str, ...]:
         """The CIFAR block kinds that take cardinality and bottleneck width."""
-        return tuple(b for b in self.blocks if BLOCK_KINDS[b].aggregated)
+        return tuple(b for b in self.blocks if b in BLOCK_KINDS and BLOCK_KINDS[b].aggregated)
 
     @property
     def has_bottlenecks(self) -> bool:
