@@ -60,7 +60,8 @@ def test_stock_gconv_builds_keras_grouped_convolutions_with_the_same_outputs():
     options = dict(cardinality=2, bottleneck_width=64, stage_widths=(8, 16, 32),
                    input_shape=(16, 16, 3), classes=10)
     reference = keras_resnets.ResNeXt29(**options)
-    changed = keras_resnets.ResNeXt29(**options, layer_classes=variants.layer_classes("stock_gconv"))
+    changed = keras_resnets.ResNeXt29(**options,
+                                      layer_classes=variants.layer_classes("stock_gconv"))
     grouped = [la for la in changed.layers if getattr(la, "groups", 1) > 1]
     assert grouped and all(type(la) is keras.layers.Conv2D for la in grouped)
     assert any(isinstance(la, keras_resnets.GroupedConv2D) for la in reference.layers)

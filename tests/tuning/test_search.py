@@ -136,6 +136,26 @@ def test_a_kill_between_the_trial_file_and_the_oracle_state_keeps_the_trial(tmp_
     assert _runs(search.project_dir, "0") == _runs(search.project_dir, "1") == ["tuner0"]
 
 
+def test_a_search_builds_its_data_pipeline_once(tmp_path, monkeypatch):
+    from training import data
+
+    built = []
+
+    class CountedPipeline(data.Pipeline):
+        def __init__(self, *args, **kwargs):
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(data, "Pipeline", CountedPipeline)
+    experiment = config_lib.from_settings(dict(
+        dataset="synthetic", synthetic_examples=64, image_size=8, num_classes=4,
+        validation_images=16, global_batch_size=16, epochs=1, verbose=0))
+    search = search_lib.SearchConfig(experiment=experiment, space=TINY_SPACE, max_trials=2,
+                                     epochs_per_trial=1, directory=str(tmp_path))
+    assert search_lib.run(search).summary() == "2 trials: 2 completed, 0 failed"
+    assert len(built) == 1  # read for the data's shape, then trained on by every trial
+
+
 def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
     directory = str(tmp_path)
     address = f"127.0.0.1:{free_port()}"
