@@ -117,7 +117,7 @@ def architecture_cost(arch: builder.Architecture, *, include_top: bool = True,
     >>> architecture_cost(arch) == profile(keras_resnets.ResNet20())
     True
     >>> architecture_cost(arch, input_shape=(64, 64, 3), classes=100).macs
-    162508800
+    162208000
     """
     net = builder.network(arch, include_top=include_top, pooling=pooling, classes=classes,
                           data_format=data_format, output_stride=output_stride,

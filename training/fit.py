@@ -20,7 +20,7 @@ import json
 
 from absl import app, flags
 
-from training import cli
+from training import cli, setting_flags
 from training import config as config_lib
 from training.setting_flags import define_flags, settings_from_flags
 
@@ -78,6 +78,7 @@ def main(argv):
 def run_main():
     """The console entry point."""
     define_flags()
+    flags.adopt_module_key_flags(setting_flags)  # --help lists the flags defined there
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
 
 
