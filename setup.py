@@ -32,7 +32,12 @@ setup(
     ],
     extras_require={
         # pytest-xdist: the suite runs in 2 processes (pytest.ini), 1.5x faster on 2 cores.
-        "test": ["pytest>=7", "pytest-xdist>=3"],
+        # The export packages: the tests run every export format in its own runtime.
+        "test": ["pytest>=7", "pytest-xdist>=3", "tf2onnx", "onnx", "onnxruntime",
+                 "ai-edge-litert"],
+        # --export_format=onnx needs tf2onnx (and onnx); onnxruntime and ai-edge-litert run
+        # the ONNX and LiteRT files.
+        "export": ["tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
     },
     classifiers=[

@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["training.analysis", "training.config", "training.data", "training.evaluate",
-           "training.fit", "training.runtime", "training.schedules", "training.trainer",
+           "training.export", "training.fit", "training.predict", "training.runtime",
+           "training.schedules", "training.serving", "training.trainer",
            "tuning.budget", "tuning.hypermodel", "tuning.report", "tuning.search",
            "tuning.tuner"]
 

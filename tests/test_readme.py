@@ -8,12 +8,12 @@ import pytest
 from absl import flags
 
 from tests.conftest import REPO_ROOT
-from training import config, evaluate, fit
+from training import config, evaluate, fit, predict
 from tuning import search
 
 README = pathlib.Path(REPO_ROOT, "README.md").read_text()
 DEFINERS = {"training.fit": fit.define_flags, "training.evaluate": evaluate.define_flags,
-            "tuning.search": search.define_flags}
+            "training.predict": predict.define_flags, "tuning.search": search.define_flags}
 
 
 def _commands():
@@ -29,7 +29,8 @@ def _commands():
 
 def test_the_readme_shows_the_main_commands():
     modules = [command[0] for command in _commands()]
-    assert {"training.fit", "training.evaluate", "tuning.search"} <= set(modules)
+    assert {"training.fit", "training.evaluate", "training.predict", "tuning.search"} <= set(
+        modules)
     assert "python -m pytest" in README
 
 

@@ -25,6 +25,7 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISION = ("none", "float16", "bfloat16")
 JIT_COMPILE = ("auto", "true", "false")
 CHECKPOINTS = ("best", "latest")
+EXPORT_FORMATS = ("keras", "saved_model", "onnx", "litert")
 
 
 def _choice(argument, value, choices):
@@ -310,8 +311,12 @@ class RuntimeConfig:
             `3` a line per epoch and, from `python -m training.fit`, TensorFlow's start-up log
             and INFO logging (for debugging).
             Defaults to `1`.
-        save_model: bool. Write the final `model.keras` and the `saved_model` export.
-            Defaults to `True`.
+        save_model: bool. Write the final exports (`export_format`) and
+            `class_names.json`. Defaults to `True`.
+        export_format: tuple of str (or one comma-separated str). What `save_model` writes,
+            each taking raw images and returning probabilities (`training.export`): `"keras"`
+            (`model.keras`), `"saved_model"` (`saved_model/`), `"onnx"` (`model.onnx`, needs
+            tf2onnx) and `"litert"` (`model.tflite`). Defaults to `("keras", "saved_model")`.
         evaluate_test: bool. Evaluate the test split during training. Searches turn it off so
             that only the validation split guides them. Defaults to `True`.
     """
@@ -330,6 +335,7 @@ class RuntimeConfig:
     max_loss: float = 1e4
     verbose: int = 1
     save_model: bool = True
+    export_format: Tuple[str, ...] = ("keras", "saved_model")
     evaluate_test: bool = True
 
     def __post_init__(self):
@@ -355,6 +361,21 @@ class RuntimeConfig:
         for name in ("save_model", "evaluate_test"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}.")
+        object.__setattr__(self, "export_format", _export_formats(self.export_format))
+
+
+def _export_formats(value) -> Tuple[str, ...]:
+    """`export_format` as a tuple of distinct formats (from a comma-separated str or a list)."""
+    formats = value.split(",") if isinstance(value, str) else value
+    if not isinstance(formats, (list, tuple)) or not all(isinstance(f, str) for f in formats):
+        formats = None
+    else:
+        formats = tuple(f.strip() for f in formats)
+    if not formats or len(set(formats)) < len(formats) or not set(formats) <= set(
+            EXPORT_FORMATS):
+        raise ValueError(f"export_format must be a comma-separated list of distinct formats "
+                         f"among {', '.join(EXPORT_FORMATS)}; got {value!r}.")
+    return formats
 
 
 def data_config(**fields):

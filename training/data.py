@@ -359,6 +359,29 @@ class Pipeline:
     # ---------------------------------------------------------------- public interface
 
     @property
+    def normalizer(self) -> Tuple[np.ndarray, np.ndarray]:
+        """`(scale, offset)`: normalised image = pixels (0-255) * scale + offset, for every
+        normalisation (exports put the same step in front of the trained model)."""
+        return self._scale, self._offset
+
+    @property
+    def fit_size(self) -> Optional[Tuple[int, int]]:
+        """`(height, width)` that every image is fitted to first (`training.images.fit`:
+        resized, shorter side first, and centre cropped unless it has that size): the output
+        size in the CIFAR-style geometry, the data's own size where small ImageNet-style data
+        is held in memory, else `None` (images keep their own size until the crop).
+        Exports put the same steps in front of the trained model."""
+        if self._full:
+            return self._out_hw
+        return self._store_hw if self._arrays else None
+
+    @property
+    def eval_center_crop(self) -> bool:
+        """Whether evaluation (one crop) takes the ImageNet-style centre crop of the output
+        size after resizing the shorter side to `eval_resize_side(size)`."""
+        return not self._full
+
+    @property
     def skipped_files(self) -> Tuple[str, ...]:
         with self._skipped_lock:
             return tuple(self._skipped)
@@ -1089,6 +1112,12 @@ def _sharding(input_context, global_batch_size):
     return pipelines, input_context.input_pipeline_id, batch
 
 
+def eval_resize_side(size: int) -> int:
+    """The shorter side that ImageNet-style evaluation resizes an image to before it takes the
+    centre `size` crop: 8/7 of it (256 at 224, He et al. 2015)."""
+    return round(size * 256 / 224)
+
+
 def _base_seed(seed, epoch, stream):
     """One int64 drawn from (seed, epoch, stream): the first half of per-example seeds."""
     return int(np.random.default_rng([seed, epoch, stream]).integers(0, 2 ** 62))
@@ -1191,7 +1220,7 @@ def _eval_crop_side(image, size):
     """Side, in the image's pixels, of a `size` crop after resizing the shorter side to 8/7 size."""
     shape = tf.shape(image)
     short = tf.minimum(shape[0], shape[1])
-    resize_to = round(size * 256 / 224)
+    resize_to = eval_resize_side(size)
     side = tf.cast(tf.round(tf.cast(short, tf.float32) * (size / resize_to)), tf.int32)
     return shape[0], shape[1], tf.clip_by_value(side, 1, short)
 

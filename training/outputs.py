@@ -222,8 +222,6 @@ class RunDirectory:
         self.keep = keep
         self.checkpoint_dir = os.path.join(self.model_dir, "checkpoints")
         self.best_dir = os.path.join(self.model_dir, "best")
-        self.model_file = os.path.join(self.model_dir, "model.keras")
-        self.saved_model_dir = os.path.join(self.model_dir, "saved_model")
         self._writers = {}
         self._plotted = -math.inf
         self.lock = lock
@@ -385,38 +383,31 @@ class RunDirectory:
             self._write("results.json",
                         json.dumps(results, indent=2, default=_json_default).encode())
 
-    def save_model(self, model):
-        """Writes `model.keras` from `keras_resnets.portable(model)`, which loads with
-        `keras.models.load_model` in a process that has not imported keras_resnets, and
-        `saved_model/` from `model` itself: a SavedModel needs no Python classes, and the
-        package's layers keep TensorFlow's native grouped convolutions (5-8x faster than Keras'
-        XLA ones for a ResNeXt on CPU)."""
-        if not self.is_chief:
-            return
-        import keras_resnets
+    def save_model(self, model, preprocessing, class_names,
+                   formats=("keras", "saved_model")) -> Dict[str, str]:
+        """Writes the exports of `training.export.export` (raw images in, probabilities out)
+        and `class_names.json`, each replaced atomically, and returns their paths (`{}` on
+        other workers than the chief).
 
-        temp_file = os.path.join(self.model_dir, ".tmp_model.keras")
-        temp_dir = self.saved_model_dir + ".tmp"
-        old_dir = self.saved_model_dir + ".old"
+        Raises:
+            RunDirectoryError: a file could not be written or a converter failed; the exports
+                written before it are kept.
+        """
+        if not self.is_chief:
+            return {}
+        from training import export
+
         try:
-            keras_resnets.portable(model).save(temp_file)
-            os.replace(temp_file, self.model_file)
-            for stale in (temp_dir, old_dir):
-                shutil.rmtree(stale, ignore_errors=True)
-            model.export(temp_dir, verbose=False)
-            if os.path.exists(self.saved_model_dir):
-                os.replace(self.saved_model_dir, old_dir)
-            os.replace(temp_dir, self.saved_model_dir)
+            return export.export(model, preprocessing, class_names, self.model_dir, formats)
+        except export.ExportError as error:
+            raise RunDirectoryError(f"Could not export the model to {self.model_dir} as "
+                                    f"{error.format}: {error}. The checkpoints are kept; rerun "
+                                    f"to export, or leave {error.format} out of "
+                                    "export_format.") from None
         except (OSError, tf.errors.OpError) as error:
-            for partial in (temp_file, temp_dir):
-                if os.path.isdir(partial):
-                    shutil.rmtree(partial, ignore_errors=True)
-                elif os.path.exists(partial):
-                    os.remove(partial)
             raise RunDirectoryError(f"Could not export the model to {self.model_dir}: "
                                     f"{_first_line(error)}. The checkpoints are kept; rerun "
                                     "to export.") from None
-        shutil.rmtree(old_dir, ignore_errors=True)
 
     def flush(self):
         for writer in self._writers.values():

@@ -24,7 +24,8 @@ _DATA_DEFAULTS = {  # training.data.DataConfig's defaults (a test checks that th
 DEFAULTS = {**_DATA_DEFAULTS, **_OPTIMIZATION, **_RUNTIME, "batch_size":
             _OPTIMIZATION["global_batch_size"], "recipe": None, "config": None,
             "model": "resnet20",
-            "model_overrides": "{}", "decay_steps": [], "decay_epochs": []}
+            "model_overrides": "{}", "decay_steps": [], "decay_epochs": [],
+            "export_format": list(_RUNTIME["export_format"])}
 
 # (kind, name, help[, choices]); the defaults come from the configs above.
 _FLAGS = [
@@ -101,7 +102,11 @@ _FLAGS = [
     ("float", "max_loss", "Stop when the training loss exceeds this (or is not finite)."),
     ("integer", "verbose", "0 silent, 1 progress bar, 2 a line per epoch, 3 a line per epoch "
      "and TensorFlow's start-up log and INFO logging (hidden otherwise)."),
-    ("boolean", "save_model", "Write model.keras and saved_model/ at the end."),
+    ("boolean", "save_model", "Write the exports (--export_format) and class_names.json at the "
+     "end."),
+    ("list", "export_format", "What --save_model writes, each taking raw images and returning "
+     "probabilities: keras (model.keras), saved_model, onnx (model.onnx), litert "
+     "(model.tflite)."),
     ("boolean", "evaluate_test", "Evaluate the test split during training."),
 ]
 
@@ -138,6 +143,8 @@ def settings_from_flags(flag_values=flags.FLAGS):
                 raise ValueError(
                     f"--{name} must be a comma-separated list of numbers; got "
                     f"{','.join(value)!r}.") from None
+        if name == "export_format":
+            value = ",".join(value)  # the config splits and checks it
         if name == "model_overrides":
             try:
                 value = json.loads(value)

@@ -16,7 +16,9 @@ at once) and writes, through `training.outputs.RunDirectory`:
 - `logs/{train,validation,test}/`: TensorBoard scalars (`tf.summary`).
 - `config.json`, `history.csv`, `results.json` (every epoch), `curves.png` (loss and error,
   train and test, against iterations, like the papers' figures; redrawn at most every 30 s and
-  at the end), `model.keras` and `saved_model/`.
+  at the end), and the exports of `runtime.export_format` with `class_names.json`
+  (`training.export`: raw images in, probabilities out; `model.keras` and `saved_model/` by
+  default).
 
 Rerunning the same command resumes from the newest checkpoint that reads cleanly: weights,
 optimizer state, step, epoch and the data position (the pipeline's order is a pure function of
@@ -47,9 +49,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training import export as export_lib
 from training import outputs as outputs_lib
 from training import runtime as runtime_lib
-from training import schedules
+from training import schedules, serving
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
 from training.images import CorruptImageError
@@ -238,6 +241,8 @@ class Trainer:
             raise ValueError(
                 "evaluate_test=False needs a validation split to evaluate (validation_images > 0)."
             )
+        if settings.save_model and self.model_dir:  # not after hours of training
+            export_lib.check_available(settings.export_format)
         self.total_steps = optimization.steps(self.steps_per_epoch)
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.schedule = schedules.build(optimization, self.steps_per_epoch)
@@ -613,6 +618,7 @@ class Trainer:
             "images_per_second": (state["images"] / state["train_seconds"]
                                   if state["train_seconds"] else None),
             "skipped_files": len(getattr(self.pipeline, "skipped_files", ())),
+            "class_names": list(self.info.class_names),
             "monitor": self._monitor(),
             "best_epoch": state["best_epoch"],
         }
@@ -817,9 +823,9 @@ class Trainer:
         if self._outputs:
             self._outputs.write_epoch(state["history"], step, final=True)
             if settings.save_model and status != "interrupted":
-                self._outputs.save_model(self._clean_copy())
-                self.results["model_file"] = self._outputs.model_file
-                self.results["saved_model"] = self._outputs.saved_model_dir
+                self.results["exports"] = self._outputs.save_model(
+                    self._clean_copy(), serving.Preprocessing.from_pipeline(self.pipeline),
+                    self.info.class_names, settings.export_format)
             self._outputs.write_results(self.results)
             self._outputs.close()
         final = self.results.get("final_test_error")
@@ -869,9 +875,10 @@ class Trainer:
         return logs
 
     def _clean_copy(self) -> keras.Model:
-        """The trained model rebuilt outside the strategy (plain variables) for saving."""
+        """The trained model rebuilt outside the strategy (plain variables) in float32, for
+        the exports: ONNX and LiteRT need float32, and mixed precision is a training choice."""
         self.sync_replicas()
-        with runtime_lib.policy_scope(self.runtime.dtype_policy):
+        with runtime_lib.policy_scope("float32"):
             model = self.config.model.build(self.info.num_classes, self.info.image_shape)
         model.set_weights(self.model.get_weights())
         return model

@@ -1,10 +1,11 @@
 """A test double of `training.data.Pipeline`: small in-memory images that a tiny model learns.
 
 `FakePipeline` implements the interface the trainer consumes (`info`, `train`, `evaluation`,
-`steps_per_epoch`) over random images whose labels are learnable (each class is a noisy copy of
-a random prototype), so trainer tests do not depend on the real pipeline's augmentation. Its
-order is a pure function of `(seed, epoch)`, and with an `input_context` it yields per-replica
-batches in the order `tf.distribute` hands them to the replicas.
+`steps_per_epoch`, and `normalizer`, `fit_size` and `eval_center_crop` for the exports) over
+random images whose labels are learnable (each class is a noisy copy of a random prototype), so
+trainer tests do not depend on the real pipeline's augmentation. Its order is a pure function
+of `(seed, epoch)`, and with an `input_context` it yields per-replica batches in the order
+`tf.distribute` hands them to the replicas.
 """
 
 import numpy as np
@@ -45,6 +46,9 @@ class FakePipeline:
                                 validation_examples, test_examples,
                                 tuple(f"class{i}" for i in range(num_classes)))
         self.calls = []  # (method, epoch or split, skip_batches or None, pipeline id)
+        # What the exports put in front of the model: the images as they are.
+        self.normalizer = (np.float32(1), np.float32(0))
+        self.fit_size, self.eval_center_crop = (image_size, image_size), False
 
     def steps_per_epoch(self, global_batch_size):
         return self.info.train_examples // global_batch_size

@@ -198,10 +198,24 @@ def test_every_data_field_is_a_setting():
     ({"model": "resnet21"}, r"model must be one of \[.*'resnet20'.*\]; got 'resnet21'"),
     ({"model_overrides": {"classes": 3}}, r"model_overrides may not set \['classes'\]"),
     ({"cpu_devices": -1}, "cpu_devices must be a non-negative integer"),
+    ({"export_format": "keras,pdf"}, r"^export_format must be a comma-separated list of "
+                                     r"distinct formats among keras, saved_model, onnx, litert; "
+                                     r"got 'keras,pdf'\.$"),
+    ({"export_format": ()}, r"export_format must be .*; got \(\)\."),
+    ({"export_format": ["onnx", "onnx"]}, r"export_format must be .*; got \['onnx', 'onnx'\]"),
+    ({"export_format": [1]}, r"export_format must be .*; got \[1\]\."),
 ])
 def test_invalid_settings_name_the_argument(settings, message):
     with pytest.raises(ValueError, match=message):
         config.from_settings({"epochs": 1, **settings})
+
+
+def test_export_format_is_a_tuple_of_formats():
+    assert config.RuntimeConfig().export_format == ("keras", "saved_model")
+    runtime = config.RuntimeConfig(export_format="onnx, litert,keras")
+    assert runtime.export_format == ("onnx", "litert", "keras")
+    experiment = config.from_settings({"epochs": 1, "export_format": ["litert"]})
+    assert config.ExperimentConfig.from_dict(experiment.to_dict()) == experiment
 
 
 def test_jit_compile_accepts_booleans():

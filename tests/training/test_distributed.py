@@ -77,8 +77,8 @@ def test_multi_worker_on_localhost_trains_identically_and_only_the_chief_writes(
     assert results_of(chief)["final_test_accuracy"] == results_of(worker)["final_test_accuracy"]
     # The chief wrote the model directory; the other worker wrote nothing and left no temp files.
     written = sorted(os.listdir(model_dirs[0]))
-    assert written == ["best", "checkpoints", "config.json", "curves.png", "history.csv", "logs",
-                       "model.keras", "results.json", "saved_model"]
+    assert written == ["best", "checkpoints", "class_names.json", "config.json", "curves.png",
+                       "history.csv", "logs", "model.keras", "results.json", "saved_model"]
     assert sorted(os.listdir(os.path.join(model_dirs[0], "checkpoints"))) == [
         "checkpoint", "ckpt-4.data-00000-of-00001", "ckpt-4.index",
         "ckpt-6.data-00000-of-00001", "ckpt-6.index", "ckpt-8.data-00000-of-00001",

@@ -86,6 +86,13 @@ def test_a_config_file_is_the_base_and_flags_override_it(tmp_path):
         fit.config_from_flags(parse("--config=/no/file.json"))
 
 
+def test_export_format_flag():
+    assert fit.config_from_flags(parse("--epochs=1")).runtime.export_format == (
+        "keras", "saved_model")
+    experiment = fit.config_from_flags(parse("--epochs=1", "--export_format=onnx,keras"))
+    assert experiment.runtime.export_format == ("onnx", "keras")
+
+
 def test_a_bad_list_is_a_value_error():
     with pytest.raises(ValueError, match="--decay_steps must be a comma-separated list"):
         fit.config_from_flags(parse("--epochs=2", "--decay_steps=10,x"))
@@ -117,6 +124,9 @@ BAD_FLAGS = {
                      "Unknown command line flag 'batchsize'"),
     "bad enum": (["--recipe=cifar10_resnet20", "--strategy=horovod"], "strategy"),
     "not a number": (["--recipe=cifar10_resnet20", "--learning_rate=fast"], "learning_rate"),
+    "unknown export format": (["--recipe=cifar10_resnet20", "--export_format=keras,pdf"],
+                              "export_format must be a comma-separated list of distinct formats "
+                              "among keras, saved_model, onnx, litert; got 'keras,pdf'."),
 }
 
 
@@ -154,7 +164,8 @@ def test_fit_runs_a_recipe_end_to_end(cli_run):
     assert "Epoch 2/2: loss " in result.stdout
     assert "the step schedule's boundaries [32000, 48000] lie at or after the last step (10)" in (
         result.stdout)
-    for name in ("results.json", "history.csv", "curves.png", "config.json", "model.keras"):
+    for name in ("results.json", "history.csv", "curves.png", "config.json", "model.keras",
+                 "class_names.json"):
         assert os.path.isfile(os.path.join(model_dir, name)), name
     for name in ("checkpoints", "best", "logs", "saved_model"):
         assert os.path.isdir(os.path.join(model_dir, name)), name

@@ -155,6 +155,15 @@ def test_final_keras_model_and_saved_model(finished):
     result, model_dir, pipeline, *_ = finished
     images = pipeline._splits["test"][0][:5]
     expected = result.model.predict(images, verbose=0)
+    assert result.results["exports"] == {
+        name: os.path.join(model_dir, file) for name, file in (
+            ("class_names", "class_names.json"), ("keras", "model.keras"),
+            ("saved_model", "saved_model"))}
+    classes = ["class0", "class1", "class2", "class3"]
+    assert result.results["class_names"] == classes
+    with open(os.path.join(model_dir, "class_names.json")) as file:
+        assert json.load(file) == classes
+    # The fake pipeline's evaluation leaves images as they are: so does the exports' front.
     loaded = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
     # keras_resnets.portable: built-in layers only, so the file loads without keras_resnets.
     assert all(type(layer).__module__.startswith("keras.") for layer in loaded.layers)
