@@ -162,10 +162,11 @@ class _Counter(LayerFactory):
             f"it counts subclasses of {[base.__name__ for base, _ in _RULES]}."
         )
 
-    def add(self, kwargs, trainable: int, frozen: int = 0, macs: int = 0):
-        """Count a layer's weights (`frozen`: never trainable, e.g. moving statistics)."""
-        self.params += trainable + frozen
-        self.trainable_params += trainable if kwargs.get("trainable", True) else 0
+    def add(self, kwargs, weights: int, frozen: int = 0, macs: int = 0):
+        """Count a layer's cost: `weights` train unless the layer is built with
+        `trainable=False`; `frozen` ones never do (e.g. batch norm's moving statistics)."""
+        self.params += weights + frozen
+        self.trainable_params += weights if kwargs.get("trainable", True) else 0
         self.macs += macs
 
 

@@ -6,12 +6,7 @@ from typing import List, Optional
 
 import keras
 
-from keras_resnets.builder import (  # noqa: F401 (ARCHITECTURE_ARGUMENTS: read from here too)
-    ARCHITECTURE_ARGUMENTS,
-    Architecture,
-    ResNet,
-    resolve_architecture,
-)
+from keras_resnets.builder import ARCHITECTURE_ARGUMENTS, Architecture, ResNet, resolve_architecture
 from keras_resnets.specs import MODEL_SPECS, PAPERS, STEMS
 
 

@@ -33,7 +33,8 @@ class SearchSpace:
             `(1, 2, 3, 5, 7, 9, 18)` (ResNet-8, 14, 20, 32, 44, 56, 110 with basic blocks).
         depths: tuple of int. ImageNet only; the block kind follows from the depth.
             Defaults to `(18, 34, 50, 101, 152)`.
-        blocks: tuple of str. CIFAR only: `"basic"` and/or `"bottleneck"`.
+        blocks: tuple of str. CIFAR only: `"basic"` and/or `"bottleneck"` (the rows of
+            `keras_resnets.specs.BLOCK_KINDS`).
             Defaults to `("basic", "bottleneck")`.
         base_widths: tuple of int. Width of the first stage and the stem; stage i has
             base * 2**i. Defaults to `(16, 32, 64)` for CIFAR and `(64,)` for ImageNet
@@ -91,8 +92,8 @@ class SearchSpace:
     @property
     def bottleneck_depths(self) -> Tuple[int, ...]:
         """The ImageNet depths whose blocks take cardinality and bottleneck width."""
-        kinds = [imagenet_kind(d) for d in self.depths]  # None for a depth not (yet) checked
-        return tuple(d for d, kind in zip(self.depths, kinds) if kind and kind.aggregated)
+        # An unknown depth has no kind (it is refused after the emptiness checks).
+        return tuple(d for d in self.depths if getattr(imagenet_kind(d), "aggregated", False))
 
     @property
     def bottleneck_blocks(self) -> Tuple[str, ...]:
