@@ -11,7 +11,7 @@ import keras
 from keras_resnets import config as config_lib
 from keras_resnets import validate
 from keras_resnets.blocks import ORDERINGS, SHORTCUTS, ConvSpec, LayerFactory, branch, residual_unit
-from keras_resnets.specs import BLOCK_KINDS, STEMS
+from keras_resnets.specs import BLOCK_KINDS, DEFAULT_BLOCK_KIND, STEMS
 
 POOLINGS = (None, "avg", "max")
 
@@ -50,7 +50,7 @@ def _depth_blocks(depth, block, stem, stages):
                 "Pass stage_blocks for other depths."
             )
         return matches[0].name, matches[0].imagenet_depths[depth]
-    kind = BLOCK_KINDS[block or "basic"]
+    kind = BLOCK_KINDS[block or DEFAULT_BLOCK_KIND]
     stage_blocks = kind.uniform_blocks(depth, stages)
     if stage_blocks is None:
         per_block = kind.layers * stages
@@ -108,7 +108,7 @@ def resolve_architecture(
         validate.positive_int("depth", depth)
         block, stage_blocks = _depth_blocks(depth, block, stem, len(base_widths))
     else:
-        block = block or "basic"
+        block = block or DEFAULT_BLOCK_KIND
         stage_blocks = tuple(stage_blocks)
         for count in stage_blocks:
             validate.positive_int("stage_blocks entries", count)

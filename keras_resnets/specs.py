@@ -64,6 +64,9 @@ BLOCK_KINDS = {
                                              200: (3, 24, 36, 3)}),
 }
 
+# The kind of a network given by stage_blocks, or by a cifar-stem depth, without a block.
+DEFAULT_BLOCK_KIND = "basic"
+
 
 def imagenet_kind(depth: int) -> Optional[BlockKind]:
     """The block kind whose ImageNet depths hold `depth`, or `None`."""
