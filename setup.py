@@ -12,7 +12,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["keras_resnets*", "training*", "tuning*", "bench*"]),
+    # bench/ and experiments/ run from the checkout (python -m bench.models, ...).
+    packages=find_packages(include=["keras_resnets*", "training*", "tuning*"]),
     # The table of published weights (keras_resnets.list_weights()) is data, not code.
     package_data={"keras_resnets": ["weights.json"]},
     install_requires=[
@@ -21,7 +22,8 @@ setup(
         "numpy",
         "h5py",
         "absl-py",
-        "keras-tuner>=1.4",
+        "keras-tuner>=1.4.7,<1.5",  # tuning/kt_adapter.py: the private API it uses
+        "packaging",
         "scipy",
         "scikit-learn",  # KerasTuner's Bayesian optimisation
         "tensorflow-datasets",

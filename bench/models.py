@@ -57,8 +57,8 @@ def _keras_resnets(name, variants=(), **options):
         import keras_resnets
         from bench import variants as variants_lib
 
-        with variants_lib.use(*variants):
-            return getattr(keras_resnets, name)(**options)
+        stock = {"layer_classes": variants_lib.layer_classes(*variants)} if variants else {}
+        return getattr(keras_resnets, name)(**options, **stock)
 
     return build
 

@@ -15,17 +15,15 @@ measurable as a before/after ablation (`bench.models --groups=ablations`):
   subsamples with the strided slice `x[:, ::s, ::s]` (`StridedSlice` / `StridedSliceGrad`)
   instead of a 1x1 average pooling of stride s.
 
-Use a variant while building:
+Each variant is a `layer_classes` setting of `keras_resnets.LayerConfig`, passed in when
+building:
 
-    with variants.use("stock_bn"):
-        model = keras_resnets.ResNet50()
+    model = keras_resnets.ResNet50(layer_classes=variants.layer_classes("stock_bn"))
 """
-
-import contextlib
 
 import keras
 
-from keras_resnets import blocks, layers
+from keras_resnets import layers
 
 
 @keras.saving.register_keras_serializable(package="keras_resnets_bench")
@@ -41,27 +39,17 @@ class SlicedZeroPadShortcut(layers.ZeroPadShortcut):
         return x
 
 
-# name -> {attribute of keras_resnets.blocks: the stock replacement} while building.
+# name -> the stock classes it builds, by role of keras_resnets.layers.LAYER_CLASSES.
 VARIANTS = {
-    "stock_bn": {"FusedBatchNormalization": keras.layers.BatchNormalization},
-    "stock_gconv": {"GroupedConv2D": keras.layers.Conv2D},
-    "stock_shortcut": {"ZeroPadShortcut": SlicedZeroPadShortcut},
+    "stock_bn": {"batch_norm": keras.layers.BatchNormalization},
+    "stock_gconv": {"grouped_conv": keras.layers.Conv2D},
+    "stock_shortcut": {"zero_pad_shortcut": SlicedZeroPadShortcut},
 }
 
 
-@contextlib.contextmanager
-def use(*names):
-    """Build keras_resnets models with the named stock variants inside this block."""
+def layer_classes(*names):
+    """The `layer_classes` option of keras_resnets builders for the named variants together."""
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; valid: {sorted(VARIANTS)}")
-    saved = []
-    try:
-        for name in names:
-            for attribute, replacement in VARIANTS[name].items():
-                saved.append((attribute, getattr(blocks, attribute)))
-                setattr(blocks, attribute, replacement)
-        yield
-    finally:
-        for attribute, original in reversed(saved):
-            setattr(blocks, attribute, original)
+    return {role: cls for name in names for role, cls in VARIANTS[name].items()}

@@ -14,7 +14,7 @@ from keras_resnets.imagenet import decode_predictions, preprocess_input
 from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
 from keras_resnets.portable import portable
 from keras_resnets.pretrained import load_weights
-from keras_resnets.profile import ModelProfile, model_table, profile
+from keras_resnets.profile import ModelProfile, architecture_cost, model_table, profile
 from keras_resnets.registry import (
     Plain18,
     Plain20,
@@ -92,6 +92,7 @@ __all__ = [
     "ZeroPadShortcut",
     "FusedBatchNormalization",
     "GroupedConv2D",
+    "architecture_cost",
     "feature_extractor",
     "WeightEntry",
     "decode_predictions",

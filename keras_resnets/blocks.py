@@ -1,11 +1,12 @@
-"""Residual units: the two block kinds, the five unit orderings and the shortcut options.
+"""Residual units: a block kind's branch, the five unit orderings and the shortcut options.
 
-A residual unit is `x -> shortcut(x) + branch(x)`. The block kind (basic or bottleneck) fixes the
-branch's convolutions; the ordering (He et al. 2016, "Identity Mappings in Deep Residual
-Networks", Figure 4) fixes where batch normalisation ("bn") and the activation ("relu") sit
-around them; the shortcut option (He et al. 2015, Section 3.3) fixes how the shortcut matches
-dimensions. Layer names follow keras.applications: `{unit}_{i}_conv`, `{unit}_{i}_bn`,
-`{unit}_{i}_relu`, `{unit}_0_conv` for the projection shortcut, `{unit}_add`, `{unit}_out`.
+A residual unit is `x -> shortcut(x) + branch(x)`. The block kind (a row of
+`keras_resnets.specs.BLOCK_KINDS`: basic or bottleneck) fixes the branch's convolutions; the
+ordering (He et al. 2016, "Identity Mappings in Deep Residual Networks", Figure 4) fixes where
+batch normalisation ("bn") and the activation ("relu") sit around them; the shortcut option
+(He et al. 2015, Section 3.3) fixes how the shortcut matches dimensions. Layer names follow
+keras.applications: `{unit}_{i}_conv`, `{unit}_{i}_bn`, `{unit}_{i}_relu`, `{unit}_0_conv` for
+the projection shortcut, `{unit}_add`, `{unit}_out`.
 """
 
 import dataclasses
@@ -15,7 +16,8 @@ from typing import NamedTuple, Sequence, Tuple
 import keras
 
 from keras_resnets.config import LayerConfig
-from keras_resnets.layers import FusedBatchNormalization, GroupedConv2D, ZeroPadShortcut
+from keras_resnets.layers import LAYER_CLASSES
+from keras_resnets.specs import BlockKind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +47,6 @@ ORDERINGS = {
     "full_preactivation": Ordering(pre=("bn", "relu"), last=(), post=()),  # (e)
 }
 SHORTCUTS = ("A", "B", "C")
-BLOCKS = ("basic", "bottleneck")
-BOTTLENECK_EXPANSION = 4
 
 
 class ConvSpec(NamedTuple):
@@ -57,28 +57,25 @@ class ConvSpec(NamedTuple):
     dilation: int = 1
 
 
-def basic_block(planes: int, stride: int, dilation: int = 1) -> Tuple[Sequence[ConvSpec], int]:
-    """Two 3x3 convolutions; the first carries the stride. Returns (convs, output channels)."""
-    return [ConvSpec(planes, 3, stride, dilation=dilation),
-            ConvSpec(planes, 3, dilation=dilation)], planes
+def branch(kind: BlockKind, planes: int, stride: int, *, width: int, cardinality: int = 1,
+           stride_in: str = "3x3", dilation: int = 1) -> Tuple[Sequence[ConvSpec], int]:
+    """The convolutions of a unit's branch, from its row of `keras_resnets.specs.BLOCK_KINDS`.
+    Returns (convs, output channels).
 
-
-def bottleneck_block(
-    planes: int, stride: int, width: int, cardinality: int, stride_in: str, dilation: int = 1
-) -> Tuple[Sequence[ConvSpec], int]:
-    """1x1 reduce to `width`, 3x3 with `cardinality` groups, 1x1 expand to 4 * `planes`.
-
-    ResNeXt (Xie et al. 2016) is this block with `cardinality` > 1: the aggregated
-    transformations are one grouped convolution (their Figure 3c). `dilation` applies to the
-    3x3, as in torchvision.
+    The inner convolutions have `width` filters and the last one `kind.expansion * planes`;
+    the spatial ones (3x3) are grouped by `cardinality` (ResNeXt, Xie et al. 2016, Figure 3c:
+    the aggregated transformations as one grouped convolution) and dilated by `dilation` (as
+    in torchvision). The stride sits on the first convolution of the `stride_in` size, or on
+    the first one where the block has none (a basic block strides its first 3x3).
     """
-    first_stride, middle_stride = (stride, 1) if stride_in == "1x1" else (1, stride)
-    convs = [
-        ConvSpec(width, 1, first_stride),
-        ConvSpec(width, 3, middle_stride, cardinality, dilation),
-        ConvSpec(planes * BOTTLENECK_EXPANSION, 1),
-    ]
-    return convs, planes * BOTTLENECK_EXPANSION
+    sizes = kind.kernel_sizes
+    strided = next((i for i, size in enumerate(sizes) if stride_in == f"{size}x{size}"), 0)
+    out_channels = planes * kind.expansion
+    convs = [ConvSpec(out_channels if index == len(sizes) - 1 else width, size,
+                      stride if index == strided else 1,
+                      cardinality if size > 1 else 1, dilation if size > 1 else 1)
+             for index, size in enumerate(sizes)]
+    return convs, out_channels
 
 
 class LayerFactory:
@@ -86,11 +83,14 @@ class LayerFactory:
 
     It also holds the model's `data_format`: every layer that reads spatial or channel axes
     (convolutions, paddings, poolings, batch normalisations, the zero-padding shortcut) is
-    created here with it, so no block function needs to know the layout.
+    created here with it, so no block function needs to know the layout. `classes` maps the
+    roles of `keras_resnets.layers.LAYER_CLASSES` to the classes used, with the config's
+    `layer_classes` in place of the package's own.
     """
 
     def __init__(self, config: LayerConfig, data_format: str = "channels_last"):
         self.config = config
+        self.classes = {**LAYER_CLASSES, **config.layer_classes}
         self.data_format = data_format
         self.channel_axis = 1 if data_format == "channels_first" else -1
         self.unmatched_overrides = set(config.overrides)
@@ -100,11 +100,16 @@ class LayerFactory:
             regularizer = keras.regularizers.L2(regularizer)
         self.kernel_regularizer = regularizer
 
-    def create(self, layer_class, name, **kwargs):
+    def arguments(self, name, kwargs):
+        """`kwargs` of layer `name` with the config's overrides for that name applied."""
         for pattern, settings in self.config.overrides.items():
             if fnmatch.fnmatchcase(name, pattern):
                 kwargs.update(settings)
                 self.unmatched_overrides.discard(pattern)
+        return kwargs
+
+    def create(self, layer_class, name, **kwargs):
+        kwargs = self.arguments(name, kwargs)
         try:
             layer = layer_class(name=name, **kwargs)
         except (TypeError, ValueError) as error:
@@ -132,7 +137,7 @@ class LayerFactory:
         if use_bias == "auto":
             use_bias = not followed_by_bn
         return self.spatial(
-            GroupedConv2D if spec.groups > 1 else keras.layers.Conv2D,
+            self.classes["grouped_conv" if spec.groups > 1 else "conv"],
             name,
             filters=spec.filters,
             kernel_size=spec.kernel_size,
@@ -147,7 +152,7 @@ class LayerFactory:
 
     def bn(self, x, name, zero_gamma=False):
         return self.create(
-            FusedBatchNormalization,
+            self.classes["batch_norm"],
             name,
             axis=self.channel_axis,
             momentum=self.config.bn_momentum,
@@ -197,7 +202,8 @@ def shortcut(x, preactivated, out_channels, stride, option, ordering, make, name
         return make.bn(projection, f"{name}_0_bn")
     if stride == 1 and in_channels == out_channels:
         return x
-    return make.spatial(ZeroPadShortcut, f"{name}_0_pad", filters=out_channels, strides=stride)(x)
+    return make.spatial(make.classes["zero_pad_shortcut"], f"{name}_0_pad", filters=out_channels,
+                        strides=stride)(x)
 
 
 def residual_unit(x, convs, out_channels, *, stride, ordering, shortcut_option, plain, make, name):

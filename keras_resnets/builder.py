@@ -1,62 +1,17 @@
 """`ResNet(...)`: stem -> stages of residual units -> head, for every network of the family."""
 
 import dataclasses
+import inspect
 import sys
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import keras
 
 from keras_resnets import config as config_lib
-from keras_resnets import pretrained, weight_files
-from keras_resnets.blocks import (
-    BLOCKS,
-    ORDERINGS,
-    SHORTCUTS,
-    ConvSpec,
-    LayerFactory,
-    basic_block,
-    bottleneck_block,
-    residual_unit,
-)
+from keras_resnets import pretrained, validate, weight_files
+from keras_resnets.blocks import ORDERINGS, SHORTCUTS, ConvSpec, LayerFactory, branch, residual_unit
+from keras_resnets.specs import BLOCK_KINDS, DEFAULT_BLOCK_KIND, STEMS
 
-
-@dataclasses.dataclass(frozen=True)
-class Stem:
-    """The layers before the first stage and the defaults that go with them."""
-
-    kernel_size: int
-    strides: int
-    max_pool: bool
-    stage_widths: Tuple[int, ...]
-    image_size: int
-    classes: int
-
-    @property
-    def stride(self) -> int:
-        """The resolution the first stage receives: input size / stride."""
-        return self.strides * (2 if self.max_pool else 1)
-
-
-STEMS = {
-    # 7x7/2 convolution + 3x3/2 max pooling, four stages (He et al. 2015, Table 1).
-    "imagenet": Stem(7, 2, True, (64, 128, 256, 512), image_size=224, classes=1000),
-    # 3x3 convolution, three stages, depth 6n+2 (basic) or 9n+2 (bottleneck) (Section 4.2).
-    "cifar": Stem(3, 1, False, (16, 32, 64), image_size=32, classes=10),
-}
-
-# Per-stage block counts of the ImageNet depths, by block kind (He et al. 2015, Table 1;
-# ResNet-200 from He et al. 2016).
-IMAGENET_DEPTHS = {
-    "basic": {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)},
-    "bottleneck": {
-        26: (2, 2, 2, 2),
-        50: (3, 4, 6, 3),
-        101: (3, 4, 23, 3),
-        152: (3, 8, 36, 3),
-        200: (3, 24, 36, 3),
-    },
-}
-LAYERS_PER_BLOCK = {"basic": 2, "bottleneck": 3}
 POOLINGS = (None, "avg", "max")
 
 
@@ -78,95 +33,100 @@ class Architecture:
     @property
     def depth(self) -> int:
         """Weighted layers: the stem's convolution, the units' convolutions, the classifier."""
-        return sum(self.stage_blocks) * LAYERS_PER_BLOCK[self.block] + 2
+        return BLOCK_KINDS[self.block].depth(self.stage_blocks)
 
 
-def _choice(argument, value, choices):
-    if value not in choices:
-        raise ValueError(f"{argument} must be one of {list(choices)}; got {value!r}.")
-
-
-def _positive_int(argument, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer; got {value!r}.")
-
-
-def _cifar_blocks(depth, block, stages):
-    per_block = LAYERS_PER_BLOCK[block] * stages
-    if depth < per_block + 2 or (depth - 2) % per_block:
+def _depth_blocks(depth, block, stem, stages):
+    """The block kind and blocks per stage of `depth`: an ImageNet depth of the table, or
+    the same n in every stage with the cifar stem."""
+    if stem == "imagenet":
+        kinds = [BLOCK_KINDS[block]] if block else list(BLOCK_KINDS.values())
+        matches = [kind for kind in kinds if depth in kind.imagenet_depths]
+        if not matches:
+            valid = {kind.name: sorted(kind.imagenet_depths) for kind in kinds}
+            raise ValueError(
+                f"depth={depth} is not an ImageNet depth; valid depths by block: {valid}. "
+                "Pass stage_blocks for other depths."
+            )
+        return matches[0].name, matches[0].imagenet_depths[depth]
+    kind = BLOCK_KINDS[block or DEFAULT_BLOCK_KIND]
+    stage_blocks = kind.uniform_blocks(depth, stages)
+    if stage_blocks is None:
+        per_block = kind.layers * stages
         examples = ", ".join(str(per_block * n + 2) for n in (1, 2, 3, 5, 9, 18))
         raise ValueError(
-            f"depth={depth} is invalid for block='{block}' with the cifar stem: expected "
+            f"depth={depth} is invalid for block='{kind.name}' with the cifar stem: expected "
             f"{per_block}n+2 ({examples}, ...)."
         )
-    return ((depth - 2) // per_block,) * stages
+    return kind.name, stage_blocks
 
 
 def resolve_architecture(
-    depth=None,
-    stage_blocks=None,
-    block=None,
-    stem="imagenet",
-    stage_widths=None,
-    width_multiplier=1.0,
-    cardinality=1,
-    bottleneck_width=None,
-    unit="original",
-    shortcut="B",
-    plain=False,
+    *,
+    depth: Optional[int] = None,
+    stage_blocks: Optional[Sequence[int]] = None,
+    block: Optional[str] = None,
+    stem: str = "imagenet",
+    stage_widths: Optional[Sequence[int]] = None,
+    width_multiplier: float = 1.0,
+    cardinality: int = 1,
+    bottleneck_width: Optional[int] = None,
+    unit: str = "original",
+    shortcut: str = "B",
+    plain: bool = False,
 ) -> Architecture:
-    """Validate the architecture arguments of `ResNet` and resolve depth into block counts."""
-    _choice("stem", stem, STEMS)
-    _choice("unit", unit, ORDERINGS)
-    _choice("shortcut", shortcut, SHORTCUTS)
+    """Validate the architecture arguments of `ResNet` and resolve depth into block counts.
+
+    Its keyword arguments are the architecture arguments of `ResNet` (documented there), in
+    their order; `ARCHITECTURE_ARGUMENTS` lists them, and `ResNet`, the registry and the tuner
+    read that list.
+
+    Returns:
+        An `Architecture`.
+
+    Example:
+
+    >>> arch = resolve_architecture(depth=164, stem="cifar", block="bottleneck")
+    >>> arch.stage_blocks, arch.stage_widths
+    ((18, 18, 18), (16, 32, 64))
+    """
+    validate.choice("stem", stem, STEMS)
+    validate.choice("unit", unit, ORDERINGS)
+    validate.choice("shortcut", shortcut, SHORTCUTS)
     if block is not None:
-        _choice("block", block, BLOCKS)
+        validate.choice("block", block, BLOCK_KINDS)
     base_widths = tuple(stage_widths or STEMS[stem].stage_widths)
     for width in base_widths:
-        _positive_int("stage_widths entries", width)
+        validate.positive_int("stage_widths entries", width)
     if (depth is None) == (stage_blocks is None):
         raise ValueError(
             "Pass exactly one of depth and stage_blocks; got "
             f"depth={depth!r}, stage_blocks={stage_blocks!r}."
         )
     if depth is not None:
-        _positive_int("depth", depth)
-        if stem == "imagenet":
-            kinds = [block] if block else BLOCKS
-            matches = [(kind, IMAGENET_DEPTHS[kind][depth]) for kind in kinds
-                       if depth in IMAGENET_DEPTHS[kind]]
-            if not matches:
-                valid = {kind: sorted(IMAGENET_DEPTHS[kind]) for kind in kinds}
-                raise ValueError(
-                    f"depth={depth} is not an ImageNet depth; valid depths by block: {valid}. "
-                    "Pass stage_blocks for other depths."
-                )
-            block, stage_blocks = matches[0]
-        else:
-            block = block or "basic"
-            stage_blocks = _cifar_blocks(depth, block, len(base_widths))
+        validate.positive_int("depth", depth)
+        block, stage_blocks = _depth_blocks(depth, block, stem, len(base_widths))
     else:
-        block = block or "basic"
+        block = block or DEFAULT_BLOCK_KIND
         stage_blocks = tuple(stage_blocks)
         for count in stage_blocks:
-            _positive_int("stage_blocks entries", count)
+            validate.positive_int("stage_blocks entries", count)
     if len(stage_blocks) != len(base_widths):
         raise ValueError(
             f"stage_blocks has {len(stage_blocks)} stages but stage_widths has "
             f"{len(base_widths)}: {tuple(stage_blocks)} vs {base_widths}."
         )
-    if not (isinstance(width_multiplier, (int, float)) and width_multiplier > 0):
-        raise ValueError(f"width_multiplier must be a positive number; got {width_multiplier!r}.")
+    validate.positive_number("width_multiplier", width_multiplier)
     widths = tuple(max(1, int(round(w * width_multiplier))) for w in base_widths)
-    _positive_int("cardinality", cardinality)
+    validate.positive_int("cardinality", cardinality)
     if bottleneck_width is not None:
-        _positive_int("bottleneck_width", bottleneck_width)
-    if block == "basic":
+        validate.positive_int("bottleneck_width", bottleneck_width)
+    if not BLOCK_KINDS[block].aggregated:
         if cardinality != 1 or bottleneck_width is not None:
             raise ValueError(
                 "cardinality and bottleneck_width need block='bottleneck' (ResNeXt aggregates "
                 f"bottleneck transformations); got cardinality={cardinality}, "
-                f"bottleneck_width={bottleneck_width} with block='basic'."
+                f"bottleneck_width={bottleneck_width} with block='{block}'."
             )
         group_widths = ()
     else:
@@ -176,6 +136,10 @@ def resolve_architecture(
         )
     return Architecture(stem, base_widths[0], block, tuple(stage_blocks), widths, group_widths,
                         cardinality, unit, shortcut, bool(plain))
+
+
+# The architecture arguments of `ResNet`, in order: the one list of them.
+ARCHITECTURE_ARGUMENTS = tuple(inspect.signature(resolve_architecture).parameters)
 
 
 def _group_width(planes, cardinality, bottleneck_width, stage):
@@ -197,7 +161,8 @@ def _group_width(planes, cardinality, bottleneck_width, stage):
     return int(per_group) * cardinality
 
 
-def _input_shape(input_shape, include_top, stem, data_format):
+def resolve_input_shape(input_shape, include_top, stem, data_format):
+    """`input_shape` checked for `data_format`, or the stem's default."""
     channels_first = data_format == "channels_first"
     layout = "(channels, height, width)" if channels_first else "(height, width, channels)"
     if input_shape is None:
@@ -221,16 +186,6 @@ def _input_shape(input_shape, include_top, stem, data_format):
 def ResNet(
     depth: Optional[int] = None,
     *,
-    stage_blocks: Optional[Sequence[int]] = None,
-    block: Optional[str] = None,
-    stem: str = "imagenet",
-    stage_widths: Optional[Sequence[int]] = None,
-    width_multiplier: float = 1.0,
-    cardinality: int = 1,
-    bottleneck_width: Optional[int] = None,
-    unit: str = "original",
-    shortcut: str = "B",
-    plain: bool = False,
     include_top: bool = True,
     weights: Optional[str] = None,
     input_tensor=None,
@@ -332,40 +287,32 @@ def ResNet(
     >>> model.output_shape
     (None, 10)
     """
-    arch = resolve_architecture(depth, stage_blocks, block, stem, stage_widths, width_multiplier,
-                                cardinality, bottleneck_width, unit, shortcut, plain)
-    ordering = ORDERINGS[arch.unit]
-    _choice("pooling", pooling, POOLINGS)
-    if output_stride is not None:
-        _choice("output_stride", output_stride, output_strides(arch))
-    if classes is None:
-        classes = STEMS[arch.stem].classes
-    if include_top:
-        _positive_int("classes", classes)
+    # The architecture arguments arrive with the layer options (`ResNet.__signature__`, set
+    # below, lists them): resolve_architecture's keywords are their one definition.
+    arch = resolve_architecture(depth=depth, **{
+        key: layer_options.pop(key) for key in ARCHITECTURE_ARGUMENTS if key in layer_options})
+    head = dict(include_top=include_top, pooling=pooling, classes=classes,
+                classifier_activation=classifier_activation, data_format=data_format,
+                output_stride=output_stride)
+    net = network(arch, **head, layer_config=layer_config, **layer_options)
     # A tag of the weight table implies its layer settings; `load` loads it once built.
     layer_config, load = pretrained.prepare(
         weights, name=name, layer_config=layer_config, layer_options=layer_options,
-        preactivation=ordering.preactivation, include_top=include_top, classes=classes)
-    layer_settings = config_lib.resolve(layer_config, ordering.preactivation, **layer_options)
-    data_format = config_lib.data_format(data_format)
+        preactivation=ORDERINGS[arch.unit].preactivation, include_top=include_top,
+        classes=net.classes)
+    if load is not None:
+        net = network(arch, **head, layer_config=layer_config, **layer_options)
 
     if input_tensor is None:
-        inputs = keras.Input(shape=_input_shape(input_shape, include_top, arch.stem, data_format))
+        inputs = keras.Input(shape=resolve_input_shape(input_shape, include_top, arch.stem,
+                                                       net.data_format))
     elif keras.backend.is_keras_tensor(input_tensor):
         inputs = input_tensor
     else:
         inputs = keras.Input(tensor=input_tensor, shape=input_shape)
 
-    make = LayerFactory(layer_settings, data_format)
-    x = _stem(inputs, arch, ordering, make)
-    x, pyramid = _stages(x, arch, ordering, make, output_stride)
-    x = _head(x, make, include_top, pooling, classes, classifier_activation)
-
-    if make.unmatched_overrides:
-        raise ValueError(
-            f"overrides pattern(s) {sorted(make.unmatched_overrides)} matched no layer of this "
-            "model; layer names look like 'conv1_conv', 'conv2_block1_1_bn', 'predictions'."
-        )
+    make = LayerFactory(net.layers, net.data_format)
+    x, pyramid = build(inputs, net, make)
     source = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
     _allow_graph_depth(len(make.created))
     model = keras.Model(source, x, name=name)
@@ -376,9 +323,71 @@ def ResNet(
         except weight_files.WeightsMismatchError as error:
             raise weight_files.WeightsMismatchError(
                 f"weights={str(weights)!r} does not fit model '{name}' built with "
-                f"classes={classes}, include_top={include_top}: {error}"
+                f"classes={net.classes}, include_top={include_top}: {error}"
             ) from None
     return model
+
+
+def _signature():
+    """`ResNet`'s signature as help() and IDEs show it: `depth`, the other architecture
+    arguments (keyword-only, from `resolve_architecture`), then its own arguments."""
+    own = inspect.signature(ResNet)
+    architecture = [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in
+                    inspect.signature(resolve_architecture).parameters.values()
+                    if parameter.name != "depth"]
+    depth, *rest = own.parameters.values()
+    return own.replace(parameters=[depth, *architecture, *rest])
+
+
+ResNet.__signature__ = _signature()
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A network's checked settings besides its inputs: what `ResNet` builds and
+    `keras_resnets.profile.architecture_cost` counts (see `ResNet` for each argument)."""
+
+    arch: Architecture
+    layers: config_lib.LayerConfig
+    data_format: str
+    include_top: bool
+    pooling: Optional[str]
+    classes: int
+    classifier_activation: Any
+    output_stride: Optional[int]
+
+
+def network(arch: Architecture, *, include_top=True, pooling=None, classes=None,
+            classifier_activation="softmax", data_format=None, output_stride=None,
+            layer_config=None, **layer_options) -> Network:
+    """Check the head and layer arguments of `ResNet` for `arch` and resolve their defaults."""
+    layers = config_lib.resolve(layer_config, ORDERINGS[arch.unit].preactivation,
+                                **layer_options)
+    data_format = config_lib.data_format(data_format)
+    validate.choice("pooling", pooling, POOLINGS)
+    if output_stride is not None:
+        validate.choice("output_stride", output_stride, output_strides(arch))
+    if classes is None:
+        classes = STEMS[arch.stem].classes
+    if include_top:
+        validate.positive_int("classes", classes)
+    return Network(arch, layers, data_format, include_top, pooling, classes,
+                   classifier_activation, output_stride)
+
+
+def build(inputs, net: Network, make: LayerFactory):
+    """Stem -> stages -> head from `inputs` with the layers `make` creates. Returns the
+    output and the pyramid (see `_stages`)."""
+    ordering = ORDERINGS[net.arch.unit]
+    x = _stem(inputs, net.arch, ordering, make)
+    x, pyramid = _stages(x, net.arch, ordering, make, net.output_stride)
+    x = _head(x, make, net.include_top, net.pooling, net.classes, net.classifier_activation)
+    if make.unmatched_overrides:
+        raise ValueError(
+            f"overrides pattern(s) {sorted(make.unmatched_overrides)} matched no layer of this "
+            "model; layer names look like 'conv1_conv', 'conv2_block1_1_bn', 'predictions'."
+        )
+    return x, pyramid
 
 
 def _allow_graph_depth(layers):
@@ -447,13 +456,10 @@ def _stages(x, arch, ordering, make, output_stride=None):
             if output_stride is not None and stride * unit_stride > output_stride:
                 dilation, unit_stride = dilation * unit_stride, 1
             stride *= unit_stride
-            if arch.block == "basic":
-                convs, out_channels = basic_block(planes, unit_stride, unit_dilation)
-            else:
-                convs, out_channels = bottleneck_block(
-                    planes, unit_stride, arch.bottleneck_widths[stage], arch.cardinality,
-                    make.config.stride_in, unit_dilation,
-                )
+            convs, out_channels = branch(
+                BLOCK_KINDS[arch.block], planes, unit_stride, stride_in=make.config.stride_in,
+                width=arch.bottleneck_widths[stage] if arch.bottleneck_widths else planes,
+                cardinality=arch.cardinality, dilation=unit_dilation)
             x = residual_unit(
                 x, convs, out_channels, stride=unit_stride, ordering=ordering,
                 shortcut_option=arch.shortcut, plain=arch.plain, make=make,

@@ -5,6 +5,8 @@ from typing import Any, Mapping, Optional, Union
 
 import keras
 
+from keras_resnets import validate
+
 STRIDE_PLACEMENTS = ("1x1", "3x3")
 DOWNSAMPLE_BLOCKS = ("first", "last")
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -42,6 +44,12 @@ class LayerConfig:
             `"conv1_conv"`) to keyword arguments for the matching layers' constructors, applied
             after the settings above. A pattern that matches no layer is an error. Defaults to
             `{}`.
+        layer_classes: dict mapping a role to the `keras.layers.Layer` subclass built for it,
+            in place of the package's own (`keras_resnets.layers.LAYER_CLASSES`): `"conv"`
+            (`keras.layers.Conv2D`), `"grouped_conv"` (`GroupedConv2D`), `"batch_norm"`
+            (`FusedBatchNormalization`) or `"zero_pad_shortcut"` (`ZeroPadShortcut`). A class
+            takes the arguments of the one it replaces, e.g.
+            `{"batch_norm": keras.layers.BatchNormalization}`. Defaults to `{}`.
 
     Example:
 
@@ -60,16 +68,25 @@ class LayerConfig:
     stride_in: str = "3x3"
     downsample_block: str = "first"
     overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    layer_classes: Mapping[str, type] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        _check_choice("stride_in", self.stride_in, STRIDE_PLACEMENTS)
-        _check_choice("downsample_block", self.downsample_block, DOWNSAMPLE_BLOCKS)
+        from keras_resnets.layers import LAYER_CLASSES  # that module imports this one
+
+        validate.choice("stride_in", self.stride_in, STRIDE_PLACEMENTS)
+        validate.choice("downsample_block", self.downsample_block, DOWNSAMPLE_BLOCKS)
         if not (isinstance(self.use_bias, bool) or self.use_bias == "auto"):
             raise ValueError(f"use_bias must be True, False or 'auto'; got {self.use_bias!r}.")
-        if not 0.0 <= self.bn_momentum < 1.0:
-            raise ValueError(f"bn_momentum must be in [0, 1); got {self.bn_momentum!r}.")
-        if not self.bn_epsilon > 0:
-            raise ValueError(f"bn_epsilon must be positive; got {self.bn_epsilon!r}.")
+        validate.number_in("bn_momentum", self.bn_momentum, 0, 1, high_open=True, what="in ")
+        validate.positive("bn_epsilon", self.bn_epsilon)
+        if not isinstance(self.layer_classes, Mapping) or not all(
+            role in LAYER_CLASSES and isinstance(cls, type) and issubclass(cls, keras.layers.Layer)
+            for role, cls in self.layer_classes.items()
+        ):
+            raise ValueError(
+                f"layer_classes must map roles among {list(LAYER_CLASSES)} to keras.layers.Layer "
+                f"subclasses; got {self.layer_classes!r}."
+            )
         if not isinstance(self.overrides, Mapping) or not all(
             isinstance(v, Mapping) for v in self.overrides.values()
         ):
@@ -77,11 +94,6 @@ class LayerConfig:
                 "overrides must map layer-name patterns to dicts of layer arguments, e.g. "
                 f"{{'*_bn': {{'momentum': 0.99}}}}; got {self.overrides!r}."
             )
-
-
-def _check_choice(argument, value, choices):
-    if value not in choices:
-        raise ValueError(f"{argument} must be one of {list(choices)}; got {value!r}.")
 
 
 def data_format(value: Optional[str] = None) -> str:
@@ -93,9 +105,7 @@ def data_format(value: Optional[str] = None) -> str:
     """
     if value is None:
         return keras.config.image_data_format()
-    if value not in DATA_FORMATS:
-        raise ValueError(
-            f"data_format must be None or one of {list(DATA_FORMATS)}; got {value!r}.")
+    validate.choice("data_format", value, DATA_FORMATS, prefix="None or ")
     return value
 
 
@@ -114,7 +124,7 @@ def preset(name: str, preactivation: bool = False) -> LayerConfig:
         preactivation: bool. Whether the model uses pre-activation units; selects the ResNetV2
             variant of `"keras_applications"`. Defaults to `False`.
     """
-    _check_choice("layer_config", name, PRESETS)
+    validate.choice("layer_config", name, PRESETS)
     if name != "keras_applications":
         return LayerConfig()
     common = dict(kernel_initializer="glorot_uniform", bn_momentum=0.99, bn_epsilon=1.001e-5)

@@ -149,3 +149,14 @@ class GroupedConv2D(keras.layers.Conv2D):
             if outputs is not None:
                 return outputs
         return super().convolution_op(inputs, kernel)
+
+
+# The layers a model is built from where the package has its own, by role. `LayerConfig`'s
+# `layer_classes` replaces any of them (bench/variants.py builds its stock-Keras ablations
+# that way).
+LAYER_CLASSES = {
+    "conv": keras.layers.Conv2D,
+    "grouped_conv": GroupedConv2D,
+    "batch_norm": FusedBatchNormalization,
+    "zero_pad_shortcut": ZeroPadShortcut,
+}

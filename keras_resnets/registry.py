@@ -2,16 +2,12 @@
 
 import fnmatch
 import functools
-import inspect
 from typing import List, Optional
 
 import keras
 
-from keras_resnets.builder import STEMS, Architecture, ResNet, resolve_architecture
-from keras_resnets.specs import MODEL_SPECS, PAPERS
-
-# The arguments of `ResNet` that shape the network (the rest are layer settings and the head).
-ARCHITECTURE_ARGUMENTS = tuple(inspect.signature(resolve_architecture).parameters)
+from keras_resnets.builder import ARCHITECTURE_ARGUMENTS, Architecture, ResNet, resolve_architecture
+from keras_resnets.specs import MODEL_SPECS, PAPERS, STEMS
 
 
 def list_models(pattern: str = "*") -> List[str]:
@@ -89,13 +85,19 @@ def model_name(name: str, /, **overrides) -> str:
     return name if architecture == like else name_for(architecture, like)
 
 
+def registered_name(architecture: Architecture) -> Optional[str]:
+    """The name of the registry row whose architecture is `architecture`, or `None`."""
+    rows = _row_architectures().items()
+    return next((row for row, row_architecture in rows if row_architecture == architecture), None)
+
+
 def name_for(architecture: Architecture, like: Optional[Architecture] = None) -> str:
     """The registry name of `architecture`, or else a name that states it: family and depth,
     then each choice where it differs from `like` (by default the plain ResNet of the same
     stem, blocks and depth: stem widths, original units, shortcut B)."""
-    for row, row_architecture in _row_architectures().items():
-        if row_architecture == architecture:
-            return row
+    registered = registered_name(architecture)
+    if registered is not None:
+        return registered
     if like is None:
         like = resolve_architecture(stage_blocks=architecture.stage_blocks,
                                     block=architecture.block, stem=architecture.stem)

@@ -1,6 +1,101 @@
-"""The named models: each row holds the `ResNet(...)` arguments that define it (data, not code)."""
+"""The tables of the family (data, not code): block kinds, stems and the named models.
 
-from typing import Any, Dict, NamedTuple
+- `BLOCK_KINDS`: what a residual block is made of and which depths it gives.
+- `STEMS`: the layers before the first stage and the defaults that go with them.
+- `MODEL_SPECS`: each named model as the `ResNet(...)` arguments that define it.
+
+The builder, the cost counter (`keras_resnets.profile`), the registry and the tuner read these
+tables; adding a block kind or a stem is a new row here.
+"""
+
+import dataclasses
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockKind:
+    """A kind of residual block: the convolutions of its branch and the depths it makes.
+
+    Attributes:
+        name: str. The `block` argument of `ResNet(...)`.
+        kernel_sizes: tuple of int. The branch's convolutions in order. The inner ones have
+            the stage's (group) width, the last one `expansion` times the stage width; the
+            spatial ones (kernel > 1) carry the groups (ResNeXt's cardinality) and any
+            dilation.
+        expansion: int. Output channels per channel of stage width.
+        aggregated: bool. Whether ResNeXt's `cardinality` and `bottleneck_width` apply (they
+            set the inner convolutions' width and groups; Xie et al. 2016 aggregate
+            bottleneck transformations only).
+        imagenet_depths: dict. The ImageNet depths of this kind: depth -> blocks per stage.
+    """
+
+    name: str
+    kernel_sizes: Tuple[int, ...]
+    expansion: int
+    aggregated: bool
+    imagenet_depths: Mapping[int, Tuple[int, ...]]
+
+    @property
+    def layers(self) -> int:
+        """Weighted layers per block: its convolutions."""
+        return len(self.kernel_sizes)
+
+    def depth(self, stage_blocks: Sequence[int]) -> int:
+        """Weighted layers of a network: the stem's convolution, the blocks, the classifier."""
+        return self.layers * sum(stage_blocks) + 2
+
+    def uniform_blocks(self, depth: int, stages: int) -> Optional[Tuple[int, ...]]:
+        """The same number of blocks n in each of `stages` stages giving `depth` (the CIFAR
+        networks: 6n+2 with basic blocks, 9n+2 with bottlenecks), or `None` if none does."""
+        per_block = self.layers * stages
+        if depth < per_block + 2 or (depth - 2) % per_block:
+            return None
+        return ((depth - 2) // per_block,) * stages
+
+
+BLOCK_KINDS = {
+    # Per-stage block counts of the ImageNet depths (He et al. 2015, Table 1; ResNet-200 from
+    # He et al. 2016).
+    "basic": BlockKind("basic", kernel_sizes=(3, 3), expansion=1, aggregated=False,
+                       imagenet_depths={10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}),
+    "bottleneck": BlockKind("bottleneck", kernel_sizes=(1, 3, 1), expansion=4, aggregated=True,
+                            imagenet_depths={26: (2, 2, 2, 2), 50: (3, 4, 6, 3),
+                                             101: (3, 4, 23, 3), 152: (3, 8, 36, 3),
+                                             200: (3, 24, 36, 3)}),
+}
+
+# The kind of a network given by stage_blocks, or by a cifar-stem depth, without a block.
+DEFAULT_BLOCK_KIND = "basic"
+
+
+def imagenet_kind(depth: int) -> Optional[BlockKind]:
+    """The block kind whose ImageNet depths hold `depth`, or `None`."""
+    return next((kind for kind in BLOCK_KINDS.values() if depth in kind.imagenet_depths), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stem:
+    """The layers before the first stage and the defaults that go with them."""
+
+    kernel_size: int
+    strides: int
+    max_pool: bool
+    stage_widths: Tuple[int, ...]
+    image_size: int
+    classes: int
+
+    @property
+    def stride(self) -> int:
+        """The resolution the first stage receives: input size / stride."""
+        return self.strides * (2 if self.max_pool else 1)
+
+
+STEMS = {
+    # 7x7/2 convolution + 3x3/2 max pooling, four stages (He et al. 2015, Table 1).
+    "imagenet": Stem(7, 2, True, (64, 128, 256, 512), image_size=224, classes=1000),
+    # 3x3 convolution, three stages, depth 6n+2 (basic) or 9n+2 (bottleneck) (Section 4.2).
+    "cifar": Stem(3, 1, False, (16, 32, 64), image_size=32, classes=10),
+}
 
 
 class Spec(NamedTuple):

@@ -544,7 +544,7 @@ def _apply(base: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentCo
     )
 
 
-# The papers' recipes, as flat settings (data, not code). DESIGN.md lists the sources.
+# The papers' recipes, as flat settings (data, not code); each cites its source below.
 _CIFAR = dict(
     dataset="cifar10", validation_images=5000, global_batch_size=128, learning_rate=0.1,
     momentum=0.9, weight_decay=1e-4, schedule="step",

@@ -4,7 +4,7 @@
 `tf.distribute.Strategy`, the number of replicas and workers, this task's role, the per-replica
 batch and whether the train step is XLA-compiled.
 
-Facts behind the choices (DESIGN.md): Keras 3's `model.fit` fails under
+Facts behind the choices (TF 2.21, Keras 3.15; keras-team/keras#20585): `model.fit` fails under
 `MultiWorkerMirroredStrategy`, so `training.trainer` runs its own loop (`strategy.run` over a
 distributed dataset) under every strategy; XLA made ResNet-50 training 2.8x slower on CPU and
 failed under `MirroredStrategy` on CPU, so `jit_compile="auto"` uses XLA on GPU and TPU only;

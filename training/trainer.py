@@ -652,7 +652,6 @@ class Trainer:
             "images_per_second": (state["images"] / state["train_seconds"]
                                   if state["train_seconds"] else None),
             "skipped_files": len(getattr(self.pipeline, "skipped_files", ())),
-            "class_names": list(self.info.class_names),
             "monitor": self._monitor(),
             "best_epoch": state["best_epoch"],
         }

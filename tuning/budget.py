@@ -9,11 +9,11 @@ import dataclasses
 import sys
 from typing import Dict, List, Optional
 
-import keras_tuner
 from keras_tuner import Objective
-from keras_tuner.engine import trial as trial_module
 
 import keras_resnets
+from keras_resnets import validate
+from tuning import kt_adapter
 
 OBJECTIVE = Objective("val_error", direction="min")
 
@@ -34,8 +34,8 @@ class Budget:
     def __post_init__(self):
         for name in ("max_params", "max_flops"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive or None; got {value!r}.")
+            if value is not None:
+                validate.positive(name, value, suffix=" or None")
 
     def admits(self, cost: keras_resnets.ModelProfile) -> bool:
         return ((self.max_params is None or cost.trainable_params <= self.max_params)
@@ -48,7 +48,8 @@ class Budget:
 
 
 class CostModel:
-    """Parameters and multiply-adds of a point of a `ResNetHyperModel`, built once per point."""
+    """Parameters and multiply-adds of a point of a `ResNetHyperModel`, computed from its
+    architecture (`keras_resnets.architecture_cost`: no model is built)."""
 
     def __init__(self, hypermodel):
         self.hypermodel = hypermodel
@@ -58,9 +59,10 @@ class CostModel:
         arguments = self.hypermodel.architecture(self.hypermodel.values_to_hp(values))
         key = repr(sorted(arguments.items()))
         if key not in self._costs:
-            model = keras_resnets.ResNet(**arguments, classes=self.hypermodel.classes,
-                                         input_shape=self.hypermodel.input_shape)
-            self._costs[key] = keras_resnets.profile(model)
+            # The hypermodel's input shape is the pipeline's: channels last.
+            self._costs[key] = keras_resnets.architecture_cost(
+                keras_resnets.resolve_architecture(**arguments), classes=self.hypermodel.classes,
+                input_shape=self.hypermodel.input_shape, data_format="channels_last")
         return self._costs[key]
 
 
@@ -77,68 +79,40 @@ def check_feasible(space, cost_model: CostModel, budget: Budget):
 
 
 class _BudgetMixin:
-    """Makes a KerasTuner oracle propose only points within a budget (and never retrain a
-    trial that ended before a kill)."""
+    """Makes a filtered KerasTuner oracle (`tuning.kt_adapter`) admit only points within a
+    budget, and remember the rejected ones (in its state, so a rerun reports them too)."""
 
-    def __init__(self, *, cost_model: CostModel, budget: Budget, max_draws: int = 1000,
-                 **kwargs):
+    def __init__(self, *, cost_model: CostModel, budget: Budget, **kwargs):
         super().__init__(**kwargs)
         self.cost_model = cost_model
         self.budget = budget
-        self.max_draws = max_draws
         self.rejected: List[Dict[str, object]] = []
 
     def admits(self, values) -> bool:
         if self.budget.admits(self.cost_model(values)):
             return True
         self.rejected.append(dict(values))
-        self._tried_so_far.add(self._compute_values_hash(values))  # never propose it again
         return False
-
-    def _random_values(self):
-        for _ in range(self.max_draws):
-            values = super()._random_values()
-            if values is None or self.admits(values):
-                return values
-        return None  # the space within budget is exhausted
 
     def get_state(self):
         return {**super().get_state(), "rejected": self.rejected}
-
-    def reload(self):
-        super().reload()
-        # KerasTuner writes an ended trial's trial.json before oracle.json, and that oracle.json
-        # still lists the trial as ongoing: a kill in between would make the rerun retrain a
-        # finished trial. A trial's own file is the truth about whether it ended.
-        ended = (trial_module.TrialStatus.COMPLETED, trial_module.TrialStatus.FAILED)
-        for trial_id in [t for t in self._retry_queue if self.trials[t].status in ended]:
-            self._retry_queue.remove(trial_id)
-            if trial_id not in self.end_order:
-                self.end_order.append(trial_id)
 
     def set_state(self, state):
         super().set_state(state)
         self.rejected = state.get("rejected", [])
 
 
-class RandomSearchOracle(_BudgetMixin, keras_tuner.oracles.RandomSearchOracle):
+class RandomSearchOracle(_BudgetMixin, kt_adapter.RandomSearchOracle):
     """Random search within a budget."""
 
 
-class HyperbandOracle(_BudgetMixin, keras_tuner.oracles.HyperbandOracle):
-    """Hyperband within a budget (its candidates are drawn by `_random_values`)."""
+class HyperbandOracle(_BudgetMixin, kt_adapter.HyperbandOracle):
+    """Hyperband within a budget."""
 
 
-class BayesianOptimizationOracle(_BudgetMixin, keras_tuner.oracles.BayesianOptimizationOracle):
+class BayesianOptimizationOracle(_BudgetMixin, kt_adapter.BayesianOptimizationOracle):
     """Bayesian optimisation within a budget: an over-budget proposal of the Gaussian process
     is rejected and replaced by a random point within the budget."""
-
-    def populate_space(self, trial_id):
-        response = super().populate_space(trial_id)
-        if response["status"] == trial_module.TrialStatus.RUNNING and not self.admits(
-                response["values"]):
-            return self._random_populate_space()
-        return response
 
 
 ORACLES = {
@@ -155,8 +129,7 @@ def make_oracle(tuner: str, cost_model: CostModel, budget: Budget, *, max_trials
     `max_trials` bounds random and Bayesian searches; Hyperband is bounded by `max_epochs` (the
     most epochs one model trains) and its own bracket arithmetic, as in KerasTuner.
     """
-    if tuner not in ORACLES:
-        raise ValueError(f"tuner must be one of {list(ORACLES)}; got {tuner!r}.")
+    validate.choice("tuner", tuner, ORACLES)
     # Failed trials are final and the search goes on to its budget (tuning.failures): no
     # retries, and no stop after KerasTuner's 3 consecutive failures (it raises before saving
     # the failed trial, so a rerun would run that trial again).

@@ -5,14 +5,14 @@ other error (out of memory, a point the trainer refuses, ...). It is then marked
 never retried, neither in this search nor when the search is rerun: with deterministic ops
 the same point fails the same way again, and each retry would cost a trial. KerasTuner's
 default of printing the traceback and stopping after three consecutive failures is replaced
-by one log line per failure; the traceback is kept in the trial's `failure.txt`.
+by one log line per failure (`tuning.kt_adapter.no_keras_tuner_tracebacks`); the traceback is
+kept in the trial's `failure.txt`.
 
 A trial stopped by SIGINT / SIGTERM (`training.trainer.TrainingInterrupted`) has not failed:
 the search stops with `SearchInterrupted`, and rerunning it resumes that trial from its
 checkpoint.
 """
 
-import contextlib
 import os
 from typing import Optional
 
@@ -67,16 +67,3 @@ def recorded_reason(trial_dir: str) -> Optional[str]:
     except OSError:
         return None
 
-
-@contextlib.contextmanager
-def no_keras_tuner_tracebacks():
-    """KerasTuner prints the traceback of every failed trial while its `config.DEBUG` is set
-    (the default, and there is no public switch); our one line replaces it."""
-    from keras_tuner.src import config  # private: the only switch for that print
-
-    before = config.DEBUG
-    config.DEBUG = False
-    try:
-        yield
-    finally:
-        config.DEBUG = before

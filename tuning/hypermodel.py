@@ -14,9 +14,11 @@ import keras
 import keras_tuner
 
 import keras_resnets
-from keras_resnets.builder import IMAGENET_DEPTHS, LAYERS_PER_BLOCK, STEMS
+from keras_resnets import registry, validate
+from keras_resnets.specs import BLOCK_KINDS, STEMS, imagenet_kind
 
-FAMILIES = ("cifar", "imagenet")
+FAMILIES = tuple(sorted(STEMS))
+_EMPTY = "The search space is empty: "
 TRAINING_HYPERPARAMETERS = ("learning_rate", "weight_decay", "batch_size", "label_smoothing")
 
 
@@ -31,7 +33,8 @@ class SearchSpace:
             `(1, 2, 3, 5, 7, 9, 18)` (ResNet-8, 14, 20, 32, 44, 56, 110 with basic blocks).
         depths: tuple of int. ImageNet only; the block kind follows from the depth.
             Defaults to `(18, 34, 50, 101, 152)`.
-        blocks: tuple of str. CIFAR only: `"basic"` and/or `"bottleneck"`.
+        blocks: tuple of str. CIFAR only: `"basic"` and/or `"bottleneck"` (the rows of
+            `keras_resnets.specs.BLOCK_KINDS`).
             Defaults to `("basic", "bottleneck")`.
         base_widths: tuple of int. Width of the first stage and the stem; stage i has
             base * 2**i. Defaults to `(16, 32, 64)` for CIFAR and `(64,)` for ImageNet
@@ -57,8 +60,7 @@ class SearchSpace:
     shortcuts: Tuple[str, ...] = ("A", "B")
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {list(FAMILIES)}; got {self.family!r}.")
+        validate.choice("family", self.family, FAMILIES)
         if self.base_widths is None:
             object.__setattr__(self, "base_widths", (16, 32, 64) if self.family == "cifar"
                                else (64,))
@@ -67,12 +69,10 @@ class SearchSpace:
         for name in used:
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)
-            if not values:
-                raise ValueError(f"The search space is empty: {name} has no values.")
+            validate.not_empty(name, values, what=_EMPTY)
         if self.has_bottlenecks:
             for name in ("cardinalities", "bottleneck_widths"):
-                if not getattr(self, name):
-                    raise ValueError(f"The search space is empty: {name} has no values.")
+                validate.not_empty(name, getattr(self, name), what=_EMPTY)
         if self.has_bottlenecks:
             for base in self.base_widths:
                 for width in self.bottleneck_widths:
@@ -81,22 +81,29 @@ class SearchSpace:
                             f"bottleneck_widths value {width} with base_widths value {base} "
                             f"gives a fractional group width ({base} * {width} / 64); keep "
                             "base_width * bottleneck_width a multiple of 64.")
-        _check_values("units", self.units, keras_resnets.UNITS)
-        _check_values("shortcuts", self.shortcuts, keras_resnets.SHORTCUTS)
+        validate.choices("units", self.units, keras_resnets.UNITS)
+        validate.choices("shortcuts", self.shortcuts, keras_resnets.SHORTCUTS)
         if self.family == "cifar":
-            _check_values("blocks", self.blocks, tuple(LAYERS_PER_BLOCK))
+            validate.choices("blocks", self.blocks, BLOCK_KINDS)
         else:
-            valid = sorted(d for kind in IMAGENET_DEPTHS.values() for d in kind)
-            _check_values("depths", self.depths, tuple(valid))
+            validate.choices("depths", self.depths, sorted(
+                d for kind in BLOCK_KINDS.values() for d in kind.imagenet_depths))
 
     @property
     def bottleneck_depths(self) -> Tuple[int, ...]:
-        return tuple(d for d in self.depths if d in IMAGENET_DEPTHS["bottleneck"])
+        """The ImageNet depths whose blocks take cardinality and bottleneck width."""
+        # An unknown depth has no kind (it is refused after the emptiness checks).
+        return tuple(d for d in self.depths if getattr(imagenet_kind(d), "aggregated", False))
+
+    @property
+    def bottleneck_blocks(self) -> Tuple[str, ...]:
+        """The CIFAR block kinds that take cardinality and bottleneck width."""
+        return tuple(b for b in self.blocks if b in BLOCK_KINDS and BLOCK_KINDS[b].aggregated)
 
     @property
     def has_bottlenecks(self) -> bool:
         if self.family == "cifar":
-            return "bottleneck" in self.blocks
+            return bool(self.bottleneck_blocks)
         return bool(self.bottleneck_depths)
 
     def smallest_candidates(self):
@@ -109,25 +116,19 @@ class SearchSpace:
                     for block in self.blocks:
                         values = dict(common, block=block,
                                       blocks_per_stage=min(self.blocks_per_stage))
-                        yield self._with_bottleneck(values, block == "bottleneck")
+                        yield self._with_bottleneck(values, BLOCK_KINDS[block].aggregated)
                 else:
-                    for kind, depths in IMAGENET_DEPTHS.items():
-                        chosen = [d for d in self.depths if d in depths]
+                    for kind in BLOCK_KINDS.values():
+                        chosen = [d for d in self.depths if d in kind.imagenet_depths]
                         if chosen:
                             values = dict(common, depth=min(chosen))
-                            yield self._with_bottleneck(values, kind == "bottleneck")
+                            yield self._with_bottleneck(values, kind.aggregated)
 
     def _with_bottleneck(self, values, bottleneck):
         if bottleneck:
             values.update(cardinality=min(self.cardinalities),
                           bottleneck_width=min(self.bottleneck_widths))
         return values
-
-
-def _check_values(name, values, valid):
-    unknown = [v for v in values if v not in valid]
-    if unknown:
-        raise ValueError(f"{name} holds unknown values {unknown}; valid values are {list(valid)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +157,8 @@ class TrainingSpace:
                 raise ValueError(f"{name} must be (low, high) with 0 < low < high; "
                                  f"got {bounds!r}.")
         for name in ("batch_sizes", "label_smoothings"):
-            if getattr(self, name) is not None and not getattr(self, name):
-                raise ValueError(f"The search space is empty: {name} has no values.")
+            if getattr(self, name) is not None:
+                validate.not_empty(name, getattr(self, name), what=_EMPTY)
 
     def choose(self, hp: keras_tuner.HyperParameters) -> Dict[str, object]:
         """Declare the training hyperparameters in `hp`; returns training-config overrides."""
@@ -208,16 +209,16 @@ class ResNetHyperModel(keras_tuner.HyperModel):
     def architecture(self, hp: keras_tuner.HyperParameters) -> Dict[str, object]:
         """Declare the architecture hyperparameters; returns the `ResNet(...)` arguments."""
         space = self.space
+        stages = len(STEMS[space.family].stage_widths)
         if space.family == "cifar":
             block = hp.Choice("block", list(space.blocks))
             n = hp.Choice("blocks_per_stage", list(space.blocks_per_stage))
-            depth = 3 * LAYERS_PER_BLOCK[block] * n + 2
-            parent, bottleneck_values = "block", ["bottleneck"]
+            depth = BLOCK_KINDS[block].depth((n,) * stages)
+            parent, bottleneck_values = "block", list(space.bottleneck_blocks)
         else:
             depth = hp.Choice("depth", list(space.depths))
-            block = "bottleneck" if depth in IMAGENET_DEPTHS["bottleneck"] else "basic"
+            block = imagenet_kind(depth).name
             parent, bottleneck_values = "depth", list(space.bottleneck_depths)
-        stages = len(STEMS[space.family].stage_widths)
         base = hp.Choice("base_width", list(space.base_widths))
         arguments = dict(
             stem=space.family,
@@ -231,7 +232,7 @@ class ResNetHyperModel(keras_tuner.HyperModel):
             with hp.conditional_scope(parent, bottleneck_values):
                 cardinality = hp.Choice("cardinality", list(space.cardinalities))
                 width = hp.Choice("bottleneck_width", list(space.bottleneck_widths))
-            if block == "bottleneck":
+            if BLOCK_KINDS[block].aggregated:
                 arguments.update(cardinality=cardinality, bottleneck_width=width)
         return arguments
 
@@ -278,15 +279,6 @@ class ResNetHyperModel(keras_tuner.HyperModel):
 
 def named_model(arguments: Dict[str, object]) -> Optional[str]:
     """The registry name of the model these `ResNet(...)` arguments build, if it has one."""
-    architecture = keras_resnets.resolve_architecture(**_architecture_only(arguments))
-    for name in keras_resnets.list_models():
-        if keras_resnets.resolve_architecture(
-                **_architecture_only(keras_resnets.model_arguments(name))) == architecture:
-            return name
-    return None
-
-
-def _architecture_only(arguments):
-    fields = ("depth", "stage_blocks", "block", "stem", "stage_widths", "width_multiplier",
-              "cardinality", "bottleneck_width", "unit", "shortcut", "plain")
-    return {k: v for k, v in arguments.items() if k in fields}
+    return registry.registered_name(keras_resnets.resolve_architecture(**{
+        key: value for key, value in arguments.items()
+        if key in registry.ARCHITECTURE_ARGUMENTS}))

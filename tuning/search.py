@@ -23,7 +23,7 @@ import sys
 
 from absl import app, flags
 
-from training import cli, fit
+from training import cli, setting_flags
 from training import config as config_lib
 
 PROGRAM = "tuning.search"
@@ -64,7 +64,7 @@ _INTEGER_FLAGS = [
 
 def define_flags(flag_values=FLAGS):
     """The training flags of `training.fit` plus the search's own."""
-    fit.define_flags(flag_values)
+    setting_flags.define_flags(flag_values)
     for name, default, help_text in _STRING_FLAGS:
         flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
     for name, default, help_text in _INTEGER_FLAGS:
@@ -96,7 +96,7 @@ def search_config_from_flags(flag_values=FLAGS):
     from tuning import budget, hypermodel, tuner
 
     _check_counts(flag_values)
-    settings = fit.settings_from_flags(flag_values)
+    settings = setting_flags.settings_from_flags(flag_values)
     # Trials are short: a cosine schedule over each trial's epochs (unless --schedule is given),
     # the papers' 45k/5k validation split, deterministic ops so any machine gets the same result.
     settings.setdefault("epochs", flag_values.epochs_per_trial)

@@ -26,10 +26,11 @@ import keras
 import keras_tuner
 from keras_tuner.engine import base_tuner
 
+from keras_resnets import validate
 from training import config as config_lib
 from training.dirlock import LOCK_FILE, DirectoryLock
 from tuning import budget as budget_lib
-from tuning import failures, report
+from tuning import failures, kt_adapter, report
 from tuning.hypermodel import ResNetHyperModel, SearchSpace, TrainingSpace
 
 ROLES = ("local", "chief", "worker")
@@ -80,16 +81,10 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.tuner not in budget_lib.ORACLES:
-            raise ValueError(f"tuner must be one of {list(budget_lib.ORACLES)}; "
-                             f"got {self.tuner!r}.")
+        validate.choice("tuner", self.tuner, budget_lib.ORACLES)
         for name in ("max_trials", "epochs_per_trial"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-        if not isinstance(self.export_best, int) or self.export_best < 0:
-            raise ValueError(f"export_best must be a non-negative integer; "
-                             f"got {self.export_best!r}.")
+            validate.positive_int(name, getattr(self, name))
+        validate.non_negative_int("export_best", self.export_best)
         if not self.experiment.data.validation_images:
             raise ValueError(
                 "The search needs a validation split carved from train (validation_images > 0); "
@@ -112,14 +107,19 @@ class SearchConfig:
 
 
 class ResNetTuner(base_tuner.BaseTuner):
-    """Trains each trial with `training.trainer` and reports validation error and cost."""
+    """Trains each trial with `training.trainer` and reports validation error and cost.
+
+    `pipeline` is the `training.data.Pipeline` of the search's data, shared by every trial
+    (`build_tuner` passes the one it read the data's shape from); without one, the first trial
+    builds it.
+    """
 
     def __init__(self, oracle, hypermodel, search: SearchConfig, cost_model, lock=None,
-                 **kwargs):
+                 pipeline=None, **kwargs):
         self.search_config = search
         self.cost_model = cost_model
         self.lock = lock  # the project directory's, held until close()
-        self._pipeline = None
+        self._pipeline = pipeline
         self._failures = {}  # trial id -> reason, until the trial is ended
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
 
@@ -136,7 +136,7 @@ class ResNetTuner(base_tuner.BaseTuner):
         return False
 
     def search(self, *fit_args, **fit_kwargs):
-        with failures.no_keras_tuner_tracebacks():
+        with kt_adapter.no_keras_tuner_tracebacks():
             super().search(*fit_args, **fit_kwargs)
 
     def trial_config(self, trial) -> config_lib.ExperimentConfig:
@@ -293,7 +293,8 @@ def build_tuner(search: SearchConfig, role: str = "local", oracle_address=None, 
     from training.data import Pipeline
 
     _distributed_role(role, oracle_address, tuner_id)
-    info = Pipeline(search.experiment.data).info
+    pipeline = Pipeline(search.experiment.data)  # every trial trains on it
+    info = pipeline.info
     hypermodel = ResNetHyperModel(search.space, search.training_space, classes=info.num_classes,
                                   input_shape=info.image_shape)
     cost_model = budget_lib.CostModel(hypermodel)
@@ -307,7 +308,7 @@ def build_tuner(search: SearchConfig, role: str = "local", oracle_address=None, 
         oracle = budget_lib.make_oracle(search.tuner, cost_model, search.budget,
                                         max_trials=search.max_trials,
                                         max_epochs=search.epochs_per_trial, seed=search.seed)
-        return ResNetTuner(oracle, hypermodel, search, cost_model, lock=lock,
+        return ResNetTuner(oracle, hypermodel, search, cost_model, lock=lock, pipeline=pipeline,
                            directory=search.directory, project_name=search.project)
     except BaseException:
         if lock is not None:

@@ -26,8 +26,8 @@ def test_stock_bn_and_shortcut_build_the_same_resnet20_with_stock_layers():
     reference = keras_resnets.ResNet20()
     assert {keras_resnets.FusedBatchNormalization, keras_resnets.ZeroPadShortcut} <= _kinds(
         reference)
-    with variants.use("stock_bn", "stock_shortcut"):
-        changed = keras_resnets.ResNet20()
+    changed = keras_resnets.ResNet20(layer_classes=variants.layer_classes("stock_bn",
+                                                                          "stock_shortcut"))
     assert [la.name for la in changed.layers[1:]] == [la.name for la in reference.layers[1:]]
     kinds = _kinds(changed)
     assert keras.layers.BatchNormalization in kinds
@@ -35,7 +35,7 @@ def test_stock_bn_and_shortcut_build_the_same_resnet20_with_stock_layers():
     assert keras_resnets.FusedBatchNormalization not in kinds
     assert keras_resnets.ZeroPadShortcut not in kinds
     _same_outputs(reference, changed, x)
-    # The package is restored after the block.
+    # Nothing of the package changed: the next model has its own layers again.
     assert _kinds(keras_resnets.ResNet20()) == _kinds(reference)
 
 
@@ -60,8 +60,8 @@ def test_stock_gconv_builds_keras_grouped_convolutions_with_the_same_outputs():
     options = dict(cardinality=2, bottleneck_width=64, stage_widths=(8, 16, 32),
                    input_shape=(16, 16, 3), classes=10)
     reference = keras_resnets.ResNeXt29(**options)
-    with variants.use("stock_gconv"):
-        changed = keras_resnets.ResNeXt29(**options)
+    changed = keras_resnets.ResNeXt29(**options,
+                                      layer_classes=variants.layer_classes("stock_gconv"))
     grouped = [la for la in changed.layers if getattr(la, "groups", 1) > 1]
     assert grouped and all(type(la) is keras.layers.Conv2D for la in grouped)
     assert any(isinstance(la, keras_resnets.GroupedConv2D) for la in reference.layers)
@@ -70,8 +70,7 @@ def test_stock_gconv_builds_keras_grouped_convolutions_with_the_same_outputs():
 
 def test_unknown_variant_and_the_names_bench_models_uses():
     with pytest.raises(ValueError, match="unknown variant"):
-        with variants.use("no_such_variant"):
-            pass
+        variants.layer_classes("no_such_variant")
     assert models.VARIANT_NAMES == tuple(variants.VARIANTS)
     group = models.GROUPS["ablation_resnet20"]
     assert group.members[0] == "keras_resnets.ResNet20"

@@ -1,11 +1,14 @@
 """ResNet(...) arguments: keras.applications behaviour, architecture, layer settings, errors."""
 
+import inspect
+import re
+
 import keras
 import numpy as np
 import pytest
 
 import keras_resnets
-from keras_resnets import LayerConfig, ResNet
+from keras_resnets import LayerConfig, ResNet, registry, specs
 
 
 def _tiny(**kwargs):
@@ -313,10 +316,20 @@ def test_overrides_by_layer_name():
     (dict(depth=20, stem="cifar", use_bias="yes"), r"use_bias must be True, False or 'auto'"),
     (dict(depth=20, stem="cifar", bn_momentum=1.5), r"bn_momentum must be in \[0, 1\)"),
     (dict(depth=20, stem="cifar", layer_config="timm"), r"layer_config must be one of \["),
+    (dict(depth=20, stem="cifar", layer_classes={"norm": keras.layers.BatchNormalization}),
+     r"layer_classes must map roles among \['conv', 'grouped_conv', 'batch_norm', "
+     r"'zero_pad_shortcut'\] to keras.layers.Layer subclasses; got \{'norm': "),
+    (dict(depth=20, stem="cifar", layer_classes={"conv": "Conv2D"}),
+     r"layer_classes must map roles .*; got \{'conv': 'Conv2D'\}\."),
 ])
 def test_bad_arguments_raise_value_errors_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ResNet(**kwargs)
+
+
+def test_resolve_architecture_takes_keywords_only():
+    with pytest.raises(TypeError, match="positional argument"):
+        keras_resnets.resolve_architecture(20, None, None, "cifar")
 
 
 def test_unknown_layer_option_lists_the_valid_ones():
@@ -327,3 +340,61 @@ def test_unknown_layer_option_lists_the_valid_ones():
 def test_option_a_cannot_reduce_channels():
     with pytest.raises(ValueError, match=r"pads channels up to filters=8 but its input has 16"):
         ResNet(stage_blocks=(1, 1), stem="cifar", stage_widths=(16, 8), shortcut="A")
+
+
+# One vocabulary: the architecture arguments and the block kinds are defined once ------------
+
+def test_resnet_signature_is_the_architecture_arguments_then_its_own():
+    parameters = inspect.signature(ResNet).parameters
+    names = list(parameters)
+    assert names[:11] == list(registry.ARCHITECTURE_ARGUMENTS) == [
+        "depth", "stage_blocks", "block", "stem", "stage_widths", "width_multiplier",
+        "cardinality", "bottleneck_width", "unit", "shortcut", "plain"]
+    assert names[11:] == ["include_top", "weights", "input_tensor", "input_shape", "pooling",
+                          "classes", "classifier_activation", "name", "data_format",
+                          "output_stride", "layer_config", "layer_options"]
+    assert parameters["depth"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert parameters["unit"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameters["unit"].default == "original" and parameters["shortcut"].default == "B"
+    # The docstring documents every argument, in the signature's order.
+    documented = re.findall(r"^        (\*{0,2}\w+): ", ResNet.__doc__, re.M)
+    assert documented == names[:-1] + ["**layer_options"]
+
+
+def test_a_new_block_kind_is_one_row_of_the_table(monkeypatch):
+    # Three 3x3 convolutions per block, 2x wider output: depth 9n+2 with the cifar stem.
+    triple = specs.BlockKind("triple", kernel_sizes=(3, 3, 3), expansion=2, aggregated=False,
+                             imagenet_depths={})
+    monkeypatch.setitem(specs.BLOCK_KINDS, "triple", triple)
+    model = _tiny(depth=11, block="triple", stage_widths=(4, 8, 16), shortcut="B")
+    assert sorted(la.name for la in model.layers if la.name.startswith("conv2_block1_")
+                  and la.name.endswith("_conv")) == [f"conv2_block1_{i}_conv" for i in range(4)]
+    assert model.get_layer("conv2_block1_3_conv").filters == 8
+    assert model.get_layer("conv4_block1_3_conv").filters == 32
+    assert model.output_shape == (None, 10)
+    arch = keras_resnets.resolve_architecture(depth=11, block="triple", stem="cifar",
+                                              stage_widths=(4, 8, 16))
+    assert arch.stage_blocks == (1, 1, 1) and arch.depth == 11
+    assert keras_resnets.architecture_cost(arch) == keras_resnets.profile(model)
+    with pytest.raises(ValueError, match=r"depth=12 is invalid for block='triple' with the "
+                                         r"cifar stem: expected 9n\+2"):
+        keras_resnets.resolve_architecture(depth=12, block="triple", stem="cifar")
+
+
+class _CountingConv(keras.layers.Conv2D):
+    """keras.layers.Conv2D under another class, to see where the builder uses it."""
+
+
+def test_layer_classes_replace_the_packages_layers_by_role():
+    model = _tiny(block="bottleneck", depth=11, cardinality=2, layer_classes={
+        "conv": _CountingConv, "batch_norm": keras.layers.BatchNormalization})
+    kinds = {type(layer) for layer in model.layers}
+    assert _CountingConv in kinds and keras.layers.BatchNormalization in kinds
+    assert keras_resnets.FusedBatchNormalization not in kinds
+    grouped = [la for la in model.layers if getattr(la, "groups", 1) > 1]
+    assert grouped and all(type(la) is keras_resnets.GroupedConv2D for la in grouped)
+    assert all(type(la) is _CountingConv for la in model.layers
+               if isinstance(la, keras.layers.Conv2D) and la.groups == 1)
+    reference = _tiny(block="bottleneck", depth=11, cardinality=2)
+    assert [la.name for la in model.layers[1:]] == [la.name for la in reference.layers[1:]]
+    assert model.count_params() == reference.count_params()

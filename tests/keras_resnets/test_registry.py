@@ -96,6 +96,12 @@ def test_every_registered_model_runs_a_forward_pass(name):
     np.testing.assert_allclose(probabilities.sum(axis=1), [1.0, 1.0], rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", keras_resnets.list_models())
+def test_architecture_cost_equals_the_profile_of_every_registered_model(name):
+    cost = keras_resnets.architecture_cost(registry.architecture_of(name))
+    assert cost == keras_resnets.profile(registered_model(name))
+
+
 def test_list_models_holds_the_issue_names():
     names = keras_resnets.list_models()
     for name in ("resnet50", "resnet110", "preact_resnet1001", "resnext101_64x4d",

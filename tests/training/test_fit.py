@@ -13,7 +13,7 @@ import pytest
 from absl import flags
 
 from tests.training.conftest import REPO_ROOT, run_cli, subprocess_env
-from training import config, fit
+from training import config, fit, setting_flags
 
 
 def parse(*args):
@@ -102,7 +102,7 @@ def test_help_lists_every_flag_with_its_default():
     result = run_cli("training.fit", "--help")
     assert result.returncode == 0
     for name in parse():
-        if name in ("recipe", "model") or name in fit._DEFAULTS:
+        if name in ("recipe", "model") or name in setting_flags.DEFAULTS:
             assert f"--{name}:" in result.stdout or f"--[no]{name}:" in result.stdout, name
     assert "(default: '128')" in result.stdout  # batch_size
     assert "(default: 'resnet20')" in result.stdout

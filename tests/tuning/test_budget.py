@@ -70,6 +70,27 @@ def test_cost_model_matches_profile():
     assert cost == keras_resnets.profile(keras_resnets.ResNet20())
 
 
+POINTS = [
+    dict(block="basic", blocks_per_stage=2, base_width=32, unit="full_preactivation",
+         shortcut="B"),
+    dict(block="bottleneck", blocks_per_stage=1, base_width=16, unit="original", shortcut="A",
+         cardinality=2, bottleneck_width=16),
+]
+
+
+@pytest.mark.parametrize("values", POINTS, ids=["basic", "bottleneck"])
+def test_cost_model_equals_the_built_models_profile_without_building_it(values, monkeypatch):
+    hypermodel = ResNetHyperModel(SPACE, classes=7, input_shape=(24, 24, 1))
+    model = keras_resnets.ResNet(**hypermodel.architecture(hypermodel.values_to_hp(values)),
+                                 classes=7, input_shape=(24, 24, 1))
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("the cost model built a model")
+
+    monkeypatch.setattr(keras_resnets, "ResNet", no_building)
+    assert CostModel(hypermodel)(values) == keras_resnets.profile(model)
+
+
 def _every_point(space):
     for block, n, base, unit, shortcut in itertools.product(
             space.blocks, space.blocks_per_stage, space.base_widths, space.units,

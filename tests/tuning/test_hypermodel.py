@@ -6,6 +6,7 @@ import keras_tuner
 import pytest
 
 import keras_resnets
+from keras_resnets import specs
 from training import config as config_lib
 from tuning.hypermodel import ResNetHyperModel, SearchSpace, TrainingSpace, named_model
 
@@ -129,3 +130,15 @@ def test_describe_names_the_point_and_its_training_choices():
                   bottleneck_width=4, unit="full_preactivation", shortcut="B")
     assert ResNetHyperModel().describe(values) == (
         "depth=11, bottleneck, width=64, 8x4d, full_preactivation, shortcut=B")
+
+
+def test_a_new_block_kind_row_is_a_choice_of_the_space(monkeypatch):
+    triple = specs.BlockKind("triple", kernel_sizes=(3, 3, 3), expansion=2, aggregated=False,
+                             imagenet_depths={})
+    monkeypatch.setitem(specs.BLOCK_KINDS, "triple", triple)
+    space = SearchSpace(blocks=("basic", "triple"), blocks_per_stage=(2,), base_widths=(8,))
+    assert not space.has_bottlenecks
+    arguments = ResNetHyperModel(space).architecture(_fixed(
+        block="triple", blocks_per_stage=2, base_width=8, unit="original", shortcut="B"))
+    assert arguments == dict(stem="cifar", depth=20, block="triple", stage_widths=(8, 16, 32),
+                             unit="original", shortcut="B")  # depth 9n+2 from the row

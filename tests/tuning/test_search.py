@@ -114,14 +114,18 @@ def test_resume_after_sigkill_keeps_completed_trials(tmp_path):
         assert _runs(project_dir, trial_id) == ["tuner0"]
 
 
-def test_a_kill_between_the_trial_file_and_the_oracle_state_keeps_the_trial(tmp_path):
-    # KerasTuner writes trial.json (COMPLETED) before oracle.json; a kill in between leaves an
-    # oracle.json that still lists the trial as ongoing, from when the trial began.
+def _two_trial_search(tmp_path):
     experiment = config_lib.from_settings(dict(
         dataset="synthetic", synthetic_examples=64, image_size=8, num_classes=4,
         validation_images=16, global_batch_size=16, epochs=1, verbose=0))
-    search = search_lib.SearchConfig(experiment=experiment, space=TINY_SPACE, max_trials=2,
-                                     epochs_per_trial=1, directory=str(tmp_path))
+    return search_lib.SearchConfig(experiment=experiment, space=TINY_SPACE, max_trials=2,
+                                   epochs_per_trial=1, directory=str(tmp_path))
+
+
+def test_a_kill_between_the_trial_file_and_the_oracle_state_keeps_the_trial(tmp_path):
+    # KerasTuner writes trial.json (COMPLETED) before oracle.json; a kill in between leaves an
+    # oracle.json that still lists the trial as ongoing, from when the trial began.
+    search = _two_trial_search(tmp_path)
     assert search_lib.run(search).summary() == "2 trials: 2 completed, 0 failed"
     oracle_file = os.path.join(search.project_dir, "oracle.json")
     with open(oracle_file) as file:
@@ -134,6 +138,22 @@ def test_a_kill_between_the_trial_file_and_the_oracle_state_keeps_the_trial(tmp_
     again = search_lib.run(search)
     assert again.summary() == "2 trials: 2 completed, 0 failed"
     assert _runs(search.project_dir, "0") == _runs(search.project_dir, "1") == ["tuner0"]
+
+
+def test_a_search_builds_its_data_pipeline_once(tmp_path, monkeypatch):
+    from training import data
+
+    built = []
+
+    class CountedPipeline(data.Pipeline):
+        def __init__(self, *args, **kwargs):
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(data, "Pipeline", CountedPipeline)
+    result = search_lib.run(_two_trial_search(tmp_path))
+    assert result.summary() == "2 trials: 2 completed, 0 failed"
+    assert len(built) == 1  # read for the data's shape, then trained on by every trial
 
 
 def test_chief_and_two_workers_run_every_trial_exactly_once(tmp_path):
