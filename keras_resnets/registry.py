@@ -99,8 +99,12 @@ def name_for(architecture: Architecture, like: Optional[Architecture] = None) ->
     if registered is not None:
         return registered
     if like is None:
+        widths = STEMS[architecture.stem].stage_widths
+        if len(widths) != len(architecture.stage_blocks):  # another number of stages
+            widths = architecture.stage_widths
         like = resolve_architecture(stage_blocks=architecture.stage_blocks,
-                                    block=architecture.block, stem=architecture.stem)
+                                    block=architecture.block, stem=architecture.stem,
+                                    stage_widths=widths)
     return _describe(architecture, like)
 
 
@@ -131,8 +135,9 @@ def _describe(arch: Architecture, like: Architecture) -> str:
         parts.append(arch.block)
     if arch.stage_blocks != standard:
         parts.append("blocks" + "-".join(map(str, arch.stage_blocks)))
-    widths = like.stage_widths if arch.stem == like.stem else STEMS[arch.stem].stage_widths
-    if arch.stage_widths != widths:
+    stem_widths = STEMS[arch.stem].stage_widths
+    widths = like.stage_widths if arch.stem == like.stem else stem_widths
+    if arch.stage_widths != widths or len(arch.stage_widths) != len(stem_widths):
         parts.append("widths" + "-".join(map(str, arch.stage_widths)))
     if arch.cardinality == 1 and arch.bottleneck_widths not in ((), arch.stage_widths):
         parts.append("groupwidths" + "-".join(map(str, arch.bottleneck_widths)))
