@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tests.training import fakes
 from tests.training.conftest import TINY_MODEL, tiny_settings
-from training import config, outputs, trainer
+from training import config, outputs, steps, trainer
 
 
 def experiment(**overrides):
@@ -356,8 +356,8 @@ def test_weight_decay_applies_to_kernels_or_to_everything():
 def test_cross_entropy_with_label_smoothing():
     log_probs = tf.math.log(tf.constant([[0.7, 0.2, 0.1]]))
     labels = tf.constant([0], tf.int64)
-    plain = float(trainer._cross_entropy(labels, log_probs, 0.0)[0])
-    smooth = float(trainer._cross_entropy(labels, log_probs, 0.3)[0])
+    plain = float(steps.cross_entropy(labels, log_probs, 0.0)[0])
+    smooth = float(steps.cross_entropy(labels, log_probs, 0.3)[0])
     assert plain == pytest.approx(-np.log(0.7))
     target = np.array([0.7 + 0.1, 0.1, 0.1])
     assert smooth == pytest.approx(-np.sum(target * np.log([0.7, 0.2, 0.1])), rel=1e-6)

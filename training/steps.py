@@ -1,0 +1,241 @@
+"""The compiled work of each step of `training.trainer`: losses, one update, one evaluation pass.
+
+Every function here runs under any tf.distribute strategy: `strategy.run` of a replica step,
+the loss summed per replica and divided by the global batch, gradients all-reduced (summed) by
+`optimizer.apply`, the sums reduced over the replicas before they leave the function.
+"""
+
+from typing import Dict, List
+
+import keras
+import tensorflow as tf
+
+from training import finetune as finetune_lib
+
+_SUM = tf.distribute.ReduceOp.SUM
+TRAIN_VALUES = ("loss", "regularization", "correct", "count")
+EVAL_VALUES = ("loss", "correct", "correct_top5", "count")
+
+
+def decayed_variables(model: keras.Model, decay_bn_and_bias: bool) -> List[keras.Variable]:
+    """The weights that weight decay applies to: every kernel, and with `decay_bn_and_bias`
+    also every batch-norm scale and offset and every bias."""
+    return [v for v in model.trainable_variables
+            if decay_bn_and_bias or v.name.split("/")[-1].endswith("kernel")]
+
+
+def sparse_labels(labels):
+    """Class indices (int64) of integer or one-hot labels."""
+    if labels.shape.rank is not None and labels.shape.rank > 1:
+        return tf.argmax(labels, axis=-1, output_type=tf.int64)
+    return tf.cast(labels, tf.int64)
+
+
+def _logits_of(outputs, from_logits):
+    """The logits behind the model's outputs, or None when only probabilities are known."""
+    if from_logits:
+        return outputs
+    logits = getattr(outputs, "_keras_logits", None)
+    if logits is None and getattr(getattr(outputs, "op", None), "type", None) == "Softmax":
+        logits = outputs.op.inputs[0]
+    return None if logits is None else tf.cast(logits, tf.float32)
+
+
+def log_probabilities(outputs, from_logits):
+    """Log-probabilities of the model's outputs: from the logits where they are known (stable),
+    else the log of the clipped probabilities."""
+    logits = _logits_of(outputs, from_logits)
+    if logits is not None:
+        return tf.nn.log_softmax(logits, axis=-1)
+    return tf.math.log(tf.clip_by_value(tf.cast(outputs, tf.float32), 1e-7, 1.0))
+
+
+def cross_entropy(labels, log_probs, label_smoothing):
+    """Per-example cross-entropy of sparse labels, with label smoothing."""
+    classes = tf.shape(log_probs)[-1]
+    target = tf.one_hot(labels, classes, dtype=tf.float32)
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / tf.cast(classes, tf.float32)
+    return -tf.reduce_sum(target * log_probs, axis=-1)
+
+
+def evaluation_metrics(sums, num_classes: int, split: str, dataset: str) -> Dict[str, float]:
+    """The metrics of `Trainer.evaluate` from the sums of `EVAL_VALUES` over a split."""
+    totals = dict(zip(EVAL_VALUES, (float(value) for value in sums)))
+    count = totals["count"]
+    if count == 0:
+        raise ValueError(f"The {split} split of {dataset} has no examples.")
+    accuracy = totals["correct"] / count
+    metrics = {"loss": totals["loss"] / count, "accuracy": accuracy, "error": 1.0 - accuracy,
+               "examples": int(count)}
+    if num_classes > 5:
+        top5 = totals["correct_top5"] / count
+        metrics.update(top5_accuracy=top5, top5_error=1.0 - top5)
+    return metrics
+
+
+class StepFunctions:
+    """The `tf.function`s of a run: `train(iterator)`, `evaluate(dataset)` and `sync()`.
+
+    Args:
+        model: `keras.Model`, built under `runtime.strategy`.
+        optimizer: its built optimizer.
+        runtime: `training.runtime.Runtime`.
+        optimization: `training.config.OptimizationConfig`. Weight decay, label smoothing.
+        decayed: list of variables. The weights weight decay applies to (`decayed_variables`).
+        head_scales: what `training.finetune.head_scales` gives: the classifier's gradient
+            multipliers.
+        counters: sequence of int64 `tf.Variable`s that each update advances by one (the step
+            and the batch within the epoch).
+    """
+
+    def __init__(self, model, optimizer, runtime, optimization, decayed, head_scales, counters):
+        self.model, self.optimizer, self.runtime = model, optimizer, runtime
+        self.weight_decay = optimization.weight_decay
+        self.label_smoothing = optimization.label_smoothing
+        self.decayed, self.head_scales, self.counters = decayed, head_scales, tuple(counters)
+        self.num_classes = int(model.output_shape[-1])
+        self.from_logits = getattr(model.layers[-1], "activation", None) in (
+            None, keras.activations.linear)
+        self.train = self._make_train_function()
+        self.evaluate = self._make_eval_function()
+        self._sync = self._make_sync_function()
+
+    def regularization(self):
+        """Weight decay and the model's own losses, this replica's share of them."""
+        total = tf.constant(0.0, tf.float32)
+        if self.weight_decay and self.decayed:
+            total += 0.5 * self.weight_decay * tf.add_n(
+                [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in self.decayed])
+        if self.model.losses:
+            total += tf.add_n([tf.cast(loss, tf.float32) for loss in self.model.losses])
+        return total / float(self.runtime.num_replicas)
+
+    def _replica_train_step(self, images, labels):
+        labels = sparse_labels(labels)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self.model(images, training=True)
+            log_probs = log_probabilities(outputs, self.from_logits)
+            per_example = cross_entropy(labels, log_probs, self.label_smoothing)
+            data_loss = tf.reduce_sum(per_example) / float(self.runtime.global_batch_size)
+            regularization = self.regularization()
+            scaled = self.optimizer.scale_loss(data_loss + regularization)
+        gradients = finetune_lib.scale_gradients(tape.gradient(scaled, variables),
+                                                 self.head_scales)
+        self.optimizer.apply(gradients, variables)
+        correct = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int64), labels)
+        return {
+            "loss": data_loss,
+            "regularization": regularization,
+            "correct": tf.reduce_sum(tf.cast(correct, tf.float32)),
+            "count": tf.cast(tf.shape(labels)[0], tf.float32),
+        }
+
+    def _replica_eval_step(self, images, labels):
+        labels = sparse_labels(labels)
+        count = tf.shape(labels)[0]
+        # A replica can get an empty final batch; the model needs at least one example, so pad
+        # one (masked out below).
+        pad = tf.maximum(1 - count, 0)
+        images = tf.pad(images, tf.concat(
+            [[[0, pad]], tf.zeros([tf.rank(images) - 1, 2], tf.int32)], axis=0))
+        labels = tf.pad(labels, [[0, pad]])
+        mask = tf.cast(tf.range(count + pad) < count, tf.float32)
+        crops = images.shape.rank == 5
+        if crops:  # [batch, crops, H, W, C]: average the probabilities of the crops
+            shape = tf.shape(images)
+            images = tf.reshape(images, tf.concat([[-1], shape[2:]], axis=0))
+        outputs = self.model(images, training=False)
+        log_probs = log_probabilities(outputs, self.from_logits)
+        if crops:
+            probs = tf.reduce_mean(tf.reshape(
+                tf.exp(log_probs), [shape[0], shape[1], tf.shape(log_probs)[-1]]), axis=1)
+            log_probs = tf.math.log(tf.clip_by_value(probs, 1e-7, 1.0))
+        correct = tf.equal(tf.argmax(log_probs, axis=-1, output_type=tf.int64), labels)
+        top5 = tf.math.in_top_k(labels, log_probs, k=min(5, self.num_classes))
+        return {
+            "loss": tf.reduce_sum(mask * cross_entropy(labels, log_probs, 0.0)),
+            "correct": tf.reduce_sum(mask * tf.cast(correct, tf.float32)),
+            "correct_top5": tf.reduce_sum(mask * tf.cast(top5, tf.float32)),
+            "count": tf.cast(count, tf.float32),
+        }
+
+    def _replica_function(self, replica_fn):
+        if self.runtime.jit_compile and self.runtime.strategy_name != "tpu":
+            return tf.function(replica_fn, jit_compile=True, reduce_retracing=True)
+        return replica_fn
+
+    def _make_train_function(self):
+        """One update: `[loss, regularization, correct, count]` summed over the replicas.
+
+        The batch is taken from the distributed iterator inside the function, as `model.fit`
+        does: pulling it eagerly between steps made CPU training up to 2x slower, and erratically
+        so (bench/trainer_overhead). The step counters advance in the same call, and the four
+        values come back as one tensor, so each step costs a single call and a single read.
+        """
+        strategy, replica_fn = self.runtime.strategy, self._replica_function(
+            self._replica_train_step)
+        counters = self.counters
+
+        @tf.function
+        def train_step(iterator):
+            images, labels = next(iterator)
+            per_replica = strategy.run(replica_fn, args=(images, labels))
+            for counter in counters:
+                counter.assign_add(1)
+            return tf.stack([strategy.reduce(_SUM, per_replica[key], axis=None)
+                             for key in TRAIN_VALUES])
+
+        return train_step
+
+    def _make_eval_function(self):
+        """The sums of `EVAL_VALUES` over a whole distributed dataset, in one call: the loop
+        runs inside the function, for the reason given in `_make_train_function`."""
+        strategy, replica_fn = self.runtime.strategy, self._replica_function(
+            self._replica_eval_step)
+
+        @tf.function
+        def evaluate_dataset(dataset):
+            totals = tf.zeros([len(EVAL_VALUES)])
+            for images, labels in dataset:
+                per_replica = strategy.run(replica_fn, args=(images, labels))
+                totals += tf.stack([strategy.reduce(_SUM, per_replica[key], axis=None)
+                                    for key in EVAL_VALUES])
+            return totals
+
+        return evaluate_dataset
+
+    def _make_sync_function(self):
+        """Averages the non-trainable weights (batch-norm moving statistics) over replicas.
+
+        Keras 3 creates them with `aggregation="none"`, so under a strategy each replica's copy
+        tracks its own batches, and the workers of a multi-worker run end with different
+        statistics. Their moving averages are linear in the batch statistics, so averaging the
+        copies whenever they are read (evaluation, checkpoints, export) gives exactly the moving
+        average of the replica-averaged statistics, as tf.keras' `aggregation=MEAN` did.
+        """
+        variables = self.model.non_trainable_variables
+        if self.runtime.num_replicas == 1 or not variables:
+            return None
+        strategy = self.runtime.strategy
+
+        def replica_sync():
+            context = tf.distribute.get_replica_context()
+            # tf.identity: reading the variables directly fails under MultiWorkerMirroredStrategy
+            # ("destinations can not be empty").
+            values = context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                        [tf.identity(v.value) for v in variables])
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+
+        @tf.function
+        def sync():
+            strategy.run(replica_sync)
+
+        return sync
+
+    def sync(self) -> None:
+        """Makes every replica's copy of the non-trainable weights equal (their mean)."""
+        if self._sync is not None:
+            self._sync()
