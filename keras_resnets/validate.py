@@ -44,6 +44,19 @@ def choices(argument: str, values: Iterable, valid: Iterable) -> None:
         raise ValueError(f"{argument} holds unknown values {unknown}; valid values are {valid}.")
 
 
+def boolean(argument: str, value: Any) -> None:
+    """`value` is `True` or `False` (not 0 or 1)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{argument} must be True or False; got {value!r}.")
+
+
+def strictly_increasing(argument: str, values: Iterable) -> None:
+    """Each entry of `values` is larger than the one before."""
+    values = tuple(values)
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"{argument} must be strictly increasing; got {values!r}.")
+
+
 def positive_int(argument: str, value: Any) -> None:
     """`value` is an integer of at least 1."""
     if not is_int(value) or value < 1:

@@ -7,6 +7,7 @@ import pytest
 
 MODULES = ["training.analysis", "training.config", "training.data", "training.evaluate",
            "training.export", "training.finetune", "training.fit", "training.predict",
+           "training.model_config",
            "training.runtime", "training.schedules", "training.serving", "training.trainer",
            "tuning.budget", "tuning.hypermodel", "tuning.report", "tuning.search",
            "tuning.tuner"]

@@ -1,10 +1,11 @@
 """Experiment settings as dataclasses, and the named recipes of the papers.
 
-An `ExperimentConfig` holds five parts: `model` (a registry name and overrides), `optimization`
-(SGD, learning-rate schedule, weight decay, batch, length), `runtime` (strategy, mixed precision,
-XLA, model directory, seeds), `data` (a `training.data.DataConfig`) and `finetune` (a
-`training.finetune.FinetuneConfig`: first weights, frozen layers). `recipe(name, **overrides)`
-returns a paper's recipe with any field replaced:
+An `ExperimentConfig` holds five parts: `model` (a `training.model_config.ModelConfig`: a
+registry name and overrides), `optimization` (SGD, learning-rate schedule, weight decay, batch,
+length), `runtime` (strategy, mixed precision, XLA, model directory, seeds), `data` (a
+`training.data.DataConfig`) and `finetune` (a `training.finetune.FinetuneConfig`: first weights,
+frozen layers). `recipe(name, **overrides)` returns a paper's recipe (the table of
+`training.recipes`) with any field replaced:
 
 >>> from training import config
 >>> experiment = config.recipe("cifar10_resnet110", model_dir="/tmp/r110")
@@ -18,10 +19,14 @@ arguments; `seed` and `deterministic` set both the runtime and the data pipeline
 
 import dataclasses
 import math
-import numbers
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from training.finetune import FinetuneConfig
+from training.model_config import CUSTOM_MODEL, ModelConfig  # noqa: F401 (CUSTOM_MODEL: API)
+from training.recipes import RECIPES
+
+# The checks use `keras_resnets.validate`, imported where they run: importing keras_resnets loads
+# Keras and TensorFlow, and the CLIs import this module before they quiet TensorFlow's logs.
 
 SCHEDULES = ("step", "cosine", "constant")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
@@ -31,137 +36,19 @@ CHECKPOINTS = ("best", "latest")
 EXPORT_FORMATS = ("keras", "saved_model", "onnx", "litert")
 
 
-def _choice(argument, value, choices):
-    if value not in choices:
-        raise ValueError(f"{argument} must be one of {list(choices)}; got {value!r}.")
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _positive_int(argument, value):
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer; got {value!r}.")
-
-
-def _non_negative_int(argument, value):
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"{argument} must be a non-negative integer; got {value!r}.")
-
-
-def _number_in(argument, value, low, high, low_open=False, high_open=False):
-    ok = _is_number(value) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (
-            value < high if high_open else value <= high
-        )
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{argument} must be a number in {interval}; got {value!r}.")
-
-
 def _increasing(argument, values, kind):
+    """`values` as a tuple of `kind` (int: positive integers; float: positive numbers),
+    strictly increasing."""
+    from keras_resnets import validate
+
     values = tuple(values)
     for value in values:
         if kind is int:
-            _positive_int(f"{argument} entries", value)
+            validate.positive_int(f"{argument} entries", value)
         else:
-            _number_in(f"{argument} entries", value, 0, math.inf, low_open=True)
-    if any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"{argument} must be strictly increasing; got {values!r}.")
+            validate.number_in(f"{argument} entries", value, 0, math.inf, low_open=True)
+    validate.strictly_increasing(argument, values)
     return tuple(int(v) if kind is int else float(v) for v in values)
-
-
-CUSTOM_MODEL = "custom"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Which network to train.
-
-    Args:
-        name: str. A name from `keras_resnets.list_models()`, e.g. `"resnet20"` or
-            `"resnext29_8x64d"`, or `"custom"`: `keras_resnets.ResNet(**overrides)` (a point
-            of a search, say). Defaults to `"resnet20"`.
-        overrides: dict. Arguments of `keras_resnets.ResNet` that replace the registry's, e.g.
-            `{"stage_widths": (4, 8, 16)}`, `{"zero_init_residual": True}` or
-            `{"overrides": {"*_bn": {"synchronized": True}}}` (cross-replica batch norm). The
-            number of classes and the input shape come from the data set. Defaults to `{}`.
-
-    Example:
-
-    >>> ModelConfig("resnet56").build(num_classes=100, image_shape=(32, 32, 3)).output_shape
-    (None, 100)
-    """
-
-    name: str = "resnet20"
-    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        import keras_resnets
-
-        names = keras_resnets.list_models() + [CUSTOM_MODEL]
-        if self.name not in names:
-            raise ValueError(f"model must be one of {names}; got {self.name!r}.")
-        if not isinstance(self.overrides, Mapping):
-            raise ValueError(
-                f"model_overrides must be a dict of keras_resnets.ResNet arguments; "
-                f"got {self.overrides!r}."
-            )
-        reserved = sorted({"classes", "input_shape", "include_top", "name"} & set(self.overrides))
-        if reserved:
-            raise ValueError(
-                f"model_overrides may not set {reserved}: the classes and input shape come from "
-                "the data set, and a trained classifier needs include_top."
-            )
-        if self.overrides.get("data_format", "channels_last") != "channels_last":
-            raise ValueError(
-                "model_overrides may not set data_format="
-                f"{self.overrides['data_format']!r}: training's input pipeline gives "
-                "channels-last images (batch, height, width, channels).")
-        # JSON gives lists; keras_resnets takes tuples (and equal configs compare equal).
-        object.__setattr__(self, "overrides", {
-            k: tuple(v) if isinstance(v, list) else v for k, v in self.overrides.items()})
-
-    def architecture(self):
-        """The network these settings build (a `keras_resnets.builder.Architecture`): what
-        the model is, whatever its registry name and overrides."""
-        from keras_resnets import builder, registry
-
-        if self.name != CUSTOM_MODEL:
-            return registry.architecture_of(self.name, **self.overrides)
-        return builder.resolve_architecture(**{
-            key: value for key, value in self.overrides.items()
-            if key in registry.ARCHITECTURE_ARGUMENTS})
-
-    def model_name(self) -> str:
-        """The name of the model these settings build (`keras_resnets.registry.model_name`):
-        a registry name, or one that states the architecture."""
-        from keras_resnets import registry
-
-        if self.name == CUSTOM_MODEL:
-            return registry.name_for(self.architecture())
-        return registry.model_name(self.name, **self.overrides)
-
-    def build(self, num_classes: int, image_shape):
-        """Builds the model for a data set of `num_classes` classes and `image_shape` images.
-
-        The model is named after its architecture (`keras_resnets.registry.model_name`):
-        `resnet20` with `{"depth": 56}` is `resnet56`, a custom model gets a registry name or
-        a descriptive one."""
-        import keras_resnets
-
-        # The pipeline's images are channels-last whatever keras.config.image_data_format() says.
-        arguments = {"data_format": "channels_last", **self.overrides,
-                     "classes": int(num_classes), "input_shape": tuple(image_shape)}
-        if self.name == CUSTOM_MODEL:
-            return keras_resnets.ResNet(name=self.model_name(), **arguments)
-        return keras_resnets.get_model(self.name, **arguments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,18 +110,16 @@ class OptimizationConfig:
     total_steps: Optional[int] = None
 
     def __post_init__(self):
-        _positive_int("batch_size", self.global_batch_size)
-        _number_in("learning_rate", self.learning_rate, 0, math.inf, low_open=True)
-        _number_in("momentum", self.momentum, 0, 1, high_open=True)
-        if not isinstance(self.nesterov, bool):
-            raise ValueError(f"nesterov must be True or False; got {self.nesterov!r}.")
-        _number_in("weight_decay", self.weight_decay, 0, math.inf)
-        if not isinstance(self.decay_bn_and_bias, bool):
-            raise ValueError(
-                f"decay_bn_and_bias must be True or False; got {self.decay_bn_and_bias!r}."
-            )
-        _number_in("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
-        _choice("schedule", self.schedule, SCHEDULES)
+        from keras_resnets import validate
+
+        validate.positive_int("batch_size", self.global_batch_size)
+        validate.number_in("learning_rate", self.learning_rate, 0, math.inf, low_open=True)
+        validate.number_in("momentum", self.momentum, 0, 1, high_open=True)
+        validate.boolean("nesterov", self.nesterov)
+        validate.number_in("weight_decay", self.weight_decay, 0, math.inf)
+        validate.boolean("decay_bn_and_bias", self.decay_bn_and_bias)
+        validate.number_in("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        validate.choice("schedule", self.schedule, SCHEDULES)
         object.__setattr__(self, "decay_steps", _increasing("decay_steps", self.decay_steps, int))
         object.__setattr__(
             self, "decay_epochs", _increasing("decay_epochs", self.decay_epochs, float)
@@ -245,11 +130,11 @@ class OptimizationConfig:
                 f"(decay_epochs), not both; got decay_steps={self.decay_steps}, "
                 f"decay_epochs={self.decay_epochs}."
             )
-        _number_in("decay_rate", self.decay_rate, 0, 1, low_open=True)
-        _number_in("warmup_epochs", self.warmup_epochs, 0, math.inf)
-        _number_in("warmup_learning_rate", self.warmup_learning_rate, 0, math.inf)
-        _non_negative_int("warm_start_steps", self.warm_start_steps)
-        _number_in(
+        validate.number_in("decay_rate", self.decay_rate, 0, 1, low_open=True)
+        validate.number_in("warmup_epochs", self.warmup_epochs, 0, math.inf)
+        validate.number_in("warmup_learning_rate", self.warmup_learning_rate, 0, math.inf)
+        validate.non_negative_int("warm_start_steps", self.warm_start_steps)
+        validate.number_in(
             "warm_start_learning_rate", self.warm_start_learning_rate, 0, math.inf, low_open=True
         )
         if self.warm_start_steps and self.warmup_epochs:
@@ -264,13 +149,15 @@ class OptimizationConfig:
                 f"epochs={self.epochs!r}, total_steps={self.total_steps!r}."
             )
         if self.epochs is not None:
-            _positive_int("epochs", self.epochs)
+            validate.positive_int("epochs", self.epochs)
         else:
-            _positive_int("total_steps", self.total_steps)
+            validate.positive_int("total_steps", self.total_steps)
 
     def steps(self, steps_per_epoch: int) -> int:
         """The total number of updates, given the updates per epoch."""
-        _positive_int("steps_per_epoch", steps_per_epoch)
+        from keras_resnets import validate
+
+        validate.positive_int("steps_per_epoch", steps_per_epoch)
         if self.total_steps is not None:
             return self.total_steps
         return self.epochs * steps_per_epoch
@@ -349,28 +236,28 @@ class RuntimeConfig:
     evaluate_test: bool = True
 
     def __post_init__(self):
-        _choice("strategy", self.strategy, STRATEGIES)
-        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        from keras_resnets import validate
+
+        validate.choice("strategy", self.strategy, STRATEGIES)
+        validate.choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         if isinstance(self.jit_compile, bool):
             object.__setattr__(self, "jit_compile", "true" if self.jit_compile else "false")
-        _choice("jit_compile", self.jit_compile, JIT_COMPILE)
-        _non_negative_int("cpu_devices", self.cpu_devices)
+        validate.choice("jit_compile", self.jit_compile, JIT_COMPILE)
+        validate.non_negative_int("cpu_devices", self.cpu_devices)
         if self.model_dir is not None and not isinstance(self.model_dir, str):
             object.__setattr__(self, "model_dir", str(self.model_dir))
         if self.model_dir == "":
             raise ValueError("model_dir must be a directory path or None; got ''.")
-        _positive_int("keep_checkpoints", self.keep_checkpoints)
-        _non_negative_int("checkpoint_every_steps", self.checkpoint_every_steps)
-        _positive_int("eval_every_epochs", self.eval_every_epochs)
-        _positive_int("summary_every_steps", self.summary_every_steps)
-        _non_negative_int("seed", self.seed)
-        if not isinstance(self.deterministic, bool):
-            raise ValueError(f"deterministic must be True or False; got {self.deterministic!r}.")
-        _number_in("max_loss", self.max_loss, 0, math.inf, low_open=True)
-        _choice("verbose", self.verbose, (0, 1, 2, 3))
-        for name in ("save_model", "evaluate_test"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}.")
+        validate.positive_int("keep_checkpoints", self.keep_checkpoints)
+        validate.non_negative_int("checkpoint_every_steps", self.checkpoint_every_steps)
+        validate.positive_int("eval_every_epochs", self.eval_every_epochs)
+        validate.positive_int("summary_every_steps", self.summary_every_steps)
+        validate.non_negative_int("seed", self.seed)
+        validate.boolean("deterministic", self.deterministic)
+        validate.number_in("max_loss", self.max_loss, 0, math.inf, low_open=True)
+        validate.choice("verbose", self.verbose, (0, 1, 2, 3))
+        validate.boolean("save_model", self.save_model)
+        validate.boolean("evaluate_test", self.evaluate_test)
         object.__setattr__(self, "export_format", _export_formats(self.export_format))
 
 
@@ -544,70 +431,6 @@ def _apply(base: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentCo
     )
 
 
-# The papers' recipes, as flat settings (data, not code); each cites its source below.
-_CIFAR = dict(
-    dataset="cifar10", validation_images=5000, global_batch_size=128, learning_rate=0.1,
-    momentum=0.9, weight_decay=1e-4, schedule="step",
-)
-# He et al. 2015, Section 4.2: /10 at 32k and 48k iterations, stop at 64k (on a 45k/5k split).
-_CIFAR_STEPS = dict(_CIFAR, decay_steps=(32000, 48000), total_steps=64000)
-# ResNet-110/1202 (He et al. 2015) and the deep pre-activation nets (He et al. 2016): 0.01 for
-# the first 400 iterations, then 0.1.
-_WARM_START = dict(warm_start_steps=400, warm_start_learning_rate=0.01)
-# Xie et al. 2016, Section 6: 300 epochs, /10 at 150 and 225, weight decay 5e-4, all 50k images.
-_CIFAR_RESNEXT = dict(
-    _CIFAR, validation_images=0, weight_decay=5e-4, decay_epochs=(150, 225), epochs=300
-)
-# He et al. 2015, Section 3.4: batch 256, lr 0.1 /10 every 30 epochs, 90 epochs, scale augmentation.
-_IMAGENET = dict(
-    dataset="imagenet2012", augmentation="imagenet", global_batch_size=256, learning_rate=0.1,
-    momentum=0.9, weight_decay=1e-4, schedule="step", decay_epochs=(30, 60), epochs=90,
-)
-# Xie et al. 2016, Section 5.1: random-resized crops (fb.resnet.torch), lr /10 three times.
-_IMAGENET_RESNEXT = dict(_IMAGENET, augmentation="inception", decay_epochs=(30, 60, 90), epochs=120)
-# Goyal et al. 2017 and TF Model Garden's ResNet-50: linear scaling 0.1 x 2048 / 256, 5 warmup
-# epochs, label smoothing, no decay on batch norm and biases, zero-initialised residual branches.
-_LARGE_BATCH = dict(
-    _IMAGENET, augmentation="inception", global_batch_size=2048, learning_rate=0.8,
-    warmup_epochs=5.0, label_smoothing=0.1, schedule="cosine", decay_epochs=(30, 60, 80),
-    decay_bn_and_bias=False, model_overrides={"zero_init_residual": True},
-)
-# Fine-tuning an ImageNet ResNet-50 on a user's image folder (--dataset=PATH) at 224 px, after
-# the transfer recipes of Kolesnikov et al. 2020 (BiT-HyperRule: SGD with momentum, a low
-# learning rate, a short schedule with warmup) and Kornblith et al. 2019 (label smoothing, a
-# new classifier): torchvision's ImageNet weights (its default, IMAGENET1K_V2: 80.9% top-1,
-# against 74.9% for keras.applications' "imagenet"), 10 epochs of cosine decay after a 1-epoch
-# warmup, a 10x learning rate for the new classifier, kernels-only weight decay, scale
-# augmentation (images of any size are resized and cropped to 224).
-_FINETUNE = dict(
-    model="resnet50", init_weights="torchvision", image_size=224, augmentation="imagenet",
-    global_batch_size=64, learning_rate=0.01, momentum=0.9, weight_decay=1e-4,
-    decay_bn_and_bias=False, label_smoothing=0.1, schedule="cosine", warmup_epochs=1.0,
-    epochs=10, head_lr_multiplier=10.0,
-)
-
-RECIPES: Dict[str, Dict[str, Any]] = {
-    **{f"cifar10_resnet{d}": dict(_CIFAR_STEPS, model=f"resnet{d}",
-                                  **(_WARM_START if d in (110, 1202) else {}))
-       for d in (20, 32, 44, 56, 110, 1202)},
-    **{f"cifar10_preact_resnet{d}": dict(_CIFAR_STEPS, model=f"preact_resnet{d}", **_WARM_START)
-       for d in (110, 164, 1001)},
-    # He et al. 2016, Table 3 reports CIFAR-100 for pre-activation ResNet-164 and 1001.
-    **{f"cifar100_preact_resnet{d}": dict(_CIFAR_STEPS, dataset="cifar100",
-                                          model=f"preact_resnet{d}", **_WARM_START)
-       for d in (164, 1001)},
-    # Xie et al. 2016, Table 7 reports ResNeXt-29 on both CIFAR-10 and CIFAR-100.
-    **{f"cifar{k}_resnext29_{c}x64d": dict(_CIFAR_RESNEXT, dataset=f"cifar{k}",
-                                           model=f"resnext29_{c}x64d")
-       for k in (10, 100) for c in (8, 16)},
-    **{f"imagenet_resnet{d}": dict(_IMAGENET, model=f"resnet{d}") for d in (18, 34, 50, 101, 152)},
-    **{f"imagenet_resnext{n}": dict(_IMAGENET_RESNEXT, model=f"resnext{n}")
-       for n in ("50_32x4d", "101_32x4d", "101_64x4d")},
-    "imagenet_resnet50_large_batch": dict(_LARGE_BATCH, model="resnet50"),
-    "finetune": _FINETUNE,
-}
-
-
 def list_recipes():
     """The names of the recipes, sorted."""
     return sorted(RECIPES)
@@ -624,8 +447,9 @@ def recipe(name: str, **overrides) -> ExperimentConfig:
     Returns:
         An `ExperimentConfig` named after the recipe.
     """
-    if name not in RECIPES:
-        raise ValueError(f"recipe must be one of {list_recipes()}; got {name!r}.")
+    from keras_resnets import validate
+
+    validate.choice("recipe", name, list_recipes())
     return from_settings({**_without_cleared(RECIPES[name], overrides), **overrides}, name=name)
 
 

@@ -87,12 +87,11 @@ class FinetuneConfig:
         if freeze and self.trainable_from is not None:
             raise ValueError(f"Give freeze or trainable_from, not both; got freeze={list(freeze)}"
                              f", trainable_from={self.trainable_from!r}.")
-        if not isinstance(self.freeze_bn, bool):
-            raise ValueError(f"freeze_bn must be True or False; got {self.freeze_bn!r}.")
-        multiplier = self.head_lr_multiplier
-        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not (
-                math.isfinite(multiplier) and multiplier > 0):
-            raise ValueError(f"head_lr_multiplier must be a positive number; got {multiplier!r}.")
+        # Imported here: keras_resnets loads Keras, and `training.config` imports this module.
+        from keras_resnets import validate
+
+        validate.boolean("freeze_bn", self.freeze_bn)
+        validate.positive_number("head_lr_multiplier", self.head_lr_multiplier)
 
     def frozen_groups(self, groups) -> Tuple[str, ...]:
         """The groups these settings freeze, of a model whose groups are `groups` (in order)."""

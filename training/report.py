@@ -5,6 +5,7 @@ returns text or a dict; nothing trains and nothing is written (`training.outputs
 """
 
 import dataclasses
+import math
 import signal
 from typing import Any, Dict, List, Optional
 
@@ -123,6 +124,17 @@ class Progress:
                 "images_per_second": images / max(elapsed, 1e-9)})
 
 
+def resume_lines(before: Optional[dict], config, checkpoint: str, epoch, batch, step
+                 ) -> List[str]:
+    """What a resumed run says: the settings changed since `before` (the model directory's
+    `config.json`) and where it continues (`epoch`, `batch`, `step`: the checkpoint's
+    variables)."""
+    changes = config_changes(before, config.to_dict())
+    lines = ["Resuming with changed settings: " + ", ".join(changes) + "."] if changes else []
+    return lines + [f"Resuming from {checkpoint}: epoch {int(epoch.numpy()) + 1}, batch "
+                    f"{int(batch.numpy())}, step {int(step.numpy())}."]
+
+
 def config_changes(before: Optional[dict], now: dict) -> List[str]:
     """`section.key: old -> new` for the settings of `now` that differ from `before`."""
     if not before:
@@ -148,6 +160,15 @@ def epoch_line(epoch: int, epochs: int, logs: Dict[str, float], seconds: float,
     if remaining_s is not None and epoch < epochs:
         line += f"; run ETA {duration(remaining_s)}"
     return line
+
+
+def loss_problem(total: float, max_loss: float) -> Optional[str]:
+    """What is wrong with a step's loss (not finite, above `max_loss`), or `None`."""
+    if not math.isfinite(total):
+        return f"the loss is {total}"
+    if total > max_loss:
+        return f"the loss {total:.4g} exceeds max_loss={max_loss:g}"
+    return None
 
 
 def diverged_message(trainer, update: int, what: str, last: Optional[str]) -> str:

@@ -144,6 +144,15 @@ class RunState:
             self.best, self.best_epoch = value, self.epoch
         return improved
 
+    def replay(self, history) -> None:
+        """Adds the finished epochs to a `keras.callbacks.History` (after its
+        `on_train_begin`), as if this session had trained them."""
+        for row in self.history:
+            history.epoch.append(row["epoch"] - 1)
+            for key, value in row.items():
+                if key != "epoch":
+                    history.history.setdefault(key, []).append(value)
+
     def seconds_left(self, total_steps: int) -> Optional[float]:
         """The run's remaining time at this session's pace, or `None` before its first step."""
         if self.step <= self._first_step:

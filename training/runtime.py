@@ -20,6 +20,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from keras_resnets import validate
 from training.config import JIT_COMPILE, MIXED_PRECISION, STRATEGIES, RuntimeConfig
 
 POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -97,8 +98,7 @@ def _cluster_tasks(tf_config):
 
 def resolve_strategy_name(name: str) -> str:
     """The strategy `"auto"` stands for here; other names are returned as they are."""
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {list(STRATEGIES)}; got {name!r}.")
+    validate.choice("strategy", name, STRATEGIES)
     if name != "auto":
         return name
     if os.environ.get("TPU_NAME"):
@@ -197,8 +197,7 @@ def resolve_jit_compile(setting, device: str, num_replicas: int) -> bool:
     """
     if isinstance(setting, bool):
         setting = "true" if setting else "false"
-    if setting not in JIT_COMPILE:
-        raise ValueError(f"jit_compile must be one of {list(JIT_COMPILE)}; got {setting!r}.")
+    validate.choice("jit_compile", setting, JIT_COMPILE)
     if setting == "auto":
         return device in ("GPU", "TPU")
     if setting == "true" and device == "CPU" and num_replicas > 1:
@@ -211,10 +210,7 @@ def resolve_jit_compile(setting, device: str, num_replicas: int) -> bool:
 
 def dtype_policy(mixed_precision: str) -> str:
     """The Keras dtype policy of a `--mixed_precision` value."""
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(
-            f"mixed_precision must be one of {list(MIXED_PRECISION)}; got {mixed_precision!r}."
-        )
+    validate.choice("mixed_precision", mixed_precision, MIXED_PRECISION)
     return POLICIES[mixed_precision]
 
 

@@ -262,19 +262,15 @@ class Trainer:
         if self._started:
             return
         self._started = True
-        if self.outputs:
-            if self._resumed_from is None:
+        if self._resumed_from is None:
+            if self.outputs:
                 self.outputs.write_config(self.config)
                 self.outputs.save(0)
-                return
-            changes = report.config_changes(self._previous_config, self.config.to_dict())
-            if changes:
-                self._log("Resuming with changed settings: " + ", ".join(changes) + ".")
-            self.outputs.write_config(self.config)
-        if self._resumed_from:
-            self._log(f"Resuming from {self._resumed_from}: epoch "
-                      f"{int(self.epoch.numpy()) + 1}, batch {int(self.batch_in_epoch.numpy())}, "
-                      f"step {int(self.step.numpy())}.")
+            return
+        for line in report.resume_lines(self._previous_config, self.config, self._resumed_from,
+                                        self.epoch, self.batch_in_epoch, self.step):
+            self._log(line)
+        self.outputs.write_config(self.config)  # a resumed run has a model directory
 
     # ----------------------------------------------------------------------------------------
     # Training.
@@ -334,11 +330,7 @@ class Trainer:
         for line in report.start_lines(self, state, resumed=bool(self._resumed_from)):
             self._log(line)
         callback_list.on_train_begin()
-        for row in state.history:  # the epochs of earlier sessions
-            history.epoch.append(row["epoch"] - 1)
-            for key, value in row.items():
-                if key != "epoch":
-                    history.history.setdefault(key, []).append(value)
+        state.replay(history)  # the epochs of earlier sessions
         status = None
         try:
             while status is None and state.epoch < self.epochs and state.step < self.total_steps:
@@ -382,8 +374,10 @@ class Trainer:
         returns the number of its batches done."""
         settings, rt, skip = self.config.runtime, self.runtime, state.skip
         progress = report.Progress(self, state.epoch, epoch_steps - skip)
+        epoch, pipeline = state.epoch, self.pipeline
         dataset = rt.strategy.distribute_datasets_from_function(
-            _train_input(self.pipeline, state.epoch, rt.global_batch_size, skip))
+            lambda context: pipeline.train(epoch, rt.global_batch_size, input_context=context,
+                                           skip_batches=skip))
         tick, done = time.time(), skip
         iterator = iter(dataset)
         for batch in range(skip, epoch_steps):
@@ -391,7 +385,9 @@ class Trainer:
             loss, regularization, correct, count = (
                 float(value) for value in self._steps.train(iterator).numpy())
             state.step += 1
-            self._check_loss(state, loss + regularization)
+            problem = report.loss_problem(loss + regularization, settings.max_loss)
+            if problem:
+                self._diverged(state, problem, update=state.step)
             done = batch + 1
             logs = sums.add(loss, correct, count)
             callbacks.on_train_batch_end(batch, logs)
@@ -408,13 +404,6 @@ class Trainer:
         sums.seconds += seconds
         state.add_training(seconds, rt.global_batch_size * (done - skip))
         return done
-
-    def _check_loss(self, state, total):
-        max_loss = self.config.runtime.max_loss
-        if not math.isfinite(total) or total > max_loss:
-            what = (f"the loss is {total}" if not math.isfinite(total) else
-                    f"the loss {total:.4g} exceeds max_loss={max_loss:g}")
-            self._diverged(state, what, update=state.step)
 
     def _end_epoch(self, state, sums) -> Dict[str, float]:
         """Evaluates a finished epoch (every `eval_every_epochs` and at the end), records and
@@ -500,13 +489,6 @@ class Trainer:
             model = self.config.model.build(self.info.num_classes, self.info.image_shape)
         model.set_weights(self.model.get_weights())
         return model
-
-
-def _train_input(pipeline, epoch, global_batch_size, skip):
-    def dataset_fn(input_context):
-        return pipeline.train(epoch, global_batch_size, input_context=input_context,
-                              skip_batches=skip)
-    return dataset_fn
 
 
 def run(config: ExperimentConfig, pipeline=None, callbacks=None, strategy=None) -> TrainResult:
