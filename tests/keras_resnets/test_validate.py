@@ -17,6 +17,9 @@ ACCEPTED = [
     (validate.positive, ("bn_epsilon", 1e-5)),
     (validate.number_in, ("bn_momentum", 0, 0, 1)),
     (validate.not_empty, ("units", ("original",))),
+    (validate.boolean, ("nesterov", False)),
+    (validate.strictly_increasing, ("decay_steps", (1, 2, 30))),
+    (validate.strictly_increasing, ("decay_steps", ())),
 ]
 
 
@@ -52,6 +55,9 @@ REFUSED = [
      "rate must be a number in (0, 1]; got 0."),
     (lambda: validate.not_empty("units", (), what="The search space is empty: "),
      "The search space is empty: units has no values."),
+    (lambda: validate.boolean("nesterov", 1), "nesterov must be True or False; got 1."),
+    (lambda: validate.strictly_increasing("decay_epochs", [30.0, 30.0]),
+     "decay_epochs must be strictly increasing; got (30.0, 30.0)."),
 ]
 
 
