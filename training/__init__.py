@@ -10,6 +10,8 @@ The pieces, each usable on its own:
 - `training.data`: tf.data pipelines over TFDS names, image folders or synthetic data.
 - `training.analysis`: gradient measurements per residual unit.
 - `training.trainer`: one custom training loop for every strategy, with checkpoints, resume,
-  logs and exports (`trainer.run(config)`).
+  logs and exports (`trainer.run(config)`); its compiled steps are `training.steps`, its
+  accounting `training.run_state`, its log lines and results `training.report`, its model
+  directory `training.outputs`.
 - `python -m training.fit` and `python -m training.evaluate`: the command lines.
 """
