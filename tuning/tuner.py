@@ -29,6 +29,7 @@ from keras_tuner.engine import base_tuner
 from keras_resnets import validate
 from training import config as config_lib
 from training.dirlock import LOCK_FILE, DirectoryLock
+from training.outputs import atomic_write
 from tuning import budget as budget_lib
 from tuning import failures, kt_adapter, report
 from tuning.hypermodel import ResNetHyperModel, SearchSpace, TrainingSpace
@@ -239,8 +240,7 @@ class SearchResult:
 
 def _distributed_role(role: str, oracle_address: Optional[str], tuner_id: Optional[str]):
     """Sets KerasTuner's `KERASTUNER_*` variables for `role` (they may also come preset)."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {list(ROLES)}; got {role!r}.")
+    validate.choice("role", role, ROLES)
     if role == "local":
         return
     if oracle_address:
@@ -274,9 +274,7 @@ def _check_same_search(search: SearchConfig):
                 "); rerun it unchanged to resume, or choose another project.")
         return
     os.makedirs(search.project_dir, exist_ok=True)
-    with open(path + ".tmp", "w") as file:
-        json.dump(settings, file, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, json.dumps(settings, indent=2).encode())
 
 
 def build_tuner(search: SearchConfig, role: str = "local", oracle_address=None, tuner_id=None
