@@ -3,10 +3,13 @@ r"""`python -m tuning.search`: which depth, width and cardinality give the lowes
     python -m tuning.search --dataset=../shared/data/cifar10 --tuner=bayesian --max_trials=20 \
         --epochs_per_trial=10 --max_flops=100000000 --directory=tuning_runs --export_best=3
 
-Every training flag of `python -m training.fit` applies to each trial (`--recipe`, `--dataset`,
-`--batch_size`, `--mixed_precision`, `--strategy`, ...); by default trials use the
-`cifar10_resnet20` recipe (or `imagenet_resnet50` with `--family=imagenet`) with a cosine
-schedule over `--epochs_per_trial`, a 5,000-image validation split and deterministic ops.
+The search space's flags (`--family`, `--blocks_per_stage`, ..., `--tune_learning_rate`, ...)
+are the fields of `tuning.space.SearchSpace` and `TrainingSpace` (`tuning.space_flags`), with
+their defaults; `--help` lists them. Every training flag of `python -m training.fit` applies
+to each trial (`--recipe`, `--dataset`, `--batch_size`, `--mixed_precision`, `--strategy`,
+...); by default trials use the `cifar10_resnet20` recipe (or `imagenet_resnet50` with
+`--family=imagenet`) with a cosine schedule over `--epochs_per_trial`, a 5,000-image
+validation split and deterministic ops.
 Rerunning the same command resumes the search. Distributed: one `--role=chief` process serves
 the oracle at `--oracle_address=host:port`; `--role=worker` processes (distinct `--tuner_id`s,
 a shared `--directory`) run the trials; the chief writes the report.

@@ -32,7 +32,8 @@ from training.dirlock import LOCK_FILE, DirectoryLock
 from training.outputs import atomic_write
 from tuning import budget as budget_lib
 from tuning import failures, kt_adapter, report
-from tuning.hypermodel import ResNetHyperModel, SearchSpace, TrainingSpace
+from tuning.hypermodel import ResNetHyperModel
+from tuning.space import SearchSpace, TrainingSpace
 
 ROLES = ("local", "chief", "worker")
 
@@ -56,8 +57,8 @@ class SearchConfig:
         experiment: `training.config.ExperimentConfig`. The training of every trial (data,
             optimization, runtime); its model is replaced by each point, its length by
             `epochs_per_trial`. Its data must carve a validation split (`validation_images`).
-        space: `tuning.hypermodel.SearchSpace`. Defaults to `SearchSpace()`.
-        training_space: `tuning.hypermodel.TrainingSpace`. Defaults to none.
+        space: `tuning.space.SearchSpace`. Defaults to `SearchSpace()`.
+        training_space: `tuning.space.TrainingSpace`. Defaults to none.
         tuner: str. `"random"`, `"bayesian"` or `"hyperband"`. Defaults to `"random"`.
         max_trials: int. Trials of a random or Bayesian search. Defaults to `10`.
         epochs_per_trial: int. Epochs of each trial (Hyperband's most). Defaults to `10`.
