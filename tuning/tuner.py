@@ -360,13 +360,11 @@ def export_best(tuner: ResNetTuner, records, search: SearchConfig):
         model_path = os.path.join(folder, f"best_{rank}.keras")
         shutil.copyfile(os.path.join(train_dir, "model.keras"), model_path)
         config_path = os.path.join(folder, f"best_{rank}.json")
-        with open(config_path, "w") as file:
-            json.dump(experiment.to_dict(), file, indent=2)
+        atomic_write(config_path, json.dumps(experiment.to_dict(), indent=2).encode())
         test = evaluate.evaluate(train_dir, checkpoint="latest", split="test")
         exported.append({"rank": rank, "trial": record.trial_id, "model": record.name,
                          "keras": model_path, "config": config_path, "params": record.params,
                          "macs": record.macs, "val_error": record.val_error,
                          "test_error": test["error"]})
-    with open(os.path.join(folder, "best_models.json"), "w") as file:
-        json.dump(exported, file, indent=2)
+    atomic_write(os.path.join(folder, "best_models.json"), json.dumps(exported, indent=2).encode())
     return exported
