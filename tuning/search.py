@@ -60,6 +60,8 @@ def define_flags(flag_values=FLAGS):
     setting_flags.define_flags(flag_values)
     for space in (SearchSpace, TrainingSpace):
         space_flags.define(space, flag_values)
+        for spec in space_flags.field_flags(space):  # key flags: `--help` lists them
+            flags.declare_key_flag(spec.flag, flag_values=flag_values)
     for name, default, help_text in _STRING_FLAGS:
         flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
     for name, default, help_text in _INTEGER_FLAGS:

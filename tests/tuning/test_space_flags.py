@@ -5,11 +5,15 @@ import dataclasses
 import doctest
 import json
 import os
+import subprocess
+import sys
 from typing import Dict, Optional, Tuple
 
 import pytest
 from absl import flags
 
+from tests.conftest import REPO_ROOT
+from tests.training.conftest import subprocess_env
 from training import config as config_lib
 from tuning import search, space_flags
 from tuning.space import SearchSpace, TrainingSpace
@@ -76,9 +80,13 @@ def test_a_bad_item_names_the_flag_and_the_item_type(cls, argument, message):
 
 
 def test_help_lists_every_space_flag_with_its_docstring_and_default():
-    text = _parsed().get_help()
+    # `--help` shows the main module's key flags: the space's are declared key flags there.
+    result = subprocess.run([sys.executable, "-m", "tuning.search", "--help"], cwd=REPO_ROOT,
+                            env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
     for name in SPACE_FLAGS + TUNE_FLAGS:
-        assert f"--{name}:" in text
+        assert f"\n  --{name}: " in text
     assert ("  --blocks_per_stage: CIFAR only: the papers' n (ResNet-8, 14, 20, 32, 44, 56,\n"
             "    110 with basic blocks). A comma-separated list.\n"
             "    (default: '1,2,3,5,7,9,18')\n") in text
