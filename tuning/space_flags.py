@@ -29,6 +29,7 @@ Space(depths=(110, 164))
 
 import dataclasses
 import re
+import types
 import typing
 from typing import Dict, List
 
@@ -121,7 +122,7 @@ def _parse(spec: FieldFlag, value):
 def _flag_type(where, hint):
     """(item type, whether a tuple) of a field's type hint."""
     arguments = typing.get_args(hint)
-    if typing.get_origin(hint) is typing.Union and type(None) in arguments:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in arguments:
         rest = [argument for argument in arguments if argument is not type(None)]
         hint = rest[0] if len(rest) == 1 else hint
         arguments = typing.get_args(hint)

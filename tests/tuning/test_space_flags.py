@@ -122,6 +122,24 @@ def test_a_new_field_is_a_new_flag_of_the_search(monkeypatch):
 
 
 @dataclasses.dataclass(frozen=True)
+class _Modern:
+    """Args:
+        widths: tuple of int. Written with the built-in generics. Defaults to `None`.
+        ratio: float. A scalar flag. Defaults to `0.5`.
+    """
+
+    widths: tuple[int, ...] | None = None
+    ratio: float = 0.5
+
+
+def test_built_in_generics_and_scalars_are_flags_too():
+    flag_values = _parsed("--widths=8,16", "--ratio=0.25",
+                          define=lambda values: space_flags.define(_Modern, values))
+    assert flag_values["ratio"].flag_type() == "float"
+    assert space_flags.from_flags(_Modern, flag_values) == _Modern(widths=(8, 16), ratio=0.25)
+
+
+@dataclasses.dataclass(frozen=True)
 class _Undocumented:
     """Args:
         depth: int. Documented. Defaults to `1`.
