@@ -37,7 +37,7 @@ from absl import flags
 
 _DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
            bool: flags.DEFINE_boolean}
-_ITEMS = {int: "integers", float: "numbers", str: "words", bool: "booleans"}
+_ITEMS = {int: "integers", float: "numbers"}  # str items never fail
 _ENTRY = re.compile(r"(\w+): (.*)$")  # an Args entry; its continuation lines indent more
 _DEFAULTS_TO = re.compile(r"\s*Defaults to .*$")
 
