@@ -98,3 +98,15 @@ def not_empty(argument: str, values: Iterable, what: str = "") -> None:
     empty: ")."""
     if not tuple(values):
         raise ValueError(f"{what}{argument} has no values.")
+
+
+def log_range(argument: str, value: Any) -> None:
+    """`value` is a pair `(low, high)` of finite numbers with 0 < low < high (the bounds of a
+    log-uniform range)."""
+    try:
+        low, high = value
+        ok = is_number(low) and is_number(high) and 0 < low < high < math.inf
+    except (TypeError, ValueError):  # not a pair
+        ok = False
+    if not ok:
+        raise ValueError(f"{argument} must be (low, high) with 0 < low < high; got {value!r}.")

@@ -3,10 +3,13 @@ r"""`python -m tuning.search`: which depth, width and cardinality give the lowes
     python -m tuning.search --dataset=../shared/data/cifar10 --tuner=bayesian --max_trials=20 \
         --epochs_per_trial=10 --max_flops=100000000 --directory=tuning_runs --export_best=3
 
-Every training flag of `python -m training.fit` applies to each trial (`--recipe`, `--dataset`,
-`--batch_size`, `--mixed_precision`, `--strategy`, ...); by default trials use the
-`cifar10_resnet20` recipe (or `imagenet_resnet50` with `--family=imagenet`) with a cosine
-schedule over `--epochs_per_trial`, a 5,000-image validation split and deterministic ops.
+The search space's flags (`--family`, `--blocks_per_stage`, ..., `--tune_learning_rate`, ...)
+are the fields of `tuning.space.SearchSpace` and `TrainingSpace` (`tuning.space_flags`), with
+their defaults; `--help` lists them. Every training flag of `python -m training.fit` applies
+to each trial (`--recipe`, `--dataset`, `--batch_size`, `--mixed_precision`, `--strategy`,
+...); by default trials use the `cifar10_resnet20` recipe (or `imagenet_resnet50` with
+`--family=imagenet`) with a cosine schedule over `--epochs_per_trial`, a 5,000-image
+validation split and deterministic ops.
 Rerunning the same command resumes the search. Distributed: one `--role=chief` process serves
 the oracle at `--oracle_address=host:port`; `--role=worker` processes (distinct `--tuner_id`s,
 a shared `--directory`) run the trials; the chief writes the report.
@@ -25,12 +28,14 @@ from absl import app, flags
 
 from training import cli, setting_flags
 from training import config as config_lib
+from tuning import space_flags
+from tuning.space import SearchSpace, TrainingSpace
 
 PROGRAM = "tuning.search"
 NO_TRIAL_COMPLETED = 3
 FLAGS = flags.FLAGS
 
-# Space defaults mirror tuning.hypermodel.SearchSpace (a test checks that they agree).
+# The search's own flags; those of the search space are generated (define_flags).
 _STRING_FLAGS = [
     ("tuner", "random", "random, bayesian or hyperband."),
     ("directory", "tuning_runs", "Where searches live."),
@@ -38,19 +43,6 @@ _STRING_FLAGS = [
     ("role", "local", "local, chief (serves the oracle) or worker (runs trials)."),
     ("oracle_address", None, "host:port of the chief's oracle (chief and workers)."),
     ("tuner_id", None, "A worker's unique id; default worker-<pid>."),
-    ("family", "cifar", "cifar or imagenet layout."),
-    ("blocks_per_stage", "1,2,3,5,7,9,18", "CIFAR: choices of n (depth 6n+2 or 9n+2)."),
-    ("depths", "18,34,50,101,152", "ImageNet: depth choices."),
-    ("blocks", "basic,bottleneck", "CIFAR: block kinds."),
-    ("base_widths", None, "First-stage widths; default 16,32,64 (CIFAR) or 64 (ImageNet)."),
-    ("cardinalities", "1,2,4,8", "ResNeXt cardinality (C) choices."),
-    ("bottleneck_widths", "4,16,64", "ResNeXt bottleneck width (d) choices."),
-    ("units", "original,full_preactivation", "Residual-unit orderings."),
-    ("shortcuts", "A,B", "Shortcut options."),
-    ("tune_learning_rate", None, "low,high: also search the learning rate (log-uniform)."),
-    ("tune_weight_decay", None, "low,high: also search the weight decay (log-uniform)."),
-    ("tune_batch_size", None, "Comma-separated batch sizes to search."),
-    ("tune_label_smoothing", None, "Comma-separated label smoothings to search."),
 ]
 _INTEGER_FLAGS = [
     ("max_trials", 10, "Trials of a random or Bayesian search."),
@@ -63,37 +55,36 @@ _INTEGER_FLAGS = [
 
 
 def define_flags(flag_values=FLAGS):
-    """The training flags of `training.fit` plus the search's own."""
+    """The training flags of `training.fit` plus the search's own: those of the search space
+    are the fields of `tuning.space.SearchSpace` and `TrainingSpace`."""
     setting_flags.define_flags(flag_values)
+    for space in (SearchSpace, TrainingSpace):
+        space_flags.define(space, flag_values)
+        for spec in space_flags.field_flags(space):  # key flags: `--help` lists them
+            flags.declare_key_flag(spec.flag, flag_values=flag_values)
     for name, default, help_text in _STRING_FLAGS:
         flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
     for name, default, help_text in _INTEGER_FLAGS:
         flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
 
 
-def _values(flag_values, name, kind):
-    text = flag_values[name].value
-    if text is None:
-        return None
-    try:
-        return tuple(kind(item) for item in text.split(",") if item)
-    except ValueError:
-        raise ValueError(f"--{name} must be a comma-separated list; got {text!r}.") from None
-
-
 def _check_counts(flag_values):
     # Checked before the recipe is built: its own error would name `epochs`, not the flag.
-    for name, least in (("max_trials", 1), ("epochs_per_trial", 1), ("export_best", 0),
-                        ("max_params", 1), ("max_flops", 1)):
+    from keras_resnets import validate  # imports Keras: not before the flags are parsed
+
+    for name, check in (("max_trials", validate.positive_int),
+                        ("epochs_per_trial", validate.positive_int),
+                        ("export_best", validate.non_negative_int),
+                        ("max_params", validate.positive_int),
+                        ("max_flops", validate.positive_int)):
         value = flag_values[name].value  # None only for the optional budget flags
-        if value is not None and value < least:
-            kind = "a positive" if least == 1 else "a non-negative"
-            raise ValueError(f"--{name} must be {kind} integer; got {value}.")
+        if value is not None:
+            check(f"--{name}", value)
 
 
 def search_config_from_flags(flag_values=FLAGS):
     """The `tuning.tuner.SearchConfig` of the command line."""
-    from tuning import budget, hypermodel, tuner
+    from tuning import budget, tuner
 
     _check_counts(flag_values)
     settings = setting_flags.settings_from_flags(flag_values)
@@ -106,15 +97,8 @@ def search_config_from_flags(flag_values=FLAGS):
     recipe = flag_values.recipe or ("imagenet_resnet50" if flag_values.family == "imagenet"
                                     else "cifar10_resnet20")
     experiment = config_lib.recipe(recipe, **settings)
-    choices = {name: _values(flag_values, name, kind) for name, kind in (
-        ("blocks_per_stage", int), ("depths", int), ("blocks", str), ("base_widths", int),
-        ("cardinalities", int), ("bottleneck_widths", int), ("units", str), ("shortcuts", str))}
-    space = hypermodel.SearchSpace(family=flag_values.family, **choices)
-    training_space = hypermodel.TrainingSpace(
-        learning_rates=_values(flag_values, "tune_learning_rate", float),
-        weight_decays=_values(flag_values, "tune_weight_decay", float),
-        batch_sizes=_values(flag_values, "tune_batch_size", int),
-        label_smoothings=_values(flag_values, "tune_label_smoothing", float))
+    space = space_flags.from_flags(SearchSpace, flag_values)
+    training_space = space_flags.from_flags(TrainingSpace, flag_values)
     return tuner.SearchConfig(
         experiment=experiment, space=space, training_space=training_space,
         tuner=flag_values.tuner, max_trials=flag_values.max_trials,

@@ -29,9 +29,11 @@ from keras_tuner.engine import base_tuner
 from keras_resnets import validate
 from training import config as config_lib
 from training.dirlock import LOCK_FILE, DirectoryLock
+from training.outputs import atomic_write
 from tuning import budget as budget_lib
 from tuning import failures, kt_adapter, report
-from tuning.hypermodel import ResNetHyperModel, SearchSpace, TrainingSpace
+from tuning.hypermodel import ResNetHyperModel
+from tuning.space import SearchSpace, TrainingSpace
 
 ROLES = ("local", "chief", "worker")
 
@@ -55,8 +57,8 @@ class SearchConfig:
         experiment: `training.config.ExperimentConfig`. The training of every trial (data,
             optimization, runtime); its model is replaced by each point, its length by
             `epochs_per_trial`. Its data must carve a validation split (`validation_images`).
-        space: `tuning.hypermodel.SearchSpace`. Defaults to `SearchSpace()`.
-        training_space: `tuning.hypermodel.TrainingSpace`. Defaults to none.
+        space: `tuning.space.SearchSpace`. Defaults to `SearchSpace()`.
+        training_space: `tuning.space.TrainingSpace`. Defaults to none.
         tuner: str. `"random"`, `"bayesian"` or `"hyperband"`. Defaults to `"random"`.
         max_trials: int. Trials of a random or Bayesian search. Defaults to `10`.
         epochs_per_trial: int. Epochs of each trial (Hyperband's most). Defaults to `10`.
@@ -239,8 +241,7 @@ class SearchResult:
 
 def _distributed_role(role: str, oracle_address: Optional[str], tuner_id: Optional[str]):
     """Sets KerasTuner's `KERASTUNER_*` variables for `role` (they may also come preset)."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {list(ROLES)}; got {role!r}.")
+    validate.choice("role", role, ROLES)
     if role == "local":
         return
     if oracle_address:
@@ -274,9 +275,7 @@ def _check_same_search(search: SearchConfig):
                 "); rerun it unchanged to resume, or choose another project.")
         return
     os.makedirs(search.project_dir, exist_ok=True)
-    with open(path + ".tmp", "w") as file:
-        json.dump(settings, file, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, json.dumps(settings, indent=2).encode())
 
 
 def build_tuner(search: SearchConfig, role: str = "local", oracle_address=None, tuner_id=None
@@ -361,13 +360,11 @@ def export_best(tuner: ResNetTuner, records, search: SearchConfig):
         model_path = os.path.join(folder, f"best_{rank}.keras")
         shutil.copyfile(os.path.join(train_dir, "model.keras"), model_path)
         config_path = os.path.join(folder, f"best_{rank}.json")
-        with open(config_path, "w") as file:
-            json.dump(experiment.to_dict(), file, indent=2)
+        atomic_write(config_path, json.dumps(experiment.to_dict(), indent=2).encode())
         test = evaluate.evaluate(train_dir, checkpoint="latest", split="test")
         exported.append({"rank": rank, "trial": record.trial_id, "model": record.name,
                          "keras": model_path, "config": config_path, "params": record.params,
                          "macs": record.macs, "val_error": record.val_error,
                          "test_error": test["error"]})
-    with open(os.path.join(folder, "best_models.json"), "w") as file:
-        json.dump(exported, file, indent=2)
+    atomic_write(os.path.join(folder, "best_models.json"), json.dumps(exported, indent=2).encode())
     return exported

@@ -232,17 +232,6 @@ def test_a_different_search_in_the_same_folder_is_refused(tmp_path):
         search_lib.build_tuner(other)
 
 
-def test_space_flag_defaults_are_the_search_space_defaults():
-    from absl import flags
-
-    from tuning import search
-
-    flag_values = flags.FlagValues()
-    search.define_flags(flag_values)
-    flag_values(["tuning.search"])
-    assert search.search_config_from_flags(flag_values).space == SearchSpace()
-
-
 def test_hyperband_continues_the_parent_trials_training(tmp_path):
     experiment = config_lib.from_settings(dict(
         dataset="synthetic", synthetic_examples=64, image_size=8, num_classes=4,
