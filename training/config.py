@@ -2,7 +2,7 @@
 
 An `ExperimentConfig` holds five parts: `model` (a registry name and overrides), `optimization`
 (SGD, learning-rate schedule, weight decay, batch, length), `runtime` (strategy, mixed precision,
-XLA, model directory, seeds), `data` (a `training.data.DataConfig`) and `finetune` (a
+XLA, model directory, seeds), `data` (a `training.data_config.DataConfig`) and `finetune` (a
 `training.finetune.FinetuneConfig`: first weights, frozen layers). `recipe(name, **overrides)`
 returns a paper's recipe with any field replaced:
 
@@ -21,6 +21,7 @@ import math
 import numbers
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from training.data_config import DataConfig
 from training.finetune import FinetuneConfig
 
 SCHEDULES = ("step", "cosine", "constant")
@@ -388,19 +389,6 @@ def _export_formats(value) -> Tuple[str, ...]:
     return formats
 
 
-def data_config(**fields):
-    """A `training.data.DataConfig` (imported here, so that this module loads without it)."""
-    from training.data import DataConfig
-
-    return DataConfig(**fields)
-
-
-def _data_fields():
-    from training.data import DataConfig
-
-    return [f.name for f in dataclasses.fields(DataConfig)]
-
-
 _SECTIONS = ("model", "optimization", "runtime", "data", "finetune")
 _SHARED = ("seed", "deterministic")  # runtime and data both take these
 
@@ -413,7 +401,8 @@ class ExperimentConfig:
         model: `ModelConfig`. Defaults to `ModelConfig()` (ResNet-20).
         optimization: `OptimizationConfig`. Needs `epochs` or `total_steps`.
         runtime: `RuntimeConfig`. Defaults to `RuntimeConfig()`.
-        data: `training.data.DataConfig`. Defaults to `DataConfig()` (CIFAR-10 from TFDS).
+        data: `training.data_config.DataConfig`. Defaults to `DataConfig()` (CIFAR-10 from
+            TFDS).
         name: str. The recipe's name, or `"custom"`. Defaults to `"custom"`.
         finetune: `training.finetune.FinetuneConfig`. Defaults to `FinetuneConfig()` (random
             initialisation, every layer trains).
@@ -424,21 +413,18 @@ class ExperimentConfig:
         default_factory=lambda: OptimizationConfig(epochs=1)
     )
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
-    data: Any = None
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
     name: str = "custom"
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
-        if self.data is None:
-            object.__setattr__(self, "data", data_config())
         for section, kind in (("model", ModelConfig), ("optimization", OptimizationConfig),
-                              ("runtime", RuntimeConfig), ("finetune", FinetuneConfig)):
+                              ("runtime", RuntimeConfig), ("data", DataConfig),
+                              ("finetune", FinetuneConfig)):
             if not isinstance(getattr(self, section), kind):
                 raise ValueError(
                     f"{section} must be a {kind.__name__}; got {getattr(self, section)!r}."
                 )
-        if not dataclasses.is_dataclass(self.data):
-            raise ValueError(f"data must be a training.data.DataConfig; got {self.data!r}.")
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-friendly dict (tuples become lists); `from_dict` inverts it."""
@@ -454,7 +440,7 @@ class ExperimentConfig:
             model=ModelConfig(**config["model"]),
             optimization=OptimizationConfig(**optimization),
             runtime=RuntimeConfig(**config["runtime"]),
-            data=data_config(**config["data"]),
+            data=DataConfig(**config["data"]),
             name=config.get("name", "custom"),
             finetune=FinetuneConfig(**config.get("finetune", {})),
         )
@@ -477,7 +463,7 @@ def override_keys():
     keys = {"model", "model_overrides"}
     keys |= {f.name for f in dataclasses.fields(OptimizationConfig)}
     keys |= {f.name for f in dataclasses.fields(RuntimeConfig)}
-    keys |= set(_data_fields())
+    keys |= {f.name for f in dataclasses.fields(DataConfig)}
     keys |= {f.name for f in dataclasses.fields(FinetuneConfig)}
     return sorted(keys)
 
@@ -538,7 +524,7 @@ def _apply(base: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentCo
         model=ModelConfig(**sections["model"]),
         optimization=OptimizationConfig(**sections["optimization"]),
         runtime=RuntimeConfig(**sections["runtime"]),
-        data=data_config(**sections["data"]),
+        data=DataConfig(**sections["data"]),
         name=base.name,
         finetune=FinetuneConfig(**sections["finetune"]),
     )
@@ -639,7 +625,7 @@ def from_settings(settings: Mapping[str, Any], name: str = "custom") -> Experime
             f"recipes: {', '.join(list_recipes())}."
         )
     base = ExperimentConfig(
-        optimization=OptimizationConfig(epochs=1), data=data_config(), name=name
+        optimization=OptimizationConfig(epochs=1), data=DataConfig(), name=name
     )
     return _apply(base, settings)
 
