@@ -177,6 +177,19 @@ def test_other_feature_names(tmp_path):
         Pipeline(DataConfig(dataset=root, tfrecord_image_key="image", tfrecord_label_key="class"))
 
 
+def test_missing_or_empty_splits_are_named(tmp_path):
+    root = str(tmp_path)
+    write_split(root, "train", [], 1)
+    with pytest.raises(ValueError, match=re.escape(
+            f"TFRecord folder {root} has no test split: expected files {root}/test-* or "
+            f"{root}/validation-*.")):
+        Pipeline(DataConfig(dataset=root))
+    write_split(root, "test", [], 1)
+    with pytest.raises(ValueError, match=re.escape(
+            f"The TFRecord files {root}/train-* hold no records.")):
+        Pipeline(DataConfig(dataset=root))
+
+
 def test_a_truncated_file_is_named(tmp_path):
     root = str(tmp_path)
     make_tfrecords(root, train_per_class=2, test_per_class=1)

@@ -51,6 +51,9 @@ class TfrecordSource(base.RecordSource):
         self._split_files[test] = _files(root, test)
         self._test_split = test
         self._labels = {split: self._read_labels(split) for split in self._split_files}
+        if not len(self._labels[TRAIN_PREFIX]):
+            raise ValueError(f"The TFRecord files {os.path.join(root, 'train-*')} hold no "
+                             "records.")
         found = max(int(labels.max()) if len(labels) else -1 for labels in self._labels.values())
         lowest = min(int(labels.min()) for labels in self._labels.values() if len(labels))
         if lowest < 0:
@@ -101,7 +104,7 @@ class TfrecordSource(base.RecordSource):
             batches = self._records(split, key).map(lambda label: label).batch(_LABEL_BATCH)
             return np.concatenate([np.zeros(0, np.int32), *batches.as_numpy_iterator()])
         except tf.errors.InvalidArgumentError as error:
-            if key in str(error) or self.config.tfrecord_image_key in str(error):
+            if key in str(error):
                 raise ValueError(
                     f"TFRecord files {self._split_files[split][0]}, ... hold examples without "
                     f"the int64 feature {key!r} (tfrecord_label_key) ({_first_line(error)})."
@@ -117,9 +120,8 @@ class TfrecordSource(base.RecordSource):
                 for _ in tf.data.TFRecordDataset(path):
                     pass
             except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as file_error:
-                error = file_error
                 return ValueError(f"TFRecord file {path} is truncated or not a TFRecord file "
-                                  f"({_first_line(error)}).")
+                                  f"({_first_line(file_error)}).")
         return ValueError(f"The TFRecord files of the {split} split do not read "
                           f"({_first_line(error)}).")
 
