@@ -241,3 +241,9 @@ def test_a_tfrecord_copy_of_an_image_folder_trains_to_the_same_history(tmp_path)
     metrics = ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
     assert len(histories[0]["loss"]) == 1
     assert [histories[0][key] for key in metrics] == [histories[1][key] for key in metrics]
+
+
+@pytest.mark.parametrize("field", ["tfrecord_image_key", "tfrecord_label_key"])
+def test_feature_names_must_be_names(field):
+    with pytest.raises(ValueError, match=re.escape(f"{field} must be a feature name; got ''.")):
+        DataConfig(**{field: ""})
