@@ -8,15 +8,12 @@ returns the train, validation and test splits (`training.splits`) made as the pl
 """
 
 import dataclasses
-import logging
 from typing import Optional, Tuple
 
 import numpy as np
 
 from training import splits as splits_lib
 from training.data_config import DataConfig
-
-logger = logging.getLogger(__name__)
 
 # Images of at most this many pixels a side are "CIFAR-size": decoded once and kept in memory.
 SMALL_IMAGE_PIXELS = 64
