@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["training.analysis", "training.config", "training.data", "training.evaluate",
+MODULES = ["training.analysis", "training.config", "training.data", "training.data_config",
+           "training.sources", "training.evaluate",
            "training.export", "training.finetune", "training.fit", "training.predict",
            "training.model_config",
            "training.runtime", "training.schedules", "training.serving", "training.trainer",

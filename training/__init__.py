@@ -7,7 +7,9 @@ The pieces, each usable on its own:
 - `training.schedules`: learning-rate schedules (step schedules in iterations, warm start, linear
   warmup, cosine).
 - `training.runtime`: distribution strategy, mixed-precision policy, XLA choice.
-- `training.data`: tf.data pipelines over TFDS names, image folders or synthetic data.
+- `training.data`: tf.data pipelines over a data source, with `training.data_config`
+  (`DataConfig`), `training.sources` (synthetic data, image folders, TFRecord files, TFDS),
+  `training.splits` (listing, sharding and loading examples) and `training.augment`.
 - `training.analysis`: gradient measurements per residual unit.
 - `training.trainer`: one custom training loop for every strategy, with checkpoints, resume,
   logs and exports (`trainer.run(config)`); its compiled steps are `training.steps`, its

@@ -3,8 +3,8 @@
 An `ExperimentConfig` holds five parts: `model` (a `training.model_config.ModelConfig`: a
 registry name and overrides), `optimization` (SGD, learning-rate schedule, weight decay, batch,
 length), `runtime` (strategy, mixed precision, XLA, model directory, seeds), `data` (a
-`training.data.DataConfig`) and `finetune` (a `training.finetune.FinetuneConfig`: first weights,
-frozen layers). `recipe(name, **overrides)` returns a paper's recipe (the table of
+`training.data_config.DataConfig`) and `finetune` (a `training.finetune.FinetuneConfig`: first
+weights, frozen layers). `recipe(name, **overrides)` returns a paper's recipe (the table of
 `training.recipes`) with any field replaced:
 
 >>> from training import config
@@ -21,6 +21,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from training.data_config import DataConfig
 from training.finetune import FinetuneConfig
 from training.model_config import CUSTOM_MODEL, ModelConfig  # noqa: F401 (CUSTOM_MODEL: API)
 from training.recipes import RECIPES
@@ -275,21 +276,7 @@ def _export_formats(value) -> Tuple[str, ...]:
     return formats
 
 
-def data_config(**fields):
-    """A `training.data.DataConfig` (imported here, so that this module loads without it)."""
-    from training.data import DataConfig
-
-    return DataConfig(**fields)
-
-
-def _data_fields():
-    from training.data import DataConfig
-
-    return [f.name for f in dataclasses.fields(DataConfig)]
-
-
 _SECTIONS = ("model", "optimization", "runtime", "data", "finetune")
-_SHARED = ("seed", "deterministic")  # runtime and data both take these
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,7 +287,8 @@ class ExperimentConfig:
         model: `ModelConfig`. Defaults to `ModelConfig()` (ResNet-20).
         optimization: `OptimizationConfig`. Needs `epochs` or `total_steps`.
         runtime: `RuntimeConfig`. Defaults to `RuntimeConfig()`.
-        data: `training.data.DataConfig`. Defaults to `DataConfig()` (CIFAR-10 from TFDS).
+        data: `training.data_config.DataConfig`. Defaults to `DataConfig()` (CIFAR-10 from
+            TFDS).
         name: str. The recipe's name, or `"custom"`. Defaults to `"custom"`.
         finetune: `training.finetune.FinetuneConfig`. Defaults to `FinetuneConfig()` (random
             initialisation, every layer trains).
@@ -311,21 +299,18 @@ class ExperimentConfig:
         default_factory=lambda: OptimizationConfig(epochs=1)
     )
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
-    data: Any = None
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
     name: str = "custom"
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
-        if self.data is None:
-            object.__setattr__(self, "data", data_config())
         for section, kind in (("model", ModelConfig), ("optimization", OptimizationConfig),
-                              ("runtime", RuntimeConfig), ("finetune", FinetuneConfig)):
+                              ("runtime", RuntimeConfig), ("data", DataConfig),
+                              ("finetune", FinetuneConfig)):
             if not isinstance(getattr(self, section), kind):
                 raise ValueError(
                     f"{section} must be a {kind.__name__}; got {getattr(self, section)!r}."
                 )
-        if not dataclasses.is_dataclass(self.data):
-            raise ValueError(f"data must be a training.data.DataConfig; got {self.data!r}.")
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-friendly dict (tuples become lists); `from_dict` inverts it."""
@@ -341,7 +326,7 @@ class ExperimentConfig:
             model=ModelConfig(**config["model"]),
             optimization=OptimizationConfig(**optimization),
             runtime=RuntimeConfig(**config["runtime"]),
-            data=data_config(**config["data"]),
+            data=DataConfig(**config["data"]),
             name=config.get("name", "custom"),
             finetune=FinetuneConfig(**config.get("finetune", {})),
         )
@@ -364,7 +349,7 @@ def override_keys():
     keys = {"model", "model_overrides"}
     keys |= {f.name for f in dataclasses.fields(OptimizationConfig)}
     keys |= {f.name for f in dataclasses.fields(RuntimeConfig)}
-    keys |= set(_data_fields())
+    keys |= {f.name for f in dataclasses.fields(DataConfig)}
     keys |= {f.name for f in dataclasses.fields(FinetuneConfig)}
     return sorted(keys)
 
@@ -425,7 +410,7 @@ def _apply(base: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentCo
         model=ModelConfig(**sections["model"]),
         optimization=OptimizationConfig(**sections["optimization"]),
         runtime=RuntimeConfig(**sections["runtime"]),
-        data=data_config(**sections["data"]),
+        data=DataConfig(**sections["data"]),
         name=base.name,
         finetune=FinetuneConfig(**sections["finetune"]),
     )
@@ -463,7 +448,7 @@ def from_settings(settings: Mapping[str, Any], name: str = "custom") -> Experime
             f"recipes: {', '.join(list_recipes())}."
         )
     base = ExperimentConfig(
-        optimization=OptimizationConfig(epochs=1), data=data_config(), name=name
+        optimization=OptimizationConfig(epochs=1), data=DataConfig(), name=name
     )
     return _apply(base, settings)
 

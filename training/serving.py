@@ -185,7 +185,7 @@ def _fit(images, target_h, target_w):
 
 
 def _center_crop(images, size, crop_fraction):
-    """The pipeline's ImageNet-style evaluation crop (`training.data._center_crop`)."""
+    """The pipeline's ImageNet-style evaluation crop (`training.augment.center_crop`)."""
     h, w = _height_width(images)
     short = ops.minimum(h, w)
     side = ops.round(ops.multiply(short, np.float32(crop_fraction)))

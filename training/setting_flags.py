@@ -7,22 +7,35 @@ the flat settings of `training.config` (`ExperimentConfig.replace`, `config.reci
 
 import dataclasses
 import json
+import typing
 
 from absl import flags
 
 from training import config as config_lib
+from training.data_config import SHARED_WITH_RUNTIME, DataConfig
 
 _OPTIMIZATION = {f.name: f.default for f in dataclasses.fields(config_lib.OptimizationConfig)}
 _RUNTIME = {f.name: f.default for f in dataclasses.fields(config_lib.RuntimeConfig)}
 _FINETUNE = {f.name: f.default for f in dataclasses.fields(config_lib.FinetuneConfig)}
+# seed and deterministic set the runtime and the data pipeline: they are runtime flags.
+_DATA_FIELDS = [f for f in dataclasses.fields(DataConfig) if f.name not in SHARED_WITH_RUNTIME]
+_DATA = {f.name: f.default for f in _DATA_FIELDS}
+_KINDS = {str: "string", int: "integer", bool: "boolean", float: "float"}
 
-_DATA_DEFAULTS = {  # training.data.DataConfig's defaults (a test checks that they agree)
-    "dataset": "cifar10", "data_dir": None, "image_size": None, "augmentation": "auto",
-    "normalization": "auto", "validation_images": 0, "cache": None, "shuffle_buffer": None,
-    "skip_corrupt": False, "eval_crops": 1, "synthetic_examples": 1024, "num_classes": None,
-    "max_train_examples": None, "max_test_examples": None,
-}
-DEFAULTS = {**_DATA_DEFAULTS, **_OPTIMIZATION, **_RUNTIME, **_FINETUNE, "freeze": [],
+
+def _data_flags():
+    """`(kind, name, help[, choices])` of each `DataConfig` field, from its type and metadata:
+    fields with string choices are enums, `Optional[X]` is a flag of X defaulting to None."""
+    for field in _DATA_FIELDS:
+        kind = next(t for t in (field.type, *typing.get_args(field.type)) if t in _KINDS)
+        choices = field.metadata.get("choices")
+        if choices and all(isinstance(choice, str) for choice in choices):
+            yield "enum", field.name, field.metadata["help"], list(choices)
+        else:
+            yield _KINDS[kind], field.name, field.metadata["help"]
+
+
+DEFAULTS = {**_DATA, **_OPTIMIZATION, **_RUNTIME, **_FINETUNE, "freeze": [],
             "batch_size":
             _OPTIMIZATION["global_batch_size"], "recipe": None, "config": None,
             "model": "resnet20",
@@ -39,29 +52,8 @@ _FLAGS = [
                         "keras_resnets.ResNet(**model_overrides)."),
     ("string", "model_overrides", "JSON object of keras_resnets.ResNet arguments, e.g. "
      "'{\"stage_widths\": [8, 16, 32], \"zero_init_residual\": true}'."),
-    # Data (training.data.DataConfig).
-    ("string", "dataset", "A TFDS name (cifar10, cifar100, imagenet2012, ...), the path of an "
-     "image folder with train/ and test/ (or val/), or synthetic."),
-    ("string", "data_dir", "TFDS data directory."),
-    ("integer", "image_size", "Training image size; default: the data set's (32 for CIFAR, 224 "
-     "for ImageNet)."),
-    ("enum", "augmentation", "Training augmentation; auto picks by data set.",
-     ["auto", "cifar", "imagenet", "inception", "none"]),
-    ("enum", "normalization", "Input normalisation; auto picks by data set (or, with a "
-     "pretrained --init_weights, the weights' own). imagenet, caffe and inception are the fixed "
-     "statistics pretrained weights expect.",
-     ["auto", "per_pixel_mean", "per_channel", "none", "imagenet", "caffe", "inception"]),
-    ("integer", "validation_images", "Images carved from train for validation (5000 = the "
-     "papers' 45k/5k CIFAR split)."),
-    ("boolean", "cache", "Cache decoded images in memory; default: for small data sets."),
-    ("integer", "shuffle_buffer", "Shuffle buffer; default: the pipeline's."),
-    ("boolean", "skip_corrupt", "Skip unreadable images (and report how many) instead of "
-     "failing."),
-    ("integer", "eval_crops", "1 (centre crop) or 10 (ten-crop evaluation)."),
-    ("integer", "synthetic_examples", "Training examples of --dataset=synthetic."),
-    ("integer", "num_classes", "Classes of --dataset=synthetic (default: 10)."),
-    ("integer", "max_train_examples", "Use at most this many training images."),
-    ("integer", "max_test_examples", "Use at most this many test images."),
+    # Data: training.data_config.DataConfig's fields.
+    *_data_flags(),
     # Optimisation.
     ("integer", "epochs", "Training length in epochs (replaces the recipe's total_steps)."),
     ("integer", "total_steps", "Training length in updates (replaces the recipe's epochs)."),

@@ -21,6 +21,7 @@ from tensorflow.core.framework import graph_pb2
 from tests.conftest import CIFAR10_DIR, REPO_ROOT
 from training import data
 from training.data import DataConfig, DatasetInfo, Pipeline
+from training.sources.tfds import TfdsSource
 
 CLASSES = ("cat", "dog", "fox")
 needs_cifar = pytest.mark.skipif(
@@ -662,13 +663,13 @@ def test_tfds_grayscale_keeps_one_channel(tfds, cache):
 
 def test_tfds_unlabelled_test_split_falls_back_to_validation(tfds, monkeypatch):
     # TFDS' imagenet2012 test split has label -1: evaluate on its validation split instead.
-    first_label = Pipeline._tfds_first_label
-    monkeypatch.setattr(Pipeline, "_tfds_first_label", lambda self, split: (
+    first_label = TfdsSource._first_label
+    monkeypatch.setattr(TfdsSource, "_first_label", lambda self, split: (
         -1 if split == "test" else first_label(self, split)))
     pipeline = Pipeline(DataConfig(dataset="imagenet2012", image_size=32, cache=False))
     assert pipeline.test_source == "validation" and pipeline.info.num_classes == 1000
     assert next(iter(pipeline.evaluation("test", 4)))[0].shape == (4, 32, 32, 3)
-    monkeypatch.setattr(Pipeline, "_tfds_first_label", lambda self, split: -1)
+    monkeypatch.setattr(TfdsSource, "_first_label", lambda self, split: -1)
     with pytest.raises(ValueError, match="no labelled 'test' or 'validation' split"):
         Pipeline(DataConfig(dataset="imagenet2012"))
 

@@ -29,6 +29,7 @@ from tests.training.test_data import (
 from training import config as config_lib
 from training import trainer
 from training.data import CorruptImageError, DataConfig, Pipeline
+from training.splits import Stream
 
 # The first bytes of an AppleDouble file (`._name`), which macOS writes beside copied files.
 APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 200
@@ -317,15 +318,15 @@ def tfds():
 def test_a_streamed_tfds_record_that_does_not_decode_is_named_or_replaced(tfds, monkeypatch):
     config = dict(dataset="cifar10", cache=False, deterministic=True, normalization="none")
     clean = collect(Pipeline(DataConfig(skip_corrupt=True, **config)).train(0, 16))
-    records = Pipeline._stream_records
+    records = Stream.records
 
-    def with_bad_records(self, stream):  # records 5 and 6 of train: a JPEG header, no image
+    def with_bad_records(self):  # records 5 and 6 of train: a JPEG header, no image
         garbage = tf.constant(b"\xff\xd8\xff\xe0" + bytes(range(256)))
-        return records(self, stream).map(lambda i, image, label: (
-            i, tf.where((i == 5) | (i == 6), garbage, image) if stream.split == "train"
+        return records(self).map(lambda i, image, label: (
+            i, tf.where((i == 5) | (i == 6), garbage, image) if self.name == "cifar10:train"
             else image, label))
 
-    monkeypatch.setattr(Pipeline, "_stream_records", with_bad_records)
+    monkeypatch.setattr(Stream, "records", with_bad_records)
     message = ("Corrupt or unreadable image files: cifar10:train[5], cifar10:train[6]. Streamed "
                "TFDS records are not checked in advance. Remove or replace them, or set "
                "skip_corrupt=True (--skip_corrupt) to skip them.")
