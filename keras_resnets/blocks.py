@@ -51,7 +51,7 @@ ORDERINGS = {
     "relu_only_preactivation": Ordering(pre=("relu",), last=("bn",), post=()),  # (d)
     "full_preactivation": Ordering(pre=("bn", "relu"), last=(), post=()),  # (e)
 }
-SHORTCUTS = ("A", "B", "C", "D")
+SHORTCUTS = ("A", "B", "C")
 
 
 class ConvSpec(NamedTuple):
@@ -189,18 +189,19 @@ def _names(prefix, operations):
     return [f"{prefix}_{operation}" for operation in operations]
 
 
-def shortcut(x, preactivated, out_channels, stride, option, ordering, make, name):
-    """Option A: subsample and zero-pad; B: project where the channels change; C: always project;
-    D: as B, but a strided projection is a 2x2/2 average pooling then a 1x1/1 convolution
-    (ResNet-D, He et al. 2019, Figure 2c; timm's `avg_down`).
+def shortcut(x, preactivated, out_channels, stride, option, ordering, make, name,
+             avg_down=False):
+    """Option A: subsample and zero-pad; B: project where the channels change; C: always project.
+    With `avg_down`, a strided projection is a 2x2 average pooling of that stride, then a 1x1/1
+    convolution (ResNet-D, He et al. 2019, Figure 2c; timm's `avg_down`).
 
     A projection of a pre-activation unit reads the pre-activated input (as keras.applications
     ResNetV2 and the paper's first unit of each stage do); otherwise it is conv + bn.
     """
     in_channels = make.channels(x)
-    if option == "C" or (option in "BD" and in_channels != out_channels):
+    if option == "C" or (option == "B" and in_channels != out_channels):
         source = preactivated if ordering.preactivation else x
-        if option == "D" and stride > 1:
+        if avg_down and stride > 1:
             # "same" pools a last odd row/column alone, as PyTorch's ceil_mode with
             # count_include_pad=False does (on the torch backend Keras counts the padding).
             source = make.spatial(keras.layers.AveragePooling2D, f"{name}_0_pool", pool_size=2,
@@ -243,10 +244,11 @@ def squeeze_excite(x, se_ratio, make, name):
 
 
 def residual_unit(x, convs, out_channels, *, stride, ordering, shortcut_option, plain, make, name,
-                  se_ratio=None, drop_path_rate=0.0):
+                  se_ratio=None, avg_down=False, drop_path_rate=0.0):
     """One residual unit (or, with `plain=True`, the same layers without the shortcut).
 
-    `se_ratio` adds squeeze-and-excitation after the branch's last convolution and its
+    `avg_down` pools before strided projections (see `shortcut`); `se_ratio` adds
+    squeeze-and-excitation after the branch's last convolution and its
     ordering's operations, before the addition; `drop_path_rate` drops the branch of a sample
     with that probability while training (scaling the kept ones by 1 / (1 - rate), as timm's
     `drop_path`). The config's `block_dropout_rate` drops activations before every convolution
@@ -277,7 +279,7 @@ def residual_unit(x, convs, out_channels, *, stride, ordering, shortcut_option, 
                         noise_shape=(None, 1, 1, 1))(y)
     if not plain:
         short = shortcut(x, preactivated, out_channels, stride, shortcut_option, ordering, make,
-                         name)
+                         name, avg_down)
         add_name = f"{name}_add" if ordering.post else f"{name}_out"
         y = make.create(keras.layers.Add, add_name)([short, y])
     post_names = _names(f"{name}_post", ordering.post[:-1]) + [f"{name}_out"]

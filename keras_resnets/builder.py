@@ -30,6 +30,7 @@ class Architecture:
     shortcut: str
     plain: bool
     se_ratio: Optional[float] = None
+    avg_down: bool = False
 
     @property
     def depth(self) -> int:
@@ -76,6 +77,7 @@ def resolve_architecture(
     shortcut: str = "B",
     plain: bool = False,
     se_ratio: Optional[float] = None,
+    avg_down: bool = False,
 ) -> Architecture:
     """Validate the architecture arguments of `ResNet` and resolve depth into block counts.
 
@@ -95,6 +97,9 @@ def resolve_architecture(
     validate.choice("stem", stem, STEMS)
     validate.choice("unit", unit, ORDERINGS)
     validate.choice("shortcut", shortcut, SHORTCUTS)
+    if avg_down and shortcut == "A":
+        raise ValueError("avg_down=True pools before projection shortcuts, which shortcut='A' "
+                         "does not have; use shortcut='B' or 'C'.")
     if block is not None:
         validate.choice("block", block, BLOCK_KINDS)
     base_widths = tuple(stage_widths or STEMS[stem].stage_widths)
@@ -139,7 +144,7 @@ def resolve_architecture(
             for index, planes in enumerate(widths)
         )
     return Architecture(stem, base_widths[0], block, tuple(stage_blocks), widths, group_widths,
-                        cardinality, unit, shortcut, bool(plain), se_ratio)
+                        cardinality, unit, shortcut, bool(plain), se_ratio, bool(avg_down))
 
 
 # The architecture arguments of `ResNet`, in order: the one list of them.
@@ -213,7 +218,7 @@ def ResNet(
       (cardinality and bottleneck width).
     - Hu et al. 2018, "Squeeze-and-Excitation Networks" (`se_ratio`).
     - He et al. 2019, "Bag of Tricks for Image Classification with Convolutional Neural
-      Networks" (ResNet-D: `stem="deep"`, `shortcut="D"`).
+      Networks" (ResNet-D: `stem="deep"`, `avg_down`).
     - Zagoruyko and Komodakis 2016, "Wide Residual Networks" (`width_multiplier`,
       `block_dropout_rate`); Huang et al. 2016, "Deep Networks with Stochastic Depth"
       (`drop_path_rate`).
@@ -247,9 +252,7 @@ def ResNet(
             final activation before pooling (`post_bn`, `post_relu`). Defaults to `"original"`.
         shortcut: str. `"A"`: identity, subsampled and zero-padded where dimensions change (no
             parameters); `"B"`: projection where the channels change; `"C"`: projection in
-            every unit; `"D"`: as `"B"`, with strided projections a 2x2/2 average pooling and
-            a 1x1/1 convolution (ResNet-D, He et al. 2019; timm's `avg_down=True`; dilated
-            units keep an unpooled 1x1). Defaults to `"B"`.
+            every unit. Defaults to `"B"`.
         plain: bool. Drop every shortcut (the plain networks of He et al. 2015, Figure 6).
             Defaults to `False`.
         se_ratio: float or `None`. Squeeze-and-excitation in every unit (Hu et al. 2018),
@@ -257,6 +260,12 @@ def ResNet(
             `channels * se_ratio` channels in its bottleneck, rounded to a multiple of 8 (at
             least 8; timm's rule); the paper's reduction 16 is `se_ratio=1/16`. In (0, 1].
             Defaults to `None` (no SE).
+        avg_down: bool. Strided projection shortcuts become a 2x2 average pooling of the
+            stride, then a 1x1/1 convolution (ResNet-D, He et al. 2019, Figure 2c; timm's
+            `avg_down`). A last odd row or column is pooled alone (PyTorch's `ceil_mode`); on
+            the torch backend Keras' "same" pooling averages it with the zero padding. Units
+            that `output_stride` dilates keep an unpooled 1x1. Needs shortcut B or C.
+            Defaults to `False`.
         include_top: bool. Whether to end in global average pooling and a dense classifier.
             Defaults to `True`.
         weights: str or `None`. `None` (random initialisation), a tag of the weight table
@@ -508,6 +517,7 @@ def _stages(x, arch, ordering, make, output_stride=None):
                 x, convs, out_channels, stride=unit_stride, ordering=ordering,
                 shortcut_option=arch.shortcut, plain=arch.plain, make=make,
                 name=f"conv{stage + 2}_block{index + 1}", se_ratio=arch.se_ratio,
+                avg_down=arch.avg_down,
                 drop_path_rate=next(drop_path_rates),
             )
             pyramid[level_name(nominal)] = x

@@ -148,6 +148,8 @@ def _describe(arch: Architecture, like: Architecture) -> str:
         parts.append(arch.unit)
     if arch.shortcut != like.shortcut and not arch.plain:
         parts.append(f"shortcut{arch.shortcut}")
+    if arch.avg_down != like.avg_down:
+        parts.append("avgdown" if arch.avg_down else "noavgdown")
     if arch.se_ratio not in (None, 1 / 16):
         parts.append(f"seratio{arch.se_ratio:g}")
     return "_".join(parts)

@@ -162,7 +162,7 @@ MODEL_SPECS = {
        for d in (50, 101)},
     # ResNet-D (He et al. 2019, Figure 2: deep stem, average-pooling projections, stride in
     # the 3x3), as timm's resnet50d.
-    **{f"resnet{d}d": Spec("tricks", dict(stem="deep", depth=d, shortcut="D"))
+    **{f"resnet{d}d": Spec("tricks", dict(stem="deep", depth=d, avg_down=True))
        for d in (50, 101, 152)},
     # torchvision's Wide ResNets: the bottleneck's 3x3 twice as wide (width per group 128).
     **{f"wide_resnet{d}_2": Spec("wrn", dict(stem="imagenet", depth=d, bottleneck_width=128))
