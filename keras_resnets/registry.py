@@ -264,21 +264,22 @@ ResNeXt101 = _named_builder("ResNeXt101", "resnext101_32x4d",
                             "ResNeXt-101 (ImageNet; 32x4d by default, cardinality=64 gives 64x4d)")
 ResNeXt29 = _named_builder("ResNeXt29", "resnext29_8x64d",
                            "ResNeXt-29 (CIFAR; 8x64d by default, cardinality=16 gives 16x64d)")
-SEResNet50 = _named_builder("SEResNet50", "seresnet50", "SE-ResNet-50 (ImageNet)")
-SEResNet101 = _named_builder("SEResNet101", "seresnet101", "SE-ResNet-101 (ImageNet)")
-SEResNet152 = _named_builder("SEResNet152", "seresnet152", "SE-ResNet-152 (ImageNet)")
-SEResNeXt50 = _named_builder("SEResNeXt50", "seresnext50_32x4d", "SE-ResNeXt-50 32x4d (ImageNet)")
-SEResNeXt101 = _named_builder("SEResNeXt101", "seresnext101_32x4d",
-                              "SE-ResNeXt-101 32x4d (ImageNet)")
-ResNet50D = _named_builder("ResNet50D", "resnet50d", "ResNet-50-D (ImageNet)")
-ResNet101D = _named_builder("ResNet101D", "resnet101d", "ResNet-101-D (ImageNet)")
-ResNet152D = _named_builder("ResNet152D", "resnet152d", "ResNet-152-D (ImageNet)")
-WideResNet50_2 = _named_builder("WideResNet50_2", "wide_resnet50_2",
-                                "Wide ResNet-50-2 (ImageNet, torchvision)")
-WideResNet101_2 = _named_builder("WideResNet101_2", "wide_resnet101_2",
-                                 "Wide ResNet-101-2 (ImageNet, torchvision)")
-WRN28_10 = _named_builder("WRN28_10", "wrn28_10", "WRN-28-10 (CIFAR, pre-activation basic units)")
-WRN16_8 = _named_builder("WRN16_8", "wrn16_8", "WRN-16-8 (CIFAR, pre-activation basic units)")
+SEResNet50, SEResNet101, SEResNet152 = (
+    _named_builder(f"SEResNet{d}", f"seresnet{d}", f"SE-ResNet-{d} (ImageNet)")
+    for d in (50, 101, 152))
+SEResNeXt50, SEResNeXt101 = (
+    _named_builder(f"SEResNeXt{d}", f"seresnext{d}_32x4d", f"SE-ResNeXt-{d} 32x4d (ImageNet)")
+    for d in (50, 101))
+ResNet50D, ResNet101D, ResNet152D = (
+    _named_builder(f"ResNet{d}D", f"resnet{d}d", f"ResNet-{d}-D (ImageNet)")
+    for d in (50, 101, 152))
+WideResNet50_2, WideResNet101_2 = (
+    _named_builder(f"WideResNet{d}_2", f"wide_resnet{d}_2",
+                   f"Wide ResNet-{d}-2 (ImageNet, torchvision)")
+    for d in (50, 101))
+WRN28_10, WRN16_8 = (
+    _named_builder(f"WRN{d}_{k}", f"wrn{d}_{k}", f"WRN-{d}-{k} (CIFAR, pre-activation basic units)")
+    for d, k in ((28, 10), (16, 8)))
 Plain18 = _named_builder("Plain18", "plain18", "the 18-layer plain network (ImageNet)")
 Plain34 = _named_builder("Plain34", "plain34", "the 34-layer plain network (ImageNet)")
 Plain20 = _named_builder("Plain20", "plain20", "the 20-layer plain network (CIFAR)")

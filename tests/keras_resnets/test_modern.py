@@ -156,6 +156,13 @@ def test_avg_down_pools_strided_projections_only():
     same_params = keras_resnets.ResNet(stage_blocks=(1, 1, 1), block="bottleneck", stem="cifar",
                                        stage_widths=(4, 8, 16), input_shape=(15, 15, 3))
     assert model.count_params() == same_params.count_params()
+    # A unit that output_stride dilates keeps stride 1: its projection is an unpooled 1x1.
+    dilated = keras_resnets.ResNet(stage_blocks=(1, 1, 1), block="bottleneck", stem="cifar",
+                                   stage_widths=(4, 8, 16), avg_down=True, output_stride=2,
+                                   input_shape=(16, 16, 3))
+    assert [n for n in (layer.name for layer in dilated.layers) if n.endswith("_0_pool")] == [
+        "conv3_block1_0_pool"]
+    assert dilated.count_params() == model.count_params()
 
 
 # Wide ResNets and dropout -------------------------------------------------------------------
