@@ -253,6 +253,15 @@ ALL_OPTIONS = dict(stage_blocks=(1, 1, 1), block="bottleneck", stem="cifar",
                    block_dropout_rate=0.1, dropout_rate=0.1)
 
 
+def test_architecture_cost_counts_every_option_as_profile_does():
+    arch_options = {k: v for k, v in ALL_OPTIONS.items() if k in registry.ARCHITECTURE_ARGUMENTS}
+    layer_options = {k: v for k, v in ALL_OPTIONS.items() if k not in arch_options}
+    arch = keras_resnets.resolve_architecture(**arch_options)
+    model = keras_resnets.ResNet(**ALL_OPTIONS, input_shape=(15, 15, 3))
+    cost = keras_resnets.architecture_cost(arch, input_shape=(15, 15, 3), **layer_options)
+    assert cost == keras_resnets.profile(model)
+
+
 def test_keras_file_round_trip_with_every_option(tmp_path):
     model = keras_resnets.ResNet(**ALL_OPTIONS, input_shape=(16, 16, 3))
     path = os.path.join(tmp_path, "m.keras")
