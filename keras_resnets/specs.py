@@ -167,10 +167,10 @@ MODEL_SPECS = {
     # torchvision's Wide ResNets: the bottleneck's 3x3 twice as wide (width per group 128).
     **{f"wide_resnet{d}_2": Spec("wrn", dict(stem="imagenet", depth=d, bottleneck_width=128))
        for d in (50, 101)},
-    # WRN-d-k on CIFAR (Zagoruyko and Komodakis 2016, Table 1): n = (d - 4) / 6 units per stage
-    # (the paper's depth counts the projection shortcuts too), widths 16k-64k after a 16-filter
-    # stem, pre-activation basic units, 1x1 projection shortcuts where the shape changes.
-    **{f"wrn{d}_{k}": Spec("wrn", dict(stem="cifar", stage_blocks=((d - 4) // 6,) * 3,
-                                       width_multiplier=k, **_PREACT))
+    # WRN-d-k on CIFAR (Zagoruyko and Komodakis 2016, Table 1): n = (d - 4) / 6 units per stage,
+    # which is ResNet depth d - 2 (the paper's depth counts two projection shortcuts too),
+    # widths 16k-64k after a 16-filter stem, pre-activation basic units, 1x1 projection
+    # shortcuts where the shape changes.
+    **{f"wrn{d}_{k}": Spec("wrn", dict(stem="cifar", depth=d - 2, width_multiplier=k, **_PREACT))
        for d, k in ((28, 10), (16, 8))},
 }
