@@ -1,9 +1,12 @@
 """PyTorch ResNets in torchvision's module layout, for benchmarks and weight-port tests.
 
-torchvision does not install beside the CPU torch wheel on these machines, so this file holds the
-same networks: `resnet(depth, groups, width_per_group)` has torchvision's ResNet/ResNeXt module
-names and parameter counts, and `cifar_resnet(depth)` the common option-A CIFAR ResNet (as in
-akamaster/pytorch_resnet_cifar10, whose classifier is called `linear`). Importing needs torch.
+torchvision does not install beside the CPU torch wheel on these machines (nor, therefore, timm,
+which imports it), so this file holds the same networks: `resnet(depth, groups, width_per_group)`
+has torchvision's ResNet/ResNeXt/Wide ResNet module names and parameter counts, with timm's
+options in timm's layout (`se_ratio`: `se.fc1`/`se.fc2`; `stem_type="deep"`: `conv1.0`-`conv1.6`;
+`avg_down`: `downsample.0` pooling, `.1` conv, `.2` bn; timm/models/resnet.py), and
+`cifar_resnet(depth)` the common option-A CIFAR ResNet (as in akamaster/pytorch_resnet_cifar10,
+whose classifier is called `linear`). Importing needs torch.
 """
 
 import torch
@@ -19,21 +22,38 @@ IMAGENET_LAYERS = {
 }
 
 
+class SEModule(nn.Module):
+    """timm's SEModule: mean, 1x1 conv + ReLU, 1x1 conv + sigmoid, scale; the reduced width is
+    `channels * rd_ratio` rounded to a multiple of 8 (timm's make_divisible, round_limit=0)."""
+
+    def __init__(self, channels, rd_ratio):
+        super().__init__()
+        reduced = max(8, int(channels * rd_ratio + 4) // 8 * 8)
+        self.fc1 = nn.Conv2d(channels, reduced, 1)
+        self.fc2 = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x):
+        scale = self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * torch.sigmoid(scale)
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
-                 dilation=1):
+                 dilation=1, se_ratio=None):
         super().__init__()  # torchvision refuses dilation here; both 3x3s dilate, as in ours
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, dilation, dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilation, dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.se = SEModule(planes, se_ratio) if se_ratio else None
         self.downsample = downsample
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        out = out if self.se is None else self.se(out)
         identity = x if self.downsample is None else self.downsample(x)
         return F.relu(out + identity)
 
@@ -42,7 +62,7 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
-                 dilation=1):
+                 dilation=1, se_ratio=None):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
@@ -52,26 +72,37 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.se = SEModule(planes * 4, se_ratio) if se_ratio else None
         self.downsample = downsample
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        out = out if self.se is None else self.se(out)
         identity = x if self.downsample is None else self.downsample(x)
         return F.relu(out + identity)
 
 
 class ResNet(nn.Module):
     """torchvision.models.ResNet (v1.5: the stride in the bottleneck's 3x3), with its
-    `replace_stride_with_dilation` (three bools: layer2, layer3, layer4)."""
+    `replace_stride_with_dilation` (three bools: layer2, layer3, layer4) and timm's
+    `stem_type="deep"`, `avg_down` and SE blocks (`se_ratio`)."""
 
     def __init__(self, block, layers, num_classes=1000, groups=1, width_per_group=64,
-                 replace_stride_with_dilation=(False, False, False)):
+                 replace_stride_with_dilation=(False, False, False), stem_type="",
+                 avg_down=False, se_ratio=None):
         super().__init__()
         self.inplanes = 64
         self.dilation = 1
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.avg_down, self.se_ratio = avg_down, se_ratio
+        if stem_type == "deep":
+            self.conv1 = nn.Sequential(
+                nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.Conv2d(32, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, 1, 1, bias=False))
+        else:
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         dilate = (False,) + tuple(replace_stride_with_dilation)
@@ -88,14 +119,20 @@ class ResNet(nn.Module):
             stride = 1
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion),
-            )
+            out = planes * block.expansion
+            if self.avg_down:  # timm's downsample_avg (no dilation here)
+                pool = (nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+                        if stride > 1 else nn.Identity())
+                downsample = nn.Sequential(pool, nn.Conv2d(self.inplanes, out, 1, bias=False),
+                                           nn.BatchNorm2d(out))
+            else:
+                downsample = nn.Sequential(
+                    nn.Conv2d(self.inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
         layers = [block(self.inplanes, planes, stride, downsample, groups, base_width,
-                        previous_dilation)]
+                        previous_dilation, self.se_ratio)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, 1, None, groups, base_width, self.dilation)
+        layers += [block(self.inplanes, planes, 1, None, groups, base_width, self.dilation,
+                         self.se_ratio)
                    for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
@@ -114,12 +151,14 @@ class ResNet(nn.Module):
 
 
 def resnet(depth, num_classes=1000, groups=1, width_per_group=64,
-           replace_stride_with_dilation=(False, False, False)):
-    """torchvision's resnet{18..152}, resnext50_32x4d (groups=32, width_per_group=4), ..."""
-    kind, layers = IMAGENET_LAYERS[depth]
+           replace_stride_with_dilation=(False, False, False), layers=None, **timm_options):
+    """torchvision's resnet{18..152}, resnext50_32x4d (groups=32, width_per_group=4),
+    wide_resnet50_2 (width_per_group=128), ...; timm's seresnet50 (se_ratio=1/16), resnet50d
+    (stem_type="deep", avg_down=True), ... `layers` replaces the depth's blocks per stage."""
+    kind, depth_layers = IMAGENET_LAYERS[depth]
     block = BasicBlock if kind == "basic" else Bottleneck
-    return ResNet(block, layers, num_classes, groups, width_per_group,
-                  replace_stride_with_dilation)
+    return ResNet(block, layers or depth_layers, num_classes, groups, width_per_group,
+                  replace_stride_with_dilation, **timm_options)
 
 
 class CifarBasicBlock(nn.Module):

@@ -1,4 +1,5 @@
-"""keras-resnets: every ResNet, pre-activation ResNet and ResNeXt as Keras 3 functional models.
+"""keras-resnets: every ResNet, pre-activation ResNet, ResNeXt, SE-ResNe(X)t, ResNet-D and Wide
+ResNet as Keras 3 functional models.
 
 >>> import keras_resnets
 >>> model = keras_resnets.ResNeXt29(cardinality=16, include_top=False, pooling="avg")
@@ -16,6 +17,8 @@ from keras_resnets.portable import portable
 from keras_resnets.pretrained import load_weights
 from keras_resnets.profile import ModelProfile, architecture_cost, model_table, profile
 from keras_resnets.registry import (
+    WRN16_8,
+    WRN28_10,
     Plain18,
     Plain20,
     Plain32,
@@ -32,12 +35,15 @@ from keras_resnets.registry import (
     ResNet34,
     ResNet44,
     ResNet50,
+    ResNet50D,
     ResNet50V2,
     ResNet56,
     ResNet101,
+    ResNet101D,
     ResNet101V2,
     ResNet110,
     ResNet152,
+    ResNet152D,
     ResNet152V2,
     ResNet200,
     ResNet200V2,
@@ -45,6 +51,14 @@ from keras_resnets.registry import (
     ResNeXt29,
     ResNeXt50,
     ResNeXt101,
+    SEResNet50,
+    SEResNet101,
+    SEResNet152,
+    SEResNeXt50,
+    SEResNeXt101,
+    WideResNet,
+    WideResNet50_2,
+    WideResNet101_2,
     get_model,
     list_models,
     model_arguments,
@@ -88,6 +102,19 @@ __all__ = [
     "ResNet50V2",
     "ResNet56",
     "SHORTCUTS",
+    "SEResNet50",
+    "SEResNet101",
+    "SEResNet152",
+    "SEResNeXt50",
+    "SEResNeXt101",
+    "ResNet50D",
+    "ResNet101D",
+    "ResNet152D",
+    "WideResNet50_2",
+    "WideResNet101_2",
+    "WRN28_10",
+    "WRN16_8",
+    "WideResNet",
     "UNITS",
     "ZeroPadShortcut",
     "FusedBatchNormalization",

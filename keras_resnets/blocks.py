@@ -7,6 +7,11 @@ batch normalisation ("bn") and the activation ("relu") sit around them; the shor
 (He et al. 2015, Section 3.3) fixes how the shortcut matches dimensions. Layer names follow
 keras.applications: `{unit}_{i}_conv`, `{unit}_{i}_bn`, `{unit}_{i}_relu`, `{unit}_0_conv` for
 the projection shortcut, `{unit}_add`, `{unit}_out`.
+
+The options every ordering takes: squeeze-and-excitation on the branch's output
+(`{unit}_se_squeeze`, `_se_reduce`, `_se_expand`, `_se_excite`; Hu et al. 2018), dropout between
+the branch's convolutions (`{unit}_{i}_dropout`; Zagoruyko and Komodakis 2016) and stochastic
+depth on the whole branch (`{unit}_drop_path`; Huang et al. 2016).
 """
 
 import dataclasses
@@ -184,8 +189,11 @@ def _names(prefix, operations):
     return [f"{prefix}_{operation}" for operation in operations]
 
 
-def shortcut(x, preactivated, out_channels, stride, option, ordering, make, name):
+def shortcut(x, preactivated, out_channels, stride, option, ordering, make, name,
+             avg_down=False):
     """Option A: subsample and zero-pad; B: project where the channels change; C: always project.
+    With `avg_down`, a strided projection is a 2x2 average pooling of that stride, then a 1x1/1
+    convolution (ResNet-D, He et al. 2019, Figure 2c; timm's `avg_down`).
 
     A projection of a pre-activation unit reads the pre-activated input (as keras.applications
     ResNetV2 and the paper's first unit of each stage do); otherwise it is conv + bn.
@@ -193,6 +201,12 @@ def shortcut(x, preactivated, out_channels, stride, option, ordering, make, name
     in_channels = make.channels(x)
     if option == "C" or (option == "B" and in_channels != out_channels):
         source = preactivated if ordering.preactivation else x
+        if avg_down and stride > 1:
+            # "same" pools a last odd row/column alone, as PyTorch's ceil_mode with
+            # count_include_pad=False does (on the torch backend Keras counts the padding).
+            source = make.spatial(keras.layers.AveragePooling2D, f"{name}_0_pool", pool_size=2,
+                                  strides=stride, padding="same")(source)
+            stride = 1
         projection = make.conv(
             source, ConvSpec(out_channels, 1, stride), f"{name}_0_conv",
             followed_by_bn=not ordering.preactivation,
@@ -206,14 +220,49 @@ def shortcut(x, preactivated, out_channels, stride, option, ordering, make, name
                         strides=stride)(x)
 
 
-def residual_unit(x, convs, out_channels, *, stride, ordering, shortcut_option, plain, make, name):
-    """One residual unit (or, with `plain=True`, the same layers without the shortcut)."""
+def se_channels(channels: int, se_ratio: float) -> int:
+    """Channels of a squeeze-and-excitation bottleneck: `channels * se_ratio` rounded to a
+    multiple of 8, at least 8 (timm's `make_divisible(..., 8, round_limit=0)`, so timm's
+    weights port; the paper's ratio 1/16 gives 16 to 128 in ImageNet ResNets)."""
+    return max(8, int(channels * se_ratio + 4) // 8 * 8)
+
+
+def squeeze_excite(x, se_ratio, make, name):
+    """Hu et al. 2018, Figure 3: global average pooling, 1x1 reduce + ReLU, 1x1 expand +
+    sigmoid, channel-wise scaling (1x1 convolutions with biases, as timm's SEModule)."""
+    channels = make.channels(x)
+    scale = make.spatial(keras.layers.GlobalAveragePooling2D, f"{name}_se_squeeze",
+                         keepdims=True)(x)
+    for suffix, filters, activation in (("reduce", se_channels(channels, se_ratio), "relu"),
+                                        ("expand", channels, "sigmoid")):
+        scale = make.spatial(
+            make.classes["conv"], f"{name}_se_{suffix}", filters=filters, kernel_size=1,
+            activation=activation, use_bias=True,
+            kernel_initializer=make.config.kernel_initializer,
+            kernel_regularizer=make.kernel_regularizer)(scale)
+    return make.create(keras.layers.Multiply, f"{name}_se_excite")([x, scale])
+
+
+def residual_unit(x, convs, out_channels, *, stride, ordering, shortcut_option, plain, make, name,
+                  se_ratio=None, avg_down=False, drop_path_rate=0.0):
+    """One residual unit (or, with `plain=True`, the same layers without the shortcut).
+
+    `avg_down` pools before strided projections (see `shortcut`); `se_ratio` adds
+    squeeze-and-excitation after the branch's last convolution and its
+    ordering's operations, before the addition; `drop_path_rate` drops the branch of a sample
+    with that probability while training (scaling the kept ones by 1 / (1 - rate), as timm's
+    `drop_path`). The config's `block_dropout_rate` drops activations before every convolution
+    of the branch but the first (WRN's dropout between the two 3x3 convolutions).
+    """
     preactivated = make.apply(x, ordering.pre, _names(f"{name}_preact", ordering.pre))
     zero_init = make.config.zero_init_residual and not plain
     y = preactivated
     for index, spec in enumerate(convs, start=1):
         is_last = index == len(convs)
         operations = ordering.last if is_last else ("bn", "relu")
+        if index > 1 and make.config.block_dropout_rate:
+            y = make.create(keras.layers.Dropout, f"{name}_{index - 1}_dropout",
+                            rate=make.config.block_dropout_rate)(y)
         y = make.conv(
             y, spec, f"{name}_{index}_conv",
             followed_by_bn=operations[:1] == ("bn",),
@@ -221,9 +270,16 @@ def residual_unit(x, convs, out_channels, *, stride, ordering, shortcut_option, 
         )
         y = make.apply(y, operations, _names(f"{name}_{index}", operations),
                        zero_gamma=zero_init and is_last)
+    if se_ratio:
+        y = squeeze_excite(y, se_ratio, make, name)
+    if drop_path_rate:
+        # One draw per sample (noise_shape broadcasts over the feature map), so the branch
+        # is kept or dropped whole.
+        y = make.create(keras.layers.Dropout, f"{name}_drop_path", rate=drop_path_rate,
+                        noise_shape=(None, 1, 1, 1))(y)
     if not plain:
         short = shortcut(x, preactivated, out_channels, stride, shortcut_option, ordering, make,
-                         name)
+                         name, avg_down)
         add_name = f"{name}_add" if ordering.post else f"{name}_out"
         y = make.create(keras.layers.Add, add_name)([short, y])
     post_names = _names(f"{name}_post", ordering.post[:-1]) + [f"{name}_out"]

@@ -29,6 +29,8 @@ class Architecture:
     unit: str
     shortcut: str
     plain: bool
+    se_ratio: Optional[float] = None
+    avg_down: bool = False
 
     @property
     def depth(self) -> int:
@@ -39,7 +41,7 @@ class Architecture:
 def _depth_blocks(depth, block, stem, stages):
     """The block kind and blocks per stage of `depth`: an ImageNet depth of the table, or
     the same n in every stage with the cifar stem."""
-    if stem == "imagenet":
+    if STEMS[stem].family == "imagenet":
         kinds = [BLOCK_KINDS[block]] if block else list(BLOCK_KINDS.values())
         matches = [kind for kind in kinds if depth in kind.imagenet_depths]
         if not matches:
@@ -74,6 +76,8 @@ def resolve_architecture(
     unit: str = "original",
     shortcut: str = "B",
     plain: bool = False,
+    se_ratio: Optional[float] = None,
+    avg_down: bool = False,
 ) -> Architecture:
     """Validate the architecture arguments of `ResNet` and resolve depth into block counts.
 
@@ -93,6 +97,9 @@ def resolve_architecture(
     validate.choice("stem", stem, STEMS)
     validate.choice("unit", unit, ORDERINGS)
     validate.choice("shortcut", shortcut, SHORTCUTS)
+    if avg_down and shortcut == "A":
+        raise ValueError("avg_down=True pools before projection shortcuts, which shortcut='A' "
+                         "does not have; use shortcut='B' or 'C'.")
     if block is not None:
         validate.choice("block", block, BLOCK_KINDS)
     base_widths = tuple(stage_widths or STEMS[stem].stage_widths)
@@ -119,6 +126,8 @@ def resolve_architecture(
     validate.positive_number("width_multiplier", width_multiplier)
     widths = tuple(max(1, int(round(w * width_multiplier))) for w in base_widths)
     validate.positive_int("cardinality", cardinality)
+    if se_ratio is not None:
+        validate.number_in("se_ratio", se_ratio, 0, 1, low_open=True, what="None or a number in ")
     if bottleneck_width is not None:
         validate.positive_int("bottleneck_width", bottleneck_width)
     if not BLOCK_KINDS[block].aggregated:
@@ -135,7 +144,7 @@ def resolve_architecture(
             for index, planes in enumerate(widths)
         )
     return Architecture(stem, base_widths[0], block, tuple(stage_blocks), widths, group_widths,
-                        cardinality, unit, shortcut, bool(plain))
+                        cardinality, unit, shortcut, bool(plain), se_ratio, bool(avg_down))
 
 
 # The architecture arguments of `ResNet`, in order: the one list of them.
@@ -207,6 +216,12 @@ def ResNet(
     - He et al. 2016, "Identity Mappings in Deep Residual Networks" (the five unit orderings).
     - Xie et al. 2016, "Aggregated Residual Transformations for Deep Neural Networks"
       (cardinality and bottleneck width).
+    - Hu et al. 2018, "Squeeze-and-Excitation Networks" (`se_ratio`).
+    - He et al. 2019, "Bag of Tricks for Image Classification with Convolutional Neural
+      Networks" (ResNet-D: `stem="deep"`, `avg_down`).
+    - Zagoruyko and Komodakis 2016, "Wide Residual Networks" (`width_multiplier`,
+      `block_dropout_rate`); Huang et al. 2016, "Deep Networks with Stochastic Depth"
+      (`drop_path_rate`).
 
     Args:
         depth: int. Number of weighted layers. With the imagenet stem one of 10, 18, 34 (basic)
@@ -216,17 +231,21 @@ def ResNet(
         block: str. `"basic"` (two 3x3 convolutions) or `"bottleneck"` (1x1, 3x3, 1x1 with
             4x expansion). Defaults to the depth's kind (ImageNet) or `"basic"`.
         stem: str. `"imagenet"` (7x7/2 conv + 3x3/2 max pool, widths 64-512, 224x224 inputs,
-            1000 classes) or `"cifar"` (3x3 conv, widths 16-64, 32x32 inputs, 10 classes).
-            Defaults to `"imagenet"`.
+            1000 classes), `"cifar"` (3x3 conv, widths 16-64, 32x32 inputs, 10 classes) or
+            `"deep"` (ResNet-C of He et al. 2019: three 3x3 convs of 32, 32 and 64 filters, the
+            first strided, + 3x3/2 max pool; otherwise as `"imagenet"`). Defaults to
+            `"imagenet"`.
         stage_widths: sequence of int. Base width ("planes") of each stage; the stem has the
             first stage's width. Defaults to the stem's widths.
-        width_multiplier: float. Scales every stage width (not the stem), as in Wide ResNets.
+        width_multiplier: float. Scales every stage width (not the stem), as the CIFAR Wide
+            ResNets of Zagoruyko and Komodakis 2016 (WRN-d-k: `width_multiplier=k`).
             Defaults to `1.0`.
         cardinality: int. Groups of the bottleneck's 3x3 convolution (ResNeXt's C).
             Defaults to `1`.
         bottleneck_width: int. Width per group for a stage of base width 64 (ResNeXt's d);
             the 3x3 width of a stage with base width w is C * d * w / 64. `None` keeps the
-            3x3 width equal to the stage width. Defaults to `None`.
+            3x3 width equal to the stage width; `bottleneck_width=128` with `cardinality=1` is
+            torchvision's Wide ResNet-50-2 (a 3x3 twice as wide). Defaults to `None`.
         unit: str. The residual-unit ordering of He et al. 2016, Figure 4: `"original"` (a),
             `"bn_after_addition"` (b), `"relu_before_addition"` (c), `"relu_only_preactivation"`
             (d) or `"full_preactivation"` (e, ResNet v2). Pre-activation units (d, e) add a
@@ -235,6 +254,17 @@ def ResNet(
             parameters); `"B"`: projection where the channels change; `"C"`: projection in
             every unit. Defaults to `"B"`.
         plain: bool. Drop every shortcut (the plain networks of He et al. 2015, Figure 6).
+            Defaults to `False`.
+        se_ratio: float or `None`. Squeeze-and-excitation in every unit (Hu et al. 2018),
+            after the branch's last convolution, before the addition, with
+            `channels * se_ratio` channels in its bottleneck, rounded to a multiple of 8 (at
+            least 8; timm's rule); the paper's reduction 16 is `se_ratio=1/16`. In (0, 1].
+            Defaults to `None` (no SE).
+        avg_down: bool. Strided projection shortcuts become a 2x2 average pooling of the
+            stride, then a 1x1/1 convolution (ResNet-D, He et al. 2019, Figure 2c; timm's
+            `avg_down`). A last odd row or column is pooled alone (PyTorch's `ceil_mode`); on
+            the torch backend Keras' "same" pooling averages it with the zero padding. Units
+            that `output_stride` dilates keep an unpooled 1x1. Needs shortcut B or C.
             Defaults to `False`.
         include_top: bool. Whether to end in global average pooling and a dense classifier.
             Defaults to `True`.
@@ -270,8 +300,9 @@ def ResNet(
         layer_config: `keras_resnets.LayerConfig`, or a preset name: `"default"`,
             `"torchvision"` or `"keras_applications"`. Defaults to `"default"`.
         **layer_options: fields of `LayerConfig` (e.g. `bn_momentum=0.99`,
-            `zero_init_residual=True`, `overrides={"*_bn": {"center": False}}`), which take
-            precedence over `layer_config`.
+            `zero_init_residual=True`, `overrides={"*_bn": {"center": False}}`, and the
+            training-only regularisers `dropout_rate`, `block_dropout_rate`,
+            `drop_path_rate`), which take precedence over `layer_config`.
 
     Returns:
         A `keras.Model`. Its `pyramid_outputs` attribute maps level names to feature maps
@@ -371,6 +402,10 @@ def network(arch: Architecture, *, include_top=True, pooling=None, classes=None,
         classes = STEMS[arch.stem].classes
     if include_top:
         validate.positive_int("classes", classes)
+    if arch.plain and layers.drop_path_rate:
+        raise ValueError(
+            f"drop_path_rate={layers.drop_path_rate} needs shortcuts: stochastic depth drops "
+            "residual branches, and plain=True has none; use block_dropout_rate instead.")
     return Network(arch, layers, data_format, include_top, pooling, classes,
                    classifier_activation, output_stride)
 
@@ -399,9 +434,18 @@ def _allow_graph_depth(layers):
 
 
 def _stem(inputs, arch, ordering, make):
+    """conv1_conv (+ conv1_bn, conv1_relu unless pre-activation), or with several
+    convolutions conv1_1_conv ... conv1_{n}_conv, each but the last followed by bn + relu,
+    the last by conv1_bn and conv1_relu (timm's `conv1.0`-`conv1.6` and `bn1`)."""
     stem = STEMS[arch.stem]
-    spec = ConvSpec(arch.stem_width, stem.kernel_size, stem.strides)
-    x = make.conv(inputs, spec, "conv1_conv", followed_by_bn=not ordering.preactivation)
+    x = inputs
+    for index in range(1, stem.convs):
+        spec = ConvSpec(arch.stem_width // 2, stem.kernel_size, stem.strides if index == 1 else 1)
+        x = make.conv(x, spec, f"conv1_{index}_conv", followed_by_bn=True)
+        x = make.apply(x, ("bn", "relu"), [f"conv1_{index}_bn", f"conv1_{index}_relu"])
+    spec = ConvSpec(arch.stem_width, stem.kernel_size, stem.strides if stem.convs == 1 else 1)
+    name = "conv1_conv" if stem.convs == 1 else f"conv1_{stem.convs}_conv"
+    x = make.conv(x, spec, name, followed_by_bn=not ordering.preactivation)
     if not ordering.preactivation:
         x = make.apply(x, ("bn", "relu"), ["conv1_bn", "conv1_relu"])
     if stem.max_pool:
@@ -423,6 +467,14 @@ def unit_strides(arch: Architecture, downsample_block: str = "first"):
             last = halves[stage + 1] if stage + 1 < len(halves) else 1
             plan.append([1] * (blocks - 1) + [last])
     return plan
+
+
+def unit_drop_path_rates(arch: Architecture, drop_path_rate: float):
+    """Each unit's stochastic-depth rate, in order: rising linearly from 0 in the first unit
+    to `drop_path_rate` in the last, `drop_path_rate * i / (units - 1)` for unit i = 0, 1, ...
+    (timm's rule; Huang et al. 2016's linear decay of the survival probability)."""
+    units = sum(arch.stage_blocks)
+    return [drop_path_rate * i / max(units - 1, 1) for i in range(units)]
 
 
 def output_strides(arch: Architecture):
@@ -448,6 +500,7 @@ def _stages(x, arch, ordering, make, output_stride=None):
     stride = nominal = STEMS[arch.stem].stride
     dilation = 1
     pyramid = {}
+    drop_path_rates = iter(unit_drop_path_rates(arch, make.config.drop_path_rate))
     for stage, strides in enumerate(unit_strides(arch, make.config.downsample_block)):
         planes = arch.stage_widths[stage]
         for index, unit_stride in enumerate(strides):
@@ -463,7 +516,9 @@ def _stages(x, arch, ordering, make, output_stride=None):
             x = residual_unit(
                 x, convs, out_channels, stride=unit_stride, ordering=ordering,
                 shortcut_option=arch.shortcut, plain=arch.plain, make=make,
-                name=f"conv{stage + 2}_block{index + 1}",
+                name=f"conv{stage + 2}_block{index + 1}", se_ratio=arch.se_ratio,
+                avg_down=arch.avg_down,
+                drop_path_rate=next(drop_path_rates),
             )
             pyramid[level_name(nominal)] = x
     # Pre-activation units leave the last sum un-normalised: apply their pre-activation once more.
@@ -475,6 +530,8 @@ def _stages(x, arch, ordering, make, output_stride=None):
 def _head(x, make, include_top, pooling, classes, classifier_activation):
     if include_top:
         x = make.spatial(keras.layers.GlobalAveragePooling2D, "avg_pool")(x)
+        if make.config.dropout_rate:
+            x = make.create(keras.layers.Dropout, "top_dropout", rate=make.config.dropout_rate)(x)
         mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
         return make.dense(x, classes, classifier_activation, "predictions",
                           dtype="float32" if mixed else None)

@@ -40,6 +40,16 @@ class LayerConfig:
         downsample_block: str. Which block of a stage downsamples: `"first"` (the papers,
             torchvision) or `"last"` (TF-slim and keras.applications ResNetV2, where the last
             block of every stage but the last strides). Defaults to `"first"`.
+        dropout_rate: float. Dropout before the classifier (`top_dropout`, with `include_top`).
+            In [0, 1). Defaults to `0.0`.
+        block_dropout_rate: float. Dropout between the convolutions of every residual branch
+            (`{unit}_{i}_dropout` after convolution i's activation; the WRNs of Zagoruyko and
+            Komodakis 2016 use 0.3 on CIFAR). In [0, 1). Defaults to `0.0`.
+        drop_path_rate: float. Stochastic depth (Huang et al. 2016): while training, each
+            unit's branch is dropped per sample with a rate rising linearly over the units from
+            0 to `drop_path_rate` (`keras_resnets.builder.unit_drop_path_rates`), the kept ones
+            scaled by 1 / (1 - rate) (`{unit}_drop_path`); inference is unchanged. Needs
+            shortcuts. In [0, 1). Defaults to `0.0`.
         overrides: dict mapping a layer-name pattern (`fnmatch` style, e.g. `"*_bn"` or
             `"conv1_conv"`) to keyword arguments for the matching layers' constructors, applied
             after the settings above. A pattern that matches no layer is an error. Defaults to
@@ -67,6 +77,9 @@ class LayerConfig:
     zero_init_residual: bool = False
     stride_in: str = "3x3"
     downsample_block: str = "first"
+    dropout_rate: float = 0.0
+    block_dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
     overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     layer_classes: Mapping[str, type] = dataclasses.field(default_factory=dict)
 
@@ -79,6 +92,8 @@ class LayerConfig:
             raise ValueError(f"use_bias must be True, False or 'auto'; got {self.use_bias!r}.")
         validate.number_in("bn_momentum", self.bn_momentum, 0, 1, high_open=True, what="in ")
         validate.positive("bn_epsilon", self.bn_epsilon)
+        for rate in ("dropout_rate", "block_dropout_rate", "drop_path_rate"):
+            validate.number_in(rate, getattr(self, rate), 0, 1, high_open=True, what="in ")
         if not isinstance(self.layer_classes, Mapping) or not all(
             role in LAYER_CLASSES and isinstance(cls, type) and issubclass(cls, keras.layers.Layer)
             for role, cls in self.layer_classes.items()

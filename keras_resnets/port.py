@@ -69,37 +69,62 @@ def from_keras_applications(source: keras.Model, target: keras.Model) -> keras.M
 
 
 _TORCH_LAYER = re.compile(r"^layer(\d+)\.(\d+)\.(conv|bn)(\d+)$")
-_TORCH_DOWNSAMPLE = re.compile(r"^layer(\d+)\.(\d+)\.downsample\.([01])$")
+_TORCH_DOWNSAMPLE = re.compile(r"^layer(\d+)\.(\d+)\.downsample\.([012])$")
+_TORCH_SE = re.compile(r"^layer(\d+)\.(\d+)\.se\.fc([12])$")
+# timm's deep stem (`stem_type="deep"`): conv1 is a Sequential of conv, bn, relu, conv, bn,
+# relu, conv; its final bn is bn1.
+_DEEP_STEM = {"conv1.0": "conv1_1_conv", "conv1.1": "conv1_1_bn", "conv1.3": "conv1_2_conv",
+              "conv1.4": "conv1_2_bn", "conv1.6": "conv1_3_conv"}
 
 
-def _keras_layer_name(torch_module: str) -> str:
-    """torchvision module path -> keras_resnets layer name."""
+def avg_down_layout(keys) -> bool:
+    """Whether state-dict `keys` have timm's `avg_down` projections (`downsample.0` the
+    pooling, `.1` the conv, `.2` the bn) rather than torchvision's (`.0` conv, `.1` bn)."""
+    return any(".downsample.2." in key for key in keys)
+
+
+def _keras_layer_name(torch_module: str, avg_down: bool = False) -> str:
+    """torchvision / timm module path -> keras_resnets layer name (`avg_down`: see
+    `avg_down_layout`)."""
     if torch_module in ("conv1", "bn1"):
         return "conv1_conv" if torch_module == "conv1" else "conv1_bn"
     if torch_module in ("fc", "linear"):
         return "predictions"
+    if torch_module in _DEEP_STEM:
+        return _DEEP_STEM[torch_module]
     match = _TORCH_LAYER.match(torch_module)
     if match:
         stage, block, kind, index = match.groups()
         return f"conv{int(stage) + 1}_block{int(block) + 1}_{index}_{kind}"
-    match = _TORCH_DOWNSAMPLE.match(torch_module)
+    match = _TORCH_SE.match(torch_module)
     if match:
         stage, block, index = match.groups()
-        kind = "conv" if index == "0" else "bn"
+        part = "reduce" if index == "1" else "expand"
+        return f"conv{int(stage) + 1}_block{int(block) + 1}_se_{part}"
+    match = _TORCH_DOWNSAMPLE.match(torch_module)
+    if match and (match.group(3) != "2" or avg_down):
+        stage, block, index = match.groups()
+        kind = "conv" if int(index) == int(avg_down) else "bn"
         return f"conv{int(stage) + 1}_block{int(block) + 1}_0_{kind}"
     raise ValueError(f"Unexpected module '{torch_module}' in a torchvision-style state dict.")
 
 
-_KERAS_LAYER = re.compile(r"^conv(\d+)_block(\d+)_(\d+)_(conv|bn)$")
+_KERAS_LAYER = re.compile(r"^conv(\d+)_block(\d+)_(\d+|se)_(conv|bn|reduce|expand)$")
 
 
-def torchvision_module(layer_name: str):
-    """keras_resnets layer name -> torchvision module path (`None` where torchvision has none).
+def torchvision_module(layer_name: str, avg_down: bool = False):
+    """keras_resnets layer name -> torchvision (or timm) module path (`None` where it has
+    none); `avg_down` for timm's pooled projections.
 
     >>> torchvision_module("conv3_block1_0_conv"), torchvision_module("conv2_block2_3_bn")
     ('layer2.0.downsample.0', 'layer1.1.bn3')
+    >>> torchvision_module("conv3_block1_0_conv", avg_down=True)
+    'layer2.0.downsample.1'
+    >>> torchvision_module("conv2_block1_se_reduce"), torchvision_module("conv1_2_conv")
+    ('layer1.0.se.fc1', 'conv1.3')
     """
-    fixed = {"conv1_conv": "conv1", "conv1_bn": "bn1", "predictions": "fc"}
+    fixed = {"conv1_conv": "conv1", "conv1_bn": "bn1", "predictions": "fc",
+             **{keras_name: module for module, keras_name in _DEEP_STEM.items()}}
     if layer_name in fixed:
         return fixed[layer_name]
     match = _KERAS_LAYER.match(layer_name)
@@ -107,8 +132,10 @@ def torchvision_module(layer_name: str):
         return None
     stage, block, index, kind = match.groups()
     prefix = f"layer{int(stage) - 1}.{int(block) - 1}"
+    if index == "se":
+        return f"{prefix}.se.fc{1 if kind == 'reduce' else 2}"
     if index == "0":
-        return f"{prefix}.downsample.{0 if kind == 'conv' else 1}"
+        return f"{prefix}.downsample.{int(avg_down) + (0 if kind == 'conv' else 1)}"
     return f"{prefix}.{kind}{index}"
 
 
@@ -123,7 +150,10 @@ def from_torchvision(state_dict: Mapping[str, object], target: keras.Model) -> k
 
     Keys look like `conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`,
     `layer2.0.downsample.0.weight`, `fc.weight` (or `linear.weight`, as in the common CIFAR
-    ResNets, whose option A shortcuts have no weights). Values are numpy arrays or torch tensors,
+    ResNets, whose option A shortcuts have no weights). timm's ResNets port too: SE modules
+    (`layer1.0.se.fc1`, `.fc2`: build with `se_ratio`), the deep stem (`conv1.0` ... `conv1.6`:
+    `stem="deep"`) and average-pooled projections (`downsample.1` conv, `downsample.2` bn:
+    `avg_down=True`). Values are numpy arrays or torch tensors,
     so torch is not needed. Build the target with torchvision's settings (the defaults: stride
     in the 3x3, no conv bias, BN epsilon 1e-5); strided convolutions pad symmetrically as in
     PyTorch, so outputs match: on the transposed images for a channels-last target, on PyTorch's
@@ -149,11 +179,12 @@ def from_torchvision(state_dict: Mapping[str, object], target: keras.Model) -> k
     for 38 layer(s): ...
     """
     grouped: Dict[str, Dict[str, np.ndarray]] = {}
+    avg_down = avg_down_layout(state_dict)
     for key, value in state_dict.items():
         module, _, parameter = key.rpartition(".")
         if parameter == "num_batches_tracked":
             continue
-        grouped.setdefault(_keras_layer_name(module), {})[parameter] = _to_numpy(value)
+        grouped.setdefault(_keras_layer_name(module, avg_down), {})[parameter] = _to_numpy(value)
     try:
         arrays = {name: _keras_order(name, parameters) for name, parameters in grouped.items()}
     except KeyError as missing:

@@ -215,7 +215,7 @@ def _zero_padding(counter, kwargs, x):
     return _Tensor((None, height + top + bottom, width + left + right, channels))
 
 
-def _max_pooling(counter, kwargs, x):
+def _pooling(counter, kwargs, x):
     _, height, width, channels = x.shape
     pool = _pair(kwargs.get("pool_size", 2))
     strides = _pair(kwargs.get("strides") or pool)
@@ -238,7 +238,7 @@ def _zero_pad_shortcut(counter, kwargs, x):
 
 
 def _same_shape(counter, kwargs, x):
-    return x[0] if isinstance(x, list) else x  # Add takes a list of equal shapes
+    return x[0] if isinstance(x, list) else x  # Add and Multiply: the first input's shape
 
 
 # How each kind of layer the builder creates changes a shape and what it costs.
@@ -247,12 +247,15 @@ _RULES = (
     (keras.layers.BatchNormalization, _batch_norm),
     (keras.layers.Dense, _dense),
     (keras.layers.ZeroPadding2D, _zero_padding),
-    (keras.layers.MaxPooling2D, _max_pooling),
+    (keras.layers.MaxPooling2D, _pooling),
+    (keras.layers.AveragePooling2D, _pooling),
     (keras.layers.GlobalAveragePooling2D, _global_pooling),
     (keras.layers.GlobalMaxPooling2D, _global_pooling),
     (ZeroPadShortcut, _zero_pad_shortcut),
     (keras.layers.Activation, _same_shape),
     (keras.layers.Add, _same_shape),
+    (keras.layers.Multiply, _same_shape),
+    (keras.layers.Dropout, _same_shape),
 )
 
 
@@ -276,7 +279,9 @@ def model_table(names=None, build=None) -> str:
         result = profile(model)
         paper = specs.PAPERS[specs.MODEL_SPECS[name].paper].split(",")[0]
         pretrained = ", ".join(f"`{tag}`" for tag in weights_table.tags_of(name))
-        channels_first = model.get_layer("conv1_conv").data_format == "channels_first"
+        first_conv = next(layer for layer in model.layers
+                          if isinstance(layer, keras.layers.Conv2D))
+        channels_first = first_conv.data_format == "channels_first"
         spatial = model.input_shape[2:4] if channels_first else model.input_shape[1:3]
         size = "x".join(str(d) for d in spatial)
         rows.append(f"| `{name}` | {paper} | {size} | {result.params:,} | "

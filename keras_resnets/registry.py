@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import keras
 
+from keras_resnets import validate
 from keras_resnets.builder import ARCHITECTURE_ARGUMENTS, Architecture, ResNet, resolve_architecture
 from keras_resnets.specs import MODEL_SPECS, PAPERS, STEMS
 
@@ -118,12 +119,14 @@ def _describe(arch: Architecture, like: Architecture) -> str:
         parts = [f"plain{depth}"]
     elif arch.cardinality > 1:
         parts = [f"resnext{depth}_{arch.cardinality}x{per_group}d"]
-    elif preactivation and arch.stem == "imagenet":
+    elif preactivation and STEMS[arch.stem].family == "imagenet":
         parts = [f"resnet{depth}v2"]
     elif preactivation:
         parts = [f"preact_resnet{depth}"]
     else:
         parts = [f"resnet{depth}"]
+    if arch.se_ratio:
+        parts[0] = "se" + parts[0]
     try:
         standard = resolve_architecture(depth=depth, block=arch.block, stem=arch.stem,
                                         stage_widths=arch.stage_widths).stage_blocks
@@ -131,7 +134,7 @@ def _describe(arch: Architecture, like: Architecture) -> str:
         standard = None
     if arch.stem != like.stem:
         parts.append(f"{arch.stem}stem")
-    if arch.block != like.block and not (arch.stem == "imagenet" and standard):
+    if arch.block != like.block and not (STEMS[arch.stem].family == "imagenet" and standard):
         parts.append(arch.block)
     if arch.stage_blocks != standard:
         parts.append("blocks" + "-".join(map(str, arch.stage_blocks)))
@@ -145,6 +148,10 @@ def _describe(arch: Architecture, like: Architecture) -> str:
         parts.append(arch.unit)
     if arch.shortcut != like.shortcut and not arch.plain:
         parts.append(f"shortcut{arch.shortcut}")
+    if arch.avg_down != like.avg_down:
+        parts.append("avgdown" if arch.avg_down else "noavgdown")
+    if arch.se_ratio not in (None, 1 / 16):
+        parts.append(f"seratio{arch.se_ratio:g}")
     return "_".join(parts)
 
 
@@ -257,6 +264,22 @@ ResNeXt101 = _named_builder("ResNeXt101", "resnext101_32x4d",
                             "ResNeXt-101 (ImageNet; 32x4d by default, cardinality=64 gives 64x4d)")
 ResNeXt29 = _named_builder("ResNeXt29", "resnext29_8x64d",
                            "ResNeXt-29 (CIFAR; 8x64d by default, cardinality=16 gives 16x64d)")
+SEResNet50, SEResNet101, SEResNet152 = (
+    _named_builder(f"SEResNet{d}", f"seresnet{d}", f"SE-ResNet-{d} (ImageNet)")
+    for d in (50, 101, 152))
+SEResNeXt50, SEResNeXt101 = (
+    _named_builder(f"SEResNeXt{d}", f"seresnext{d}_32x4d", f"SE-ResNeXt-{d} 32x4d (ImageNet)")
+    for d in (50, 101))
+ResNet50D, ResNet101D, ResNet152D = (
+    _named_builder(f"ResNet{d}D", f"resnet{d}d", f"ResNet-{d}-D (ImageNet)")
+    for d in (50, 101, 152))
+WideResNet50_2, WideResNet101_2 = (
+    _named_builder(f"WideResNet{d}_2", f"wide_resnet{d}_2",
+                   f"Wide ResNet-{d}-2 (ImageNet, torchvision)")
+    for d in (50, 101))
+WRN28_10, WRN16_8 = (
+    _named_builder(f"WRN{d}_{k}", f"wrn{d}_{k}", f"WRN-{d}-{k} (CIFAR, pre-activation basic units)")
+    for d, k in ((28, 10), (16, 8)))
 Plain18 = _named_builder("Plain18", "plain18", "the 18-layer plain network (ImageNet)")
 Plain34 = _named_builder("Plain34", "plain34", "the 34-layer plain network (ImageNet)")
 Plain20 = _named_builder("Plain20", "plain20", "the 20-layer plain network (CIFAR)")
@@ -264,3 +287,35 @@ Plain32 = _named_builder("Plain32", "plain32", "the 32-layer plain network (CIFA
 Plain44 = _named_builder("Plain44", "plain44", "the 44-layer plain network (CIFAR)")
 Plain56 = _named_builder("Plain56", "plain56", "the 56-layer plain network (CIFAR)")
 Plain110 = _named_builder("Plain110", "plain110", "the 110-layer plain network (CIFAR)")
+
+
+def WideResNet(depth: int = 28, width: int = 10, **options) -> keras.Model:
+    """Instantiates the CIFAR Wide ResNet WRN-d-k of any depth and width.
+
+    Reference: Zagoruyko and Komodakis 2016, Wide Residual Networks (Table 1): a 3x3 stem of
+    16 filters, three stages of n pre-activation basic units of widths 16k, 32k and 64k, with
+    1x1 projection shortcuts where the shape changes; d = 6n + 4.
+
+    Args:
+        depth: int. The paper's d: 6n + 4 (10, 16, 22, 28, 40, ...). Defaults to `28`.
+        width: int. The paper's widening factor k. Defaults to `10`.
+        **options: any other argument of `keras_resnets.ResNet`, e.g. `classes=100`,
+            `block_dropout_rate=0.3` (the paper's dropout between the convolutions).
+
+    Returns:
+        A `keras.Model` named `wrn{d}_{k}`.
+
+    Example:
+
+    >>> import keras_resnets
+    >>> model = keras_resnets.WideResNet(depth=10, width=2)
+    >>> model.name, model.count_params() > 300_000
+    ('wrn10_2', True)
+    """
+    if not (isinstance(depth, int) and depth >= 10 and (depth - 4) % 6 == 0):
+        raise ValueError(f"depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...) for a "
+                         f"Wide ResNet; got {depth!r}.")
+    validate.positive_int("width", width)
+    arguments = dict(stem="cifar", stage_blocks=((depth - 4) // 6,) * 3, width_multiplier=width,
+                     unit="full_preactivation", name=f"wrn{depth}_{width}")
+    return ResNet(**{**arguments, **options})

@@ -75,7 +75,13 @@ def imagenet_kind(depth: int) -> Optional[BlockKind]:
 
 @dataclasses.dataclass(frozen=True)
 class Stem:
-    """The layers before the first stage and the defaults that go with them."""
+    """The layers before the first stage and the defaults that go with them.
+
+    `convs` convolutions of `kernel_size` (the first one strided by `strides`; the inner ones
+    half the stem's width, as in timm's deep stem), then an optional 3x3/2 max pooling.
+    `family` is the depth table the stem takes: `"imagenet"` (the depths of
+    `BlockKind.imagenet_depths`) or `"cifar"` (6n+2 / 9n+2).
+    """
 
     kernel_size: int
     strides: int
@@ -83,6 +89,8 @@ class Stem:
     stage_widths: Tuple[int, ...]
     image_size: int
     classes: int
+    convs: int = 1
+    family: str = "imagenet"
 
     @property
     def stride(self) -> int:
@@ -94,7 +102,10 @@ STEMS = {
     # 7x7/2 convolution + 3x3/2 max pooling, four stages (He et al. 2015, Table 1).
     "imagenet": Stem(7, 2, True, (64, 128, 256, 512), image_size=224, classes=1000),
     # 3x3 convolution, three stages, depth 6n+2 (basic) or 9n+2 (bottleneck) (Section 4.2).
-    "cifar": Stem(3, 1, False, (16, 32, 64), image_size=32, classes=10),
+    "cifar": Stem(3, 1, False, (16, 32, 64), image_size=32, classes=10, family="cifar"),
+    # ResNet-C of He et al. 2019 ("Bag of Tricks", Figure 2b): three 3x3 convolutions (32, 32,
+    # 64 filters, the first one strided) in place of the 7x7, then the max pooling.
+    "deep": Stem(3, 2, True, (64, 128, 256, 512), image_size=224, classes=1000, convs=3),
 }
 
 
@@ -106,11 +117,15 @@ class Spec(NamedTuple):
 _V1 = "He et al. 2015, Deep Residual Learning for Image Recognition"
 _V2 = "He et al. 2016, Identity Mappings in Deep Residual Networks"
 _NEXT = "Xie et al. 2016, Aggregated Residual Transformations for Deep Neural Networks"
+_SE = "Hu et al. 2018, Squeeze-and-Excitation Networks"
+_TRICKS = ("He et al. 2019, Bag of Tricks for Image Classification with Convolutional Neural "
+           "Networks")
+_WRN = "Zagoruyko and Komodakis 2016, Wide Residual Networks"
 _PREACT = dict(unit="full_preactivation")
 _CIFAR_NEXT = dict(stem="cifar", depth=29, block="bottleneck", stage_widths=(64, 128, 256),
                    bottleneck_width=64)
 
-PAPERS = {"v1": _V1, "v2": _V2, "resnext": _NEXT}
+PAPERS = {"v1": _V1, "v2": _V2, "resnext": _NEXT, "se": _SE, "tricks": _TRICKS, "wrn": _WRN}
 
 MODEL_SPECS = {
     # ResNet v1 on ImageNet (He et al. 2015, Table 1; ResNet-200 from He et al. 2016).
@@ -138,4 +153,24 @@ MODEL_SPECS = {
     **{f"plain{d}": Spec("v1", dict(stem="imagenet", depth=d, plain=True)) for d in (18, 34)},
     **{f"plain{d}": Spec("v1", dict(stem="cifar", depth=d, plain=True))
        for d in (20, 32, 44, 56, 110)},
+    # Squeeze-and-excitation (Hu et al. 2018, Table 2: reduction 16) on ResNet and ResNeXt
+    # 32x4d, as timm's seresnet50 and seresnext50_32x4d.
+    **{f"seresnet{d}": Spec("se", dict(stem="imagenet", depth=d, se_ratio=1 / 16))
+       for d in (50, 101, 152)},
+    **{f"seresnext{d}_32x4d": Spec("se", dict(stem="imagenet", depth=d, cardinality=32,
+                                              bottleneck_width=4, se_ratio=1 / 16))
+       for d in (50, 101)},
+    # ResNet-D (He et al. 2019, Figure 2: deep stem, average-pooling projections, stride in
+    # the 3x3), as timm's resnet50d.
+    **{f"resnet{d}d": Spec("tricks", dict(stem="deep", depth=d, avg_down=True))
+       for d in (50, 101, 152)},
+    # torchvision's Wide ResNets: the bottleneck's 3x3 twice as wide (width per group 128).
+    **{f"wide_resnet{d}_2": Spec("wrn", dict(stem="imagenet", depth=d, bottleneck_width=128))
+       for d in (50, 101)},
+    # WRN-d-k on CIFAR (Zagoruyko and Komodakis 2016, Table 1): n = (d - 4) / 6 units per stage,
+    # which is ResNet depth d - 2 (the paper's depth counts two projection shortcuts too),
+    # widths 16k-64k after a 16-filter stem, pre-activation basic units, 1x1 projection
+    # shortcuts where the shape changes.
+    **{f"wrn{d}_{k}": Spec("wrn", dict(stem="cifar", depth=d - 2, width_multiplier=k, **_PREACT))
+       for d, k in ((28, 10), (16, 8))},
 }

@@ -187,12 +187,13 @@ def from_state_dict(state_dict, layout="torchvision_pth") -> Source:
     modules: Dict[str, Dict[str, np.ndarray]] = {}
     module_keys: Dict[str, str] = {}
     unmatched = []
+    avg_down = port.avg_down_layout(state_dict)
     for key, value in state_dict.items():
         module, _, parameter = key.rpartition(".")
         if parameter == "num_batches_tracked":
             continue
         try:
-            name = port._keras_layer_name(module)
+            name = port._keras_layer_name(module, avg_down)
         except ValueError:
             unmatched.append(key)
             continue

@@ -301,7 +301,7 @@ def test_overrides_by_layer_name():
                                                    r"block='bottleneck'"),
     (dict(depth=20, stem="cifar", unit="preact"), r"unit must be one of \['original', "),
     (dict(depth=20, stem="cifar", shortcut="D"), r"shortcut must be one of \['A', 'B', 'C'\]"),
-    (dict(depth=20, stem="mnist"), r"stem must be one of \['imagenet', 'cifar'\]"),
+    (dict(depth=20, stem="mnist"), r"stem must be one of \['imagenet', 'cifar', 'deep'\]"),
     (dict(depth=20, stem="cifar", block="wide"), r"block must be one of \['basic', 'bottleneck'\]"),
     (dict(stem="cifar"), r"Pass exactly one of depth and stage_blocks"),
     (dict(depth=20, stage_blocks=(3, 3, 3), stem="cifar"), r"Pass exactly one of depth"),
@@ -347,10 +347,10 @@ def test_option_a_cannot_reduce_channels():
 def test_resnet_signature_is_the_architecture_arguments_then_its_own():
     parameters = inspect.signature(ResNet).parameters
     names = list(parameters)
-    assert names[:11] == list(registry.ARCHITECTURE_ARGUMENTS) == [
+    assert names[:13] == list(registry.ARCHITECTURE_ARGUMENTS) == [
         "depth", "stage_blocks", "block", "stem", "stage_widths", "width_multiplier",
-        "cardinality", "bottleneck_width", "unit", "shortcut", "plain"]
-    assert names[11:] == ["include_top", "weights", "input_tensor", "input_shape", "pooling",
+        "cardinality", "bottleneck_width", "unit", "shortcut", "plain", "se_ratio", "avg_down"]
+    assert names[13:] == ["include_top", "weights", "input_tensor", "input_shape", "pooling",
                           "classes", "classifier_activation", "name", "data_format",
                           "output_stride", "layer_config", "layer_options"]
     assert parameters["depth"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
