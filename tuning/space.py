@@ -59,7 +59,7 @@ class SearchSpace:
         from keras_resnets import validate
         from keras_resnets.specs import BLOCK_KINDS, STEMS
 
-        validate.choice("family", self.family, sorted(STEMS))
+        validate.choice("family", self.family, sorted({stem.family for stem in STEMS.values()}))
         if self.base_widths is None:
             object.__setattr__(self, "base_widths", (16, 32, 64) if self.family == "cifar"
                                else (64,))
