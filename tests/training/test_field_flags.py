@@ -1,124 +1,89 @@
-"""`tuning.space_flags`: the search space's flags of `python -m tuning.search` come from the
-fields of `tuning.space.SearchSpace` and `TrainingSpace`; validators and the atomic write."""
+"""`training.field_flags`: command-line flags generated from a dataclass's fields, and the
+generated flags of `python -m training.fit` (`training.setting_flags`)."""
 
 import dataclasses
 import doctest
-import json
-import os
-import subprocess
-import sys
 from typing import Dict, Optional, Tuple
 
 import pytest
 from absl import flags
 
-from tests.conftest import REPO_ROOT
-from tests.training.conftest import subprocess_env
-from training import config as config_lib
-from tuning import search, space_flags
-from tuning.space import SearchSpace, TrainingSpace
-
-SPACE_FLAGS = ["family", "blocks_per_stage", "depths", "blocks", "base_widths", "cardinalities",
-               "bottleneck_widths", "units", "shortcuts"]
-TUNE_FLAGS = ["tune_learning_rate", "tune_weight_decay", "tune_batch_size",
-              "tune_label_smoothing"]
+from training import config, field_flags, fit, setting_flags
+from training.data_config import SHARED_WITH_RUNTIME, DataConfig
+from training.finetune import FinetuneConfig
 
 
-def _parsed(*arguments, define=search.define_flags):
+def _parsed(cls, *arguments, skip=()):
     flag_values = flags.FlagValues()
-    define(flag_values)
-    flag_values(["tuning.search", *arguments])
+    field_flags.define(cls, flag_values, skip)
+    flag_values(["program", *arguments])
     return flag_values
 
 
 def test_the_module_example_runs():
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(space_flags):
+    for test in doctest.DocTestFinder().find(field_flags):
         runner.run(test)
     assert runner.summarize(verbose=False) == doctest.TestResults(failed=0, attempted=9)
 
 
-def test_one_flag_per_field_with_the_fields_defaults():
-    specs = space_flags.field_flags(SearchSpace) + space_flags.field_flags(TrainingSpace)
-    assert [spec.flag for spec in specs] == SPACE_FLAGS + TUNE_FLAGS
-    flag_values = _parsed()
-    assert {name: flag_values[name].default for name in SPACE_FLAGS + TUNE_FLAGS} == {
-        "family": "cifar", "blocks_per_stage": "1,2,3,5,7,9,18", "depths": "18,34,50,101,152",
-        "blocks": "basic,bottleneck", "base_widths": None, "cardinalities": "1,2,4,8",
-        "bottleneck_widths": "4,16,64", "units": "original,full_preactivation",
-        "shortcuts": "A,B", "tune_learning_rate": None, "tune_weight_decay": None,
-        "tune_batch_size": None, "tune_label_smoothing": None}
-    assert space_flags.from_flags(SearchSpace, flag_values) == SearchSpace()
-    assert space_flags.from_flags(TrainingSpace, flag_values) == TrainingSpace()
-
-
-def test_comma_separated_flags_parse_to_typed_tuples():
-    flag_values = _parsed("--family=imagenet", "--depths=50,101", "--base_widths=64,",
-                          "--units=", "--tune_learning_rate=0.01,0.4", "--tune_batch_size=64",
-                          "--tune_label_smoothing=0,0.1")
-    assert space_flags.values_from_flags(SearchSpace, flag_values) == dict(
-        family="imagenet", blocks_per_stage=(1, 2, 3, 5, 7, 9, 18), depths=(50, 101),
-        blocks=("basic", "bottleneck"), base_widths=(64,), cardinalities=(1, 2, 4, 8),
-        bottleneck_widths=(4, 16, 64), units=(), shortcuts=("A", "B"))
-    training = space_flags.from_flags(TrainingSpace, flag_values)
-    assert training == TrainingSpace(learning_rates=(0.01, 0.4), batch_sizes=(64,),
-                                     label_smoothings=(0.0, 0.1))
-    assert type(training.batch_sizes[0]) is int and type(training.label_smoothings[0]) is float
-
-
-@pytest.mark.parametrize("cls, argument, message", [
-    (SearchSpace, "--base_widths=16,wide", "--base_widths must be a comma-separated list of "
-                                           "integers; got '16,wide'."),
-    (TrainingSpace, "--tune_learning_rate=0.1,fast", "--tune_learning_rate must be a "
-                                                     "comma-separated list of numbers; got "
-                                                     "'0.1,fast'."),
-])
-def test_a_bad_item_names_the_flag_and_the_item_type(cls, argument, message):
-    with pytest.raises(ValueError) as raised:
-        space_flags.from_flags(cls, _parsed(argument))
-    assert str(raised.value) == message
-
-
-def test_help_lists_every_space_flag_with_its_docstring_and_default():
-    # `--help` shows the main module's key flags: the space's are declared key flags there.
-    result = subprocess.run([sys.executable, "-m", "tuning.search", "--help"], cwd=REPO_ROOT,
-                            env=subprocess_env(), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    text = result.stdout
-    for name in SPACE_FLAGS + TUNE_FLAGS:
-        assert f"\n  --{name}: " in text
-    assert ("  --blocks_per_stage: CIFAR only: the papers' n (ResNet-8, 14, 20, 32, 44, 56,\n"
-            "    110 with basic blocks). A comma-separated list.\n"
-            "    (default: '1,2,3,5,7,9,18')\n") in text
-    assert ("  --tune_batch_size: Global batch sizes to choose from; None keeps the recipe's.\n"
-            "    A comma-separated list.\n  --tune_label_smoothing:") in text
-    assert "    (default: 'original,full_preactivation')\n" in text
-    # A flag whose default is None says in its help what None means.
-    for name in ["base_widths"] + TUNE_FLAGS:
-        assert "None" in _parsed()[name].help
-
-
 @dataclasses.dataclass(frozen=True)
-class StridedSpace(SearchSpace):
-    """A search space with one more dimension.
-
-    Args:
-        stem_strides: tuple of int. Strides of the stem's convolution to try.
-            Defaults to `(1, 2)`.
+class _Settings:
+    """Args:
+        mode: str. The docstring's help, unused: the metadata's wins. Defaults to `"fast"`.
+        crops: int. Integer choices are left to the class. Defaults to `1`.
+        cache: bool or `None`. Keep the data in memory; `None` decides by size.
+            Defaults to `None`.
+        name: str or `None`. Renamed on the command line. Defaults to `None`.
+        tags: tuple of str. Free-form tags. Defaults to `("a", "b")`.
     """
 
-    stem_strides: Tuple[int, ...] = (1, 2)
+    mode: str = dataclasses.field(default="fast", metadata={
+        "help": "How to run.", "choices": ("fast", "exact")})
+    crops: int = dataclasses.field(default=1, metadata={"choices": (1, 10)})
+    cache: Optional[bool] = None
+    name: Optional[str] = dataclasses.field(default=None, metadata={"flag": "run_name"})
+    tags: Tuple[str, ...] = dataclasses.field(default=("a", "b"), metadata={"help": "Tags."})
 
 
-def test_a_new_field_is_a_new_flag_of_the_search(monkeypatch):
-    monkeypatch.setattr(search, "SearchSpace", StridedSpace)
-    flag_values = _parsed("--dataset=synthetic", "--validation_images=16", "--stem_strides=2",
-                          "--units=original")
-    assert flag_values["stem_strides"].default == "1,2"
-    assert flag_values["stem_strides"].help == (
-        "Strides of the stem's convolution to try. A comma-separated list.")
-    space = search.search_config_from_flags(flag_values).space
-    assert space == StridedSpace(stem_strides=(2,), units=("original",))
+def test_metadata_help_wins_and_string_choices_make_an_enum():
+    assert field_flags.field_flags(_Settings) == [
+        field_flags.FieldFlag("mode", "mode", str, False, "fast", "How to run.",
+                              ("fast", "exact")),
+        field_flags.FieldFlag("crops", "crops", int, False, 1,
+                              "Integer choices are left to the class."),
+        field_flags.FieldFlag("cache", "cache", bool, False, None,
+                              "Keep the data in memory; None decides by size."),
+        field_flags.FieldFlag("name", "run_name", str, False, None,
+                              "Renamed on the command line."),
+        field_flags.FieldFlag("tags", "tags", str, True, "a,b", "Tags. A comma-separated list."),
+    ]
+    flag_values = _parsed(_Settings, "--mode=exact", "--crops=10", "--nocache",
+                          "--run_name=first", "--tags=x")
+    assert [flag_values[name].flag_type() for name in ("mode", "crops", "cache", "run_name",
+                                                        "tags")] == [
+        "string enum", "int", "bool", "string", "string"]
+    assert flag_values["mode"].parser.enum_values == ["fast", "exact"]
+    assert field_flags.from_flags(_Settings, flag_values) == _Settings(
+        mode="exact", crops=10, cache=False, name="first", tags=("x",))
+    with pytest.raises(flags.IllegalFlagValueError, match="value should be one of <fast|exact>"):
+        _parsed(_Settings, "--mode=slow")
+
+
+def test_skipped_fields_get_no_flag():
+    flag_values = _parsed(_Settings, skip={"mode", "tags"})
+    assert sorted(flag_values) == ["cache", "crops", "run_name"]
+    assert [spec.field for spec in field_flags.field_flags(_Settings, skip={"mode", "tags"})] == [
+        "crops", "cache", "name"]
+
+
+def test_parse_turns_only_comma_separated_text_into_a_tuple():
+    specs = {spec.field: spec for spec in field_flags.field_flags(_Settings)}
+    tags, crops = specs["tags"], specs["crops"]
+    assert field_flags.parse(tags, "x,,y") == ("x", "y")
+    assert field_flags.parse(tags, "") == ()
+    assert field_flags.parse(tags, None) is None
+    assert field_flags.parse(crops, 10) == 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,10 +98,9 @@ class _Modern:
 
 
 def test_built_in_generics_and_scalars_are_flags_too():
-    flag_values = _parsed("--widths=8,16", "--ratio=0.25",
-                          define=lambda values: space_flags.define(_Modern, values))
+    flag_values = _parsed(_Modern, "--widths=8,16", "--ratio=0.25")
     assert flag_values["ratio"].flag_type() == "float"
-    assert space_flags.from_flags(_Modern, flag_values) == _Modern(widths=(8, 16), ratio=0.25)
+    assert field_flags.from_flags(_Modern, flag_values) == _Modern(widths=(8, 16), ratio=0.25)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,43 +131,85 @@ class _Required:
     depth: int
 
 
+@dataclasses.dataclass(frozen=True)
+class _OnlyDefault:
+    """Args:
+        rate: float. Defaults to `0.01`.
+    """
+
+    rate: float = 0.01
+
+
 @pytest.mark.parametrize("cls, message", [
     (_Undocumented, "_Undocumented.width has no entry in the Args of its docstring; document "
                     "it there (it is the flag's help)."),
     (_Mapping, "_Mapping.sizes has type typing.Dict[str, int]; a flag needs str, int, float or "
                "bool, or a tuple of str, int or float."),
     (_Required, "_Required.depth has no default; a flag needs one."),
+    (_OnlyDefault, "_OnlyDefault's docstring entry for rate is not 'rate: type. Meaning.'; got "
+                   "'float. Defaults to `0.01`.'."),
 ])
 def test_fields_that_cannot_be_flags_are_named(cls, message):
     with pytest.raises(TypeError) as raised:
-        space_flags.field_flags(cls)
+        field_flags.field_flags(cls)
     assert str(raised.value) == message
 
 
-@pytest.mark.parametrize("bounds", [(0.1,), (0.0, 1.0), (0.5, 0.1), ("low", 1.0), 0.1])
-def test_a_bad_log_range_names_the_field(bounds):
-    with pytest.raises(ValueError) as raised:
-        TrainingSpace(weight_decays=bounds)
-    assert str(raised.value) == (
-        f"weight_decays must be (low, high) with 0 < low < high; got {bounds!r}.")
+# The flags of `python -m training.fit` that training.setting_flags defines itself.
+EXPLICIT = ["recipe", "config", "model", "model_overrides", "batch_size", "schedule",
+            "decay_steps", "decay_epochs", "strategy", "mixed_precision", "jit_compile",
+            "export_format", "freeze"]
+SECTIONS = {DataConfig: set(SHARED_WITH_RUNTIME), config.OptimizationConfig: {"global_batch_size"},
+            config.RuntimeConfig: set(), FinetuneConfig: set()}
 
 
-def test_an_unknown_role_lists_the_roles():
-    from tuning import tuner
+def _fit_flags(*arguments):
+    flag_values = flags.FlagValues()
+    fit.define_flags(flag_values)
+    flag_values(["training.fit", *arguments])
+    return flag_values
 
-    with pytest.raises(ValueError) as raised:
-        tuner.build_tuner(None, role="boss")
-    assert str(raised.value) == "role must be one of ['local', 'chief', 'worker']; got 'boss'."
+
+def test_every_other_config_field_is_a_generated_flag_of_fit():
+    flag_values = _fit_flags()
+    generated = [spec for cls, skip in SECTIONS.items()
+                 for spec in field_flags.field_flags(cls, skip | set(EXPLICIT))]
+    assert sorted(flag_values) == sorted(EXPLICIT + [spec.flag for spec in generated])
+    for spec in generated:  # each with its field's default and help (absl prefixes enums')
+        assert flag_values[spec.flag].default == spec.default, spec.flag
+        assert flag_values[spec.flag].help.endswith(spec.help), spec.flag
+    assert flag_values["learning_rate"].help == "The peak learning rate."
+    assert flag_values["warm_start_learning_rate"].help == "The learning rate of the warm start."
+    assert flag_values["dataset"].help == DataConfig.__dataclass_fields__["dataset"].metadata[
+        "help"]
+    assert flag_values["schedule"].parser.enum_values == list(config.SCHEDULES)
+    assert "global_batch_size" not in flag_values
 
 
-def test_the_search_settings_file_is_written_whole(tmp_path):
-    from tuning import tuner
+def test_generated_flags_are_settings_only_when_given():
+    settings = setting_flags.settings_from_flags(_fit_flags(
+        "--init_weights=imagenet", "--nofreeze_bn", "--head_lr_multiplier=10", "--verbose=2",
+        "--max_loss=50", "--epochs=3", "--cache", "--image_size=40", "--batch_size=32"))
+    assert settings == {"init_weights": "imagenet", "freeze_bn": False, "head_lr_multiplier": 10.0,
+                        "verbose": 2, "max_loss": 50.0, "epochs": 3, "cache": True,
+                        "image_size": 40, "global_batch_size": 32}
+    assert setting_flags.settings_from_flags(_fit_flags()) == {}
 
-    experiment = config_lib.from_settings(dict(dataset="synthetic", validation_images=16,
-                                                      epochs=1))
-    config = tuner.SearchConfig(experiment=experiment, directory=str(tmp_path))
-    tuner._check_same_search(config)
-    assert os.listdir(config.project_dir) == ["search_config.json"]  # no temporary file left
-    with open(os.path.join(config.project_dir, "search_config.json")) as file:
-        assert json.load(file) == json.loads(json.dumps(config.to_dict()))
-    tuner._check_same_search(config)  # the same search: resumed, nothing rewritten
+
+@dataclasses.dataclass(frozen=True)
+class _WithClipping(config.OptimizationConfig):
+    """An optimisation config with one more field.
+
+    Args:
+        clip_norm: float or `None`. Clip the gradients to this norm. Defaults to `None`.
+    """
+
+    clip_norm: Optional[float] = None
+
+
+def test_a_new_documented_field_is_a_new_flag():
+    skip = SECTIONS[config.OptimizationConfig] | set(EXPLICIT)
+    specs = {spec.flag: spec for spec in field_flags.field_flags(_WithClipping, skip)}
+    assert set(specs) - set(_fit_flags()) == {"clip_norm"}
+    assert specs["clip_norm"] == field_flags.FieldFlag(
+        "clip_norm", "clip_norm", float, False, None, "Clip the gradients to this norm.")
