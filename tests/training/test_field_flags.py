@@ -8,7 +8,8 @@ from typing import Dict, Optional, Tuple
 import pytest
 from absl import flags
 
-from training import config, field_flags, fit, setting_flags
+from tests.training.test_fit import parse as fit_flags
+from training import config, field_flags, setting_flags
 from training.data_config import SHARED_WITH_RUNTIME, DataConfig
 from training.finetune import FinetuneConfig
 
@@ -163,15 +164,8 @@ SECTIONS = {DataConfig: set(SHARED_WITH_RUNTIME), config.OptimizationConfig: {"g
             config.RuntimeConfig: set(), FinetuneConfig: set()}
 
 
-def _fit_flags(*arguments):
-    flag_values = flags.FlagValues()
-    fit.define_flags(flag_values)
-    flag_values(["training.fit", *arguments])
-    return flag_values
-
-
 def test_every_other_config_field_is_a_generated_flag_of_fit():
-    flag_values = _fit_flags()
+    flag_values = fit_flags()
     generated = [spec for cls, skip in SECTIONS.items()
                  for spec in field_flags.field_flags(cls, skip | set(EXPLICIT))]
     assert sorted(flag_values) == sorted(EXPLICIT + [spec.flag for spec in generated])
@@ -187,13 +181,13 @@ def test_every_other_config_field_is_a_generated_flag_of_fit():
 
 
 def test_generated_flags_are_settings_only_when_given():
-    settings = setting_flags.settings_from_flags(_fit_flags(
+    settings = setting_flags.settings_from_flags(fit_flags(
         "--init_weights=imagenet", "--nofreeze_bn", "--head_lr_multiplier=10", "--verbose=2",
         "--max_loss=50", "--epochs=3", "--cache", "--image_size=40", "--batch_size=32"))
     assert settings == {"init_weights": "imagenet", "freeze_bn": False, "head_lr_multiplier": 10.0,
                         "verbose": 2, "max_loss": 50.0, "epochs": 3, "cache": True,
                         "image_size": 40, "global_batch_size": 32}
-    assert setting_flags.settings_from_flags(_fit_flags()) == {}
+    assert setting_flags.settings_from_flags(fit_flags()) == {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +204,6 @@ class _WithClipping(config.OptimizationConfig):
 def test_a_new_documented_field_is_a_new_flag():
     skip = SECTIONS[config.OptimizationConfig] | set(EXPLICIT)
     specs = {spec.flag: spec for spec in field_flags.field_flags(_WithClipping, skip)}
-    assert set(specs) - set(_fit_flags()) == {"clip_norm"}
+    assert set(specs) - set(fit_flags()) == {"clip_norm"}
     assert specs["clip_norm"] == field_flags.FieldFlag(
         "clip_norm", "clip_norm", float, False, None, "Clip the gradients to this norm.")
