@@ -1,8 +1,11 @@
 """The training settings as command-line flags: those of `python -m training.fit`, which
 `python -m tuning.search` also takes for every trial.
 
-`define_flags` defines them; `settings_from_flags` reads the ones given on the command line as
-the flat settings of `training.config` (`ExperimentConfig.replace`, `config.recipe`).
+`define_flags` defines them: one per field of `DataConfig`, `OptimizationConfig`,
+`RuntimeConfig` and `FinetuneConfig`, generated from the field (`training.field_flags`) but for
+the few listed here, and `--recipe`, `--config`, `--model` and `--model_overrides`.
+`settings_from_flags` reads the ones given on the command line as the flat settings of
+`training.config` (`ExperimentConfig.replace`, `config.recipe`).
 """
 
 import dataclasses
@@ -15,13 +18,10 @@ from training import field_flags
 from training.data_config import SHARED_WITH_RUNTIME, DataConfig
 from training.finetune import FinetuneConfig
 
-_OPTIMIZATION = {f.name: f.default for f in dataclasses.fields(config_lib.OptimizationConfig)}
-_RUNTIME = {f.name: f.default for f in dataclasses.fields(config_lib.RuntimeConfig)}
-
 # The flags that are not one field each (--recipe, --config, the model's) or that need more than
 # the field says: a flag renamed (--batch_size), an enum whose values are a module constant of
 # training.config, and lists parsed apart (absl list flags; the config checks their items).
-# (kind, name, help[, choices]); the defaults are the configs'.
+# (kind, name, help[, choices]); the defaults are the fields' (_explicit_default).
 _FLAGS = [
     ("string", "recipe", "A paper's recipe: " + ", ".join(config_lib.list_recipes())
      + ". Other flags given on the command line override it."),
@@ -64,12 +64,23 @@ _GENERATED = {
 _FIELD_FLAGS = {spec.flag: spec for cls, skip in _GENERATED.items()
                 for spec in field_flags.field_flags(cls, skip)}
 
-DEFAULTS = {"recipe": None, "config": None, "model": "resnet20", "model_overrides": "{}",
-            "batch_size": _OPTIMIZATION["global_batch_size"],
-            "schedule": _OPTIMIZATION["schedule"], "decay_steps": [], "decay_epochs": [],
-            "strategy": _RUNTIME["strategy"], "mixed_precision": _RUNTIME["mixed_precision"],
-            "jit_compile": _RUNTIME["jit_compile"],
-            "export_format": list(_RUNTIME["export_format"]), "freeze": [],
+# Flag name -> setting name, where they differ.
+_RENAMED = {"batch_size": "global_batch_size",
+            **{name: spec.field for name, spec in _FIELD_FLAGS.items() if name != spec.field}}
+_FIELD_DEFAULTS = {field.name: field.default for cls in _GENERATED
+                   for field in dataclasses.fields(cls)}
+_OWN_DEFAULTS = {"recipe": None, "config": None, "model": "resnet20", "model_overrides": "{}"}
+
+
+def _explicit_default(kind, name):
+    """An explicit flag's default: its field's (a list flag's as a list), or its own."""
+    if name in _OWN_DEFAULTS:
+        return _OWN_DEFAULTS[name]
+    default = _FIELD_DEFAULTS[_RENAMED.get(name, name)]
+    return list(default) if kind == "list" else default
+
+
+DEFAULTS = {**{name: _explicit_default(kind, name) for kind, name, *_ in _FLAGS},
             **{name: spec.default for name, spec in _FIELD_FLAGS.items()}}
 
 
@@ -85,9 +96,6 @@ def define_flags(flag_values=flags.FLAGS):
         flags.declare_key_flag(name, flag_values=flag_values)
 
 
-# Flag name -> setting name, where they differ.
-_RENAMED = {"batch_size": "global_batch_size",
-            **{name: spec.field for name, spec in _FIELD_FLAGS.items() if name != spec.field}}
 _LISTS = {"decay_steps": int, "decay_epochs": float, "freeze": str}
 _SETTING_FLAGS = sorted(set(DEFAULTS) - {"recipe", "config"})
 
