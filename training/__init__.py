@@ -15,5 +15,7 @@ The pieces, each usable on its own:
   logs and exports (`trainer.run(config)`); its compiled steps are `training.steps`, its
   accounting `training.run_state`, its log lines and results `training.report`, its model
   directory `training.outputs`.
-- `python -m training.fit` and `python -m training.evaluate`: the command lines.
+- `python -m training.fit` and `python -m training.evaluate`: the command lines; the flags of
+  `training.fit` (`training.setting_flags`) are generated from the configs' fields by
+  `training.field_flags`.
 """

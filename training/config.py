@@ -87,7 +87,8 @@ class OptimizationConfig:
         warmup_learning_rate: float. Start of the linear warmup. Defaults to `0.0`.
         warm_start_steps: int. Train the first iterations at `warm_start_learning_rate` (He et
             al. 2015 for ResNet-110/1202: 0.01 for 400 iterations, then 0.1). Defaults to `0`.
-        warm_start_learning_rate: float. Defaults to `0.01`.
+        warm_start_learning_rate: float. The learning rate of the warm start.
+            Defaults to `0.01`.
         epochs: int or `None`. Length of training in epochs.
         total_steps: int or `None`. Length of training in updates (the papers' "stop at 64k").
     """

@@ -5,7 +5,8 @@ check data settings without starting TensorFlow. `training.data.Pipeline` turns 
 into tf.data pipelines.
 
 Each field carries its command-line help in `metadata["help"]` (and its valid values in
-`metadata["choices"]`); `training.setting_flags` makes the `--<field>` flags from them.
+`metadata["choices"]`); `training.field_flags` makes the `--<field>` flags of
+`python -m training.fit` from them (`training.setting_flags`).
 """
 
 import dataclasses

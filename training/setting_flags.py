@@ -1,48 +1,27 @@
 """The training settings as command-line flags: those of `python -m training.fit`, which
 `python -m tuning.search` also takes for every trial.
 
-`define_flags` defines them; `settings_from_flags` reads the ones given on the command line as
-the flat settings of `training.config` (`ExperimentConfig.replace`, `config.recipe`).
+`define_flags` defines them: one per field of `DataConfig`, `OptimizationConfig`,
+`RuntimeConfig` and `FinetuneConfig`, generated from the field (`training.field_flags`) but for
+the few listed here, and `--recipe`, `--config`, `--model` and `--model_overrides`.
+`settings_from_flags` reads the ones given on the command line as the flat settings of
+`training.config` (`ExperimentConfig.replace`, `config.recipe`).
 """
 
 import dataclasses
 import json
-import typing
 
 from absl import flags
 
 from training import config as config_lib
+from training import field_flags
 from training.data_config import SHARED_WITH_RUNTIME, DataConfig
+from training.finetune import FinetuneConfig
 
-_OPTIMIZATION = {f.name: f.default for f in dataclasses.fields(config_lib.OptimizationConfig)}
-_RUNTIME = {f.name: f.default for f in dataclasses.fields(config_lib.RuntimeConfig)}
-_FINETUNE = {f.name: f.default for f in dataclasses.fields(config_lib.FinetuneConfig)}
-# seed and deterministic set the runtime and the data pipeline: they are runtime flags.
-_DATA_FIELDS = [f for f in dataclasses.fields(DataConfig) if f.name not in SHARED_WITH_RUNTIME]
-_DATA = {f.name: f.default for f in _DATA_FIELDS}
-_KINDS = {str: "string", int: "integer", bool: "boolean", float: "float"}
-
-
-def _data_flags():
-    """`(kind, name, help[, choices])` of each `DataConfig` field, from its type and metadata:
-    fields with string choices are enums, `Optional[X]` is a flag of X defaulting to None."""
-    for field in _DATA_FIELDS:
-        kind = next(t for t in (field.type, *typing.get_args(field.type)) if t in _KINDS)
-        choices = field.metadata.get("choices")
-        if choices and all(isinstance(choice, str) for choice in choices):
-            yield "enum", field.name, field.metadata["help"], list(choices)
-        else:
-            yield _KINDS[kind], field.name, field.metadata["help"]
-
-
-DEFAULTS = {**_DATA, **_OPTIMIZATION, **_RUNTIME, **_FINETUNE, "freeze": [],
-            "batch_size":
-            _OPTIMIZATION["global_batch_size"], "recipe": None, "config": None,
-            "model": "resnet20",
-            "model_overrides": "{}", "decay_steps": [], "decay_epochs": [],
-            "export_format": list(_RUNTIME["export_format"])}
-
-# (kind, name, help[, choices]); the defaults come from the configs above.
+# The flags that are not one field each (--recipe, --config, the model's) or that need more than
+# the field says: a flag renamed (--batch_size), an enum whose values are a module constant of
+# training.config, and lists parsed apart (absl list flags; the config checks their items).
+# (kind, name, help[, choices]); the defaults are the fields' (_explicit_default).
 _FLAGS = [
     ("string", "recipe", "A paper's recipe: " + ", ".join(config_lib.list_recipes())
      + ". Other flags given on the command line override it."),
@@ -52,30 +31,12 @@ _FLAGS = [
                         "keras_resnets.ResNet(**model_overrides)."),
     ("string", "model_overrides", "JSON object of keras_resnets.ResNet arguments, e.g. "
      "'{\"stage_widths\": [8, 16, 32], \"zero_init_residual\": true}'."),
-    # Data: training.data_config.DataConfig's fields.
-    *_data_flags(),
     # Optimisation.
-    ("integer", "epochs", "Training length in epochs (replaces the recipe's total_steps)."),
-    ("integer", "total_steps", "Training length in updates (replaces the recipe's epochs)."),
     ("integer", "batch_size", "Global batch size over all replicas; each replica gets "
      "batch_size / replicas."),
-    ("float", "learning_rate", "Peak learning rate."),
-    ("float", "momentum", "SGD momentum."),
-    ("boolean", "nesterov", "Nesterov momentum."),
-    ("float", "weight_decay", "L2 weight decay (added to the gradient as weight_decay * w, as in "
-     "the papers)."),
-    ("boolean", "decay_bn_and_bias", "Also decay batch-norm parameters and biases "
-     "(--nodecay_bn_and_bias: kernels only)."),
-    ("float", "label_smoothing", "Label smoothing of the cross-entropy."),
     ("enum", "schedule", "Learning-rate schedule.", list(config_lib.SCHEDULES)),
     ("list", "decay_steps", "Step-schedule boundaries in iterations, e.g. 32000,48000."),
     ("list", "decay_epochs", "Step-schedule boundaries in epochs, e.g. 30,60,80."),
-    ("float", "decay_rate", "Factor of the step schedule at each boundary."),
-    ("float", "warmup_epochs", "Linear warmup epochs (Goyal et al. 2017)."),
-    ("float", "warmup_learning_rate", "Learning rate at the start of the linear warmup."),
-    ("integer", "warm_start_steps", "Iterations at --warm_start_learning_rate before the "
-     "schedule (400 for ResNet-110)."),
-    ("float", "warm_start_learning_rate", "Learning rate of the warm start."),
     # Runtime.
     ("enum", "strategy", "Distribution strategy; multi_worker reads TF_CONFIG.",
      list(config_lib.STRATEGIES)),
@@ -83,41 +44,44 @@ _FLAGS = [
      list(config_lib.MIXED_PRECISION)),
     ("enum", "jit_compile", "XLA; auto compiles on GPU and TPU only.",
      list(config_lib.JIT_COMPILE)),
-    ("integer", "cpu_devices", "Split the CPU into this many logical devices (mirrored training "
-     "without GPUs); 0 leaves it alone."),
-    ("string", "model_dir", "Directory for checkpoints, logs, results and the exported model; "
-     "rerun with it to resume."),
-    ("integer", "keep_checkpoints", "Latest checkpoints to keep (the best is kept apart)."),
-    ("integer", "checkpoint_every_steps", "Also checkpoint every this many steps; 0: at epoch "
-     "ends only."),
-    ("integer", "eval_every_epochs", "Evaluate every this many epochs (and after the last)."),
-    ("integer", "summary_every_steps", "TensorBoard training scalars every this many steps."),
-    ("integer", "seed", "Seed of the initialisation and of the data order."),
-    ("boolean", "deterministic", "Deterministic ops and input pipeline (reruns give the same "
-     "weights)."),
-    ("float", "max_loss", "Stop when the training loss exceeds this (or is not finite)."),
-    ("integer", "verbose", "0 silent, 1 progress bar, 2 a line per epoch, 3 a line per epoch "
-     "and TensorFlow's start-up log and INFO logging (hidden otherwise)."),
-    ("boolean", "save_model", "Write the exports (--export_format) and class_names.json at the "
-     "end."),
     ("list", "export_format", "What --save_model writes, each taking raw images and returning "
      "probabilities: keras (model.keras), saved_model, onnx (model.onnx), litert "
      "(model.tflite)."),
-    ("boolean", "evaluate_test", "Evaluate the test split during training."),
     # Fine-tuning (training.finetune.FinetuneConfig).
-    ("string", "init_weights", "Start from these weights: a pretrained tag (imagenet, "
-     "torchvision, ...; see keras_resnets.list_weights()), a weights file (.weights.h5, .h5, "
-     ".pth, .safetensors, .keras) or a training.fit model directory. A classifier of other "
-     "classes (another count, or other names recorded by a source run) is re-initialised. "
-     "Ignored when the run resumes."),
     ("list", "freeze", "Groups whose weights stay fixed: stem, stage1, stage2, ..."),
-    ("string", "trainable_from", "Freeze every group before this one (stage3, ...; head: only "
-     "the head trains)."),
-    ("boolean", "freeze_bn", "Every batch norm in inference mode (statistics, scale and offset "
-     "fixed)."),
-    ("float", "head_lr_multiplier", "The classifier learns at this multiple of the learning "
-     "rate."),
 ]
+_EXPLICIT = {name for _, name, *_ in _FLAGS}
+# Every other field of these configs is a generated flag (training.field_flags): its name,
+# default and help (metadata["help"], else its docstring entry) come from the field. Skipped:
+# the explicit flags, global_batch_size (--batch_size) and the data's seed and deterministic,
+# which the runtime's flags of the same name set.
+_GENERATED = {
+    DataConfig: _EXPLICIT | set(SHARED_WITH_RUNTIME),
+    config_lib.OptimizationConfig: _EXPLICIT | {"global_batch_size"},
+    config_lib.RuntimeConfig: _EXPLICIT,
+    FinetuneConfig: _EXPLICIT,
+}
+_FIELD_FLAGS = {spec.flag: spec for cls, skip in _GENERATED.items()
+                for spec in field_flags.field_flags(cls, skip)}
+
+# Flag name -> setting name, where they differ.
+_RENAMED = {"batch_size": "global_batch_size",
+            **{name: spec.field for name, spec in _FIELD_FLAGS.items() if name != spec.field}}
+_FIELD_DEFAULTS = {field.name: field.default for cls in _GENERATED
+                   for field in dataclasses.fields(cls)}
+_OWN_DEFAULTS = {"recipe": None, "config": None, "model": "resnet20", "model_overrides": "{}"}
+
+
+def _explicit_default(kind, name):
+    """An explicit flag's default: its field's (a list flag's as a list), or its own."""
+    if name in _OWN_DEFAULTS:
+        return _OWN_DEFAULTS[name]
+    default = _FIELD_DEFAULTS[_RENAMED.get(name, name)]
+    return list(default) if kind == "list" else default
+
+
+DEFAULTS = {**{name: _explicit_default(kind, name) for kind, name, *_ in _FLAGS},
+            **{name: spec.default for name, spec in _FIELD_FLAGS.items()}}
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -126,25 +90,25 @@ def define_flags(flag_values=flags.FLAGS):
         define = getattr(flags, f"DEFINE_{kind}")
         arguments = (name, DEFAULTS[name], *choices, help_text)
         define(*arguments, flag_values=flag_values)
+    for cls, skip in _GENERATED.items():
+        field_flags.define(cls, flag_values, skip)
+    for name in _FIELD_FLAGS:  # defined in field_flags: key flags here, so `--help` lists them
+        flags.declare_key_flag(name, flag_values=flag_values)
 
 
-# Flag name -> setting name, where they differ.
-_RENAMED = {"batch_size": "global_batch_size"}
 _LISTS = {"decay_steps": int, "decay_epochs": float, "freeze": str}
-
-
-def _setting_flags():
-    names = set(config_lib.override_keys()) - {"global_batch_size"}
-    return sorted(names | set(_RENAMED))
+_SETTING_FLAGS = sorted(set(DEFAULTS) - {"recipe", "config"})
 
 
 def settings_from_flags(flag_values=flags.FLAGS):
     """The flat settings given on the command line (flags left at their default are absent)."""
     settings = {}
-    for name in _setting_flags():
+    for name in _SETTING_FLAGS:
         if name not in flag_values or not flag_values[name].present:
             continue
         value = flag_values[name].value
+        if name in _FIELD_FLAGS:
+            value = field_flags.parse(_FIELD_FLAGS[name], value)
         if name in _LISTS:
             try:
                 value = tuple(_LISTS[name](item) for item in value)

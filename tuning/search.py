@@ -4,7 +4,7 @@ r"""`python -m tuning.search`: which depth, width and cardinality give the lowes
         --epochs_per_trial=10 --max_flops=100000000 --directory=tuning_runs --export_best=3
 
 The search space's flags (`--family`, `--blocks_per_stage`, ..., `--tune_learning_rate`, ...)
-are the fields of `tuning.space.SearchSpace` and `TrainingSpace` (`tuning.space_flags`), with
+are the fields of `tuning.space.SearchSpace` and `TrainingSpace` (`training.field_flags`), with
 their defaults; `--help` lists them. Every training flag of `python -m training.fit` applies
 to each trial (`--recipe`, `--dataset`, `--batch_size`, `--mixed_precision`, `--strategy`,
 ...); by default trials use the `cifar10_resnet20` recipe (or `imagenet_resnet50` with
@@ -26,9 +26,8 @@ import sys
 
 from absl import app, flags
 
-from training import cli, setting_flags
+from training import cli, field_flags, setting_flags
 from training import config as config_lib
-from tuning import space_flags
 from tuning.space import SearchSpace, TrainingSpace
 
 PROGRAM = "tuning.search"
@@ -59,8 +58,8 @@ def define_flags(flag_values=FLAGS):
     are the fields of `tuning.space.SearchSpace` and `TrainingSpace`."""
     setting_flags.define_flags(flag_values)
     for space in (SearchSpace, TrainingSpace):
-        space_flags.define(space, flag_values)
-        for spec in space_flags.field_flags(space):  # key flags: `--help` lists them
+        field_flags.define(space, flag_values)
+        for spec in field_flags.field_flags(space):  # key flags: `--help` lists them
             flags.declare_key_flag(spec.flag, flag_values=flag_values)
     for name, default, help_text in _STRING_FLAGS:
         flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
@@ -97,8 +96,8 @@ def search_config_from_flags(flag_values=FLAGS):
     recipe = flag_values.recipe or ("imagenet_resnet50" if flag_values.family == "imagenet"
                                     else "cifar10_resnet20")
     experiment = config_lib.recipe(recipe, **settings)
-    space = space_flags.from_flags(SearchSpace, flag_values)
-    training_space = space_flags.from_flags(TrainingSpace, flag_values)
+    space = field_flags.from_flags(SearchSpace, flag_values)
+    training_space = field_flags.from_flags(TrainingSpace, flag_values)
     return tuner.SearchConfig(
         experiment=experiment, space=space, training_space=training_space,
         tuner=flag_values.tuner, max_trials=flag_values.max_trials,

@@ -2,7 +2,7 @@
 training hyperparameters, kept apart from the architecture).
 
 Both are plain dataclasses, and each field is also a flag of `python -m tuning.search`
-(`tuning.space_flags`): its name, default and help come from the field and its entry in the
+(`training.field_flags`): its name, default and help come from the field and its entry in the
 class docstring, so a new search dimension is one field with its docstring entry. This module
 imports neither Keras nor KerasTuner (keras_resnets is imported when a space is checked), so
 the command line can define its flags, print its help and refuse bad flags at once.
@@ -136,7 +136,7 @@ class SearchSpace:
 
 
 def _flag(name):
-    # The command line names these `--tune_<hyperparameter>` (tuning.space_flags).
+    # The command line names these `--tune_<hyperparameter>` (training.field_flags).
     return dataclasses.field(default=None, metadata={"flag": f"tune_{name}"})
 
 

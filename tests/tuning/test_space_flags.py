@@ -1,13 +1,13 @@
-"""`tuning.space_flags`: the search space's flags of `python -m tuning.search` come from the
-fields of `tuning.space.SearchSpace` and `TrainingSpace`; validators and the atomic write."""
+"""The search space's flags of `python -m tuning.search` come from the fields of
+`tuning.space.SearchSpace` and `TrainingSpace` (`training.field_flags`); validators and the
+atomic write."""
 
 import dataclasses
-import doctest
 import json
 import os
 import subprocess
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Tuple
 
 import pytest
 from absl import flags
@@ -15,7 +15,8 @@ from absl import flags
 from tests.conftest import REPO_ROOT
 from tests.training.conftest import subprocess_env
 from training import config as config_lib
-from tuning import search, space_flags
+from training import field_flags
+from tuning import search
 from tuning.space import SearchSpace, TrainingSpace
 
 SPACE_FLAGS = ["family", "blocks_per_stage", "depths", "blocks", "base_widths", "cardinalities",
@@ -31,15 +32,8 @@ def _parsed(*arguments, define=search.define_flags):
     return flag_values
 
 
-def test_the_module_example_runs():
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(space_flags):
-        runner.run(test)
-    assert runner.summarize(verbose=False) == doctest.TestResults(failed=0, attempted=9)
-
-
 def test_one_flag_per_field_with_the_fields_defaults():
-    specs = space_flags.field_flags(SearchSpace) + space_flags.field_flags(TrainingSpace)
+    specs = field_flags.field_flags(SearchSpace) + field_flags.field_flags(TrainingSpace)
     assert [spec.flag for spec in specs] == SPACE_FLAGS + TUNE_FLAGS
     flag_values = _parsed()
     assert {name: flag_values[name].default for name in SPACE_FLAGS + TUNE_FLAGS} == {
@@ -48,19 +42,19 @@ def test_one_flag_per_field_with_the_fields_defaults():
         "bottleneck_widths": "4,16,64", "units": "original,full_preactivation",
         "shortcuts": "A,B", "tune_learning_rate": None, "tune_weight_decay": None,
         "tune_batch_size": None, "tune_label_smoothing": None}
-    assert space_flags.from_flags(SearchSpace, flag_values) == SearchSpace()
-    assert space_flags.from_flags(TrainingSpace, flag_values) == TrainingSpace()
+    assert field_flags.from_flags(SearchSpace, flag_values) == SearchSpace()
+    assert field_flags.from_flags(TrainingSpace, flag_values) == TrainingSpace()
 
 
 def test_comma_separated_flags_parse_to_typed_tuples():
     flag_values = _parsed("--family=imagenet", "--depths=50,101", "--base_widths=64,",
                           "--units=", "--tune_learning_rate=0.01,0.4", "--tune_batch_size=64",
                           "--tune_label_smoothing=0,0.1")
-    assert space_flags.values_from_flags(SearchSpace, flag_values) == dict(
+    assert field_flags.values_from_flags(SearchSpace, flag_values) == dict(
         family="imagenet", blocks_per_stage=(1, 2, 3, 5, 7, 9, 18), depths=(50, 101),
         blocks=("basic", "bottleneck"), base_widths=(64,), cardinalities=(1, 2, 4, 8),
         bottleneck_widths=(4, 16, 64), units=(), shortcuts=("A", "B"))
-    training = space_flags.from_flags(TrainingSpace, flag_values)
+    training = field_flags.from_flags(TrainingSpace, flag_values)
     assert training == TrainingSpace(learning_rates=(0.01, 0.4), batch_sizes=(64,),
                                      label_smoothings=(0.0, 0.1))
     assert type(training.batch_sizes[0]) is int and type(training.label_smoothings[0]) is float
@@ -75,7 +69,7 @@ def test_comma_separated_flags_parse_to_typed_tuples():
 ])
 def test_a_bad_item_names_the_flag_and_the_item_type(cls, argument, message):
     with pytest.raises(ValueError) as raised:
-        space_flags.from_flags(cls, _parsed(argument))
+        field_flags.from_flags(cls, _parsed(argument))
     assert str(raised.value) == message
 
 
@@ -119,65 +113,6 @@ def test_a_new_field_is_a_new_flag_of_the_search(monkeypatch):
         "Strides of the stem's convolution to try. A comma-separated list.")
     space = search.search_config_from_flags(flag_values).space
     assert space == StridedSpace(stem_strides=(2,), units=("original",))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Modern:
-    """Args:
-        widths: tuple of int. Written with the built-in generics. Defaults to `None`.
-        ratio: float. A scalar flag. Defaults to `0.5`.
-    """
-
-    widths: tuple[int, ...] | None = None
-    ratio: float = 0.5
-
-
-def test_built_in_generics_and_scalars_are_flags_too():
-    flag_values = _parsed("--widths=8,16", "--ratio=0.25",
-                          define=lambda values: space_flags.define(_Modern, values))
-    assert flag_values["ratio"].flag_type() == "float"
-    assert space_flags.from_flags(_Modern, flag_values) == _Modern(widths=(8, 16), ratio=0.25)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Undocumented:
-    """Args:
-        depth: int. Documented. Defaults to `1`.
-    """
-
-    depth: int = 1
-    width: int = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class _Mapping:
-    """Args:
-        sizes: dict. Not a flag type. Defaults to `None`.
-    """
-
-    sizes: Optional[Dict[str, int]] = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Required:
-    """Args:
-        depth: int. No default.
-    """
-
-    depth: int
-
-
-@pytest.mark.parametrize("cls, message", [
-    (_Undocumented, "_Undocumented.width has no entry in the Args of its docstring; document "
-                    "it there (it is the flag's help)."),
-    (_Mapping, "_Mapping.sizes has type typing.Dict[str, int]; a flag needs str, int, float or "
-               "bool, or a tuple of str, int or float."),
-    (_Required, "_Required.depth has no default; a flag needs one."),
-])
-def test_fields_that_cannot_be_flags_are_named(cls, message):
-    with pytest.raises(TypeError) as raised:
-        space_flags.field_flags(cls)
-    assert str(raised.value) == message
 
 
 @pytest.mark.parametrize("bounds", [(0.1,), (0.0, 1.0), (0.5, 0.1), ("low", 1.0), 0.1])

@@ -1,12 +1,16 @@
-"""Command-line flags generated from a dataclass's fields: the search space's flags of
-`python -m tuning.search` (`tuning.space.SearchSpace`, `TrainingSpace`).
+"""Command-line flags generated from a dataclass's fields: the data, optimisation, runtime and
+fine-tuning flags of `python -m training.fit` (`training.setting_flags`) and the search space's
+flags of `python -m tuning.search` (`tuning.space.SearchSpace`, `TrainingSpace`).
 
-Each field is one flag: named as the field (or as its `metadata["flag"]`), with the field's
-default and, as help, the field's entry in the Args of the class docstring (keras-hub style,
-`name: type. Meaning. Defaults to X.`) without its type and its "Defaults to" sentence, since
-the help prints the default. A tuple field is a comma-separated flag whose items have the
-tuple's element type: `--units=original,full_preactivation`; `--units=` is the empty tuple.
-A new field with its docstring entry is a new flag; nothing else changes.
+Each field is one flag, named as the field (or as its `metadata["flag"]`), with the field's
+default. Its help is the field's `metadata["help"]` when given, else the field's entry in the
+Args of the class docstring (keras-hub style, `name: type. Meaning. Defaults to X.`) without its
+type and its "Defaults to" sentence, since the help prints the default. A field whose
+`metadata["choices"]` are strings is an enum flag of those values (other choices, such as
+`DataConfig.eval_crops`' integers, are left to the class's own check). `Optional[X]` is a flag of
+X whose default is `None`. A tuple field is a comma-separated flag whose items have the tuple's
+element type: `--units=original,full_preactivation`; `--units=` is the empty tuple. A new field
+with its help (metadata or docstring entry) is a new flag; nothing else changes.
 
 >>> import dataclasses
 >>> from typing import Tuple
@@ -31,7 +35,7 @@ import dataclasses
 import re
 import types
 import typing
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from absl import flags
 
@@ -52,8 +56,10 @@ class FieldFlag:
         item_type: type. `str`, `int`, `float` or `bool`: the field's type, or its tuple's items'.
         is_tuple: bool. Whether the flag is a comma-separated list (a tuple field).
         default: The flag's default: the field's, a tuple as comma-separated text.
-        help: str. The field's docstring entry without its type and default (a tuple's
-            adds "A comma-separated list.").
+        help: str. The field's `metadata["help"]`, else its docstring entry without its type
+            and default (a tuple's adds "A comma-separated list.").
+        choices: tuple of str or `None`. The values of an enum flag (a `str` field whose
+            `metadata["choices"]` are strings); `None` for other flags.
     """
 
     field: str
@@ -62,19 +68,28 @@ class FieldFlag:
     is_tuple: bool
     default: object
     help: str
+    choices: Optional[Tuple[str, ...]] = None
 
 
-def field_flags(cls) -> List[FieldFlag]:
+def field_flags(cls, skip=()) -> List[FieldFlag]:
     """The flags of the fields of the dataclass `cls`, in field order.
+
+    Args:
+        cls: a dataclass type.
+        skip: collection of str. Fields that get no flag (a command line defines those itself).
+            Defaults to `()`.
 
     Raises:
         TypeError: a field without a default, with a type other than `str`, `int`, `float`,
-            `bool` or a tuple of one of them (optionally `Optional`), or without an entry in the
-            Args of `cls`'s docstring (or a base class's).
+            `bool` or a tuple of one of them (optionally `Optional`), or without help (no
+            `metadata["help"]` and no entry with a meaning in the Args of `cls`'s docstring or a
+            base class's).
     """
     hints = typing.get_type_hints(cls)
     result = []
     for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
         where = f"{cls.__name__}.{field.name}"
         if field.default is dataclasses.MISSING:
             raise TypeError(f"{where} has no default; a flag needs one.")
@@ -82,15 +97,29 @@ def field_flags(cls) -> List[FieldFlag]:
         default = field.default
         if is_tuple and default is not None:
             default = ",".join(str(item) for item in default)
-        help_text = _help(cls, field.name) + (" A comma-separated list." if is_tuple else "")
+        help_text = field.metadata.get("help") or _help(cls, field.name)
+        if is_tuple:
+            help_text += " A comma-separated list."
+        choices = field.metadata.get("choices")
+        is_enum = (item_type is str and not is_tuple and bool(choices)
+                   and all(isinstance(choice, str) for choice in choices))
         result.append(FieldFlag(field.name, field.metadata.get("flag", field.name), item_type,
-                                is_tuple, default, help_text))
+                                is_tuple, default, help_text,
+                                tuple(choices) if is_enum else None))
     return result
 
 
-def define(cls, flag_values=flags.FLAGS) -> None:
-    """Defines the flags of `cls`'s fields in `flag_values`."""
-    for spec in field_flags(cls):
+def define(cls, flag_values=flags.FLAGS, skip=()) -> None:
+    """Defines the flags of `cls`'s fields (but those in `skip`) in `flag_values`.
+
+    The flags belong to this module for absl: a command line whose `--help` lists only its key
+    flags declares them key flags (`flags.declare_key_flag`), as `tuning.search` does.
+    """
+    for spec in field_flags(cls, skip):
+        if spec.choices is not None:
+            flags.DEFINE_enum(spec.flag, spec.default, list(spec.choices), spec.help,
+                              flag_values=flag_values)
+            continue
         define_flag = flags.DEFINE_string if spec.is_tuple else _DEFINE[spec.item_type]
         define_flag(spec.flag, spec.default, spec.help, flag_values=flag_values)
 
@@ -106,10 +135,16 @@ def from_flags(cls, flag_values=flags.FLAGS):
 
 def values_from_flags(cls, flag_values=flags.FLAGS) -> Dict[str, object]:
     """The field values of `cls` the parsed flags hold, by field name."""
-    return {spec.field: _parse(spec, flag_values[spec.flag].value) for spec in field_flags(cls)}
+    return {spec.field: parse(spec, flag_values[spec.flag].value) for spec in field_flags(cls)}
 
 
-def _parse(spec: FieldFlag, value):
+def parse(spec: FieldFlag, value):
+    """The field value of a flag's parsed `value`: a comma-separated flag's text as a tuple of
+    the field's item type, any other flag's value as it is.
+
+    Raises:
+        ValueError: an item is not of the field's item type; the error names the flag.
+    """
     if not spec.is_tuple or value is None:
         return value
     try:
@@ -139,11 +174,11 @@ def _help(cls, name):
     for klass in cls.__mro__:
         entry = _args_entries(klass.__dict__.get("__doc__")).get(name)
         if entry is not None:
-            kind, dot, meaning = entry.partition(". ")
-            if not dot:
+            meaning = _DEFAULTS_TO.sub("", entry.partition(". ")[2]).replace("`", "")
+            if not meaning:  # no sentence after the type, or only "Defaults to X."
                 raise TypeError(f"{cls.__name__}'s docstring entry for {name} is not "
                                 f"'{name}: type. Meaning.'; got {entry!r}.")
-            return _DEFAULTS_TO.sub("", meaning).replace("`", "")
+            return meaning
     raise TypeError(f"{cls.__name__}.{name} has no entry in the Args of its docstring; "
                     "document it there (it is the flag's help).")
 
