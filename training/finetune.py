@@ -213,6 +213,15 @@ def scale_gradients(gradients, scales):
     return [g if s == 1.0 or g is None else g * s for g, s in zip(gradients, scales)]
 
 
+def scale_updates(variables, before, scales) -> None:
+    """Multiplies each variable's change since `before` (its values, `None` where its scale
+    is 1) by its entry of `scales` (from `head_scales`): the learning-rate multiplier of an
+    optimizer whose step is not linear in the gradient (AdamW, LAMB)."""
+    for variable, old, scale in zip(variables, before, scales):
+        if scale != 1.0:
+            variable.assign(old + scale * (variable.value - old))
+
+
 def is_local(source: str) -> bool:
     """Whether `init_weights` names a file or directory rather than a pretrained tag."""
     return os.path.exists(os.path.expanduser(source))

@@ -224,6 +224,16 @@ def _split_results(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     return results
 
 
+def optimizer_summary(optimization) -> Dict[str, Any]:
+    """The optimizer, its weight decay (with the mode `"auto"` resolved), clipping and
+    weight average of an `OptimizationConfig`, as `results.json` records them."""
+    return {"optimizer": optimization.optimizer, "weight_decay": optimization.weight_decay,
+            "weight_decay_mode": optimization.decay_mode(),
+            "clip_global_norm": optimization.clip_global_norm,
+            "ema_decay": optimization.ema_decay,
+            "evaluated_weights": "ema" if optimization.ema_decay is not None else "trained"}
+
+
 def results(trainer, state, status: str, message: str = "") -> Dict[str, Any]:
     """The contents of `results.json`: what ran, how it went, where its checkpoints are."""
     rt, architecture, freezing = trainer.runtime, trainer.architecture, trainer.freezing
@@ -253,6 +263,7 @@ def results(trainer, state, status: str, message: str = "") -> Dict[str, Any]:
         "device": rt.device_type,
         "dtype_policy": rt.dtype_policy,
         "jit_compile": rt.jit_compile,
+        **optimizer_summary(trainer.config.optimization),
         "train_seconds": state.train_seconds,
         "wall_seconds": state.wall_seconds,
         "images_per_second": (state.images / state.train_seconds

@@ -68,12 +68,21 @@ _FLAGS = [
     ("integer", "batch_size", "Global batch size over all replicas; each replica gets "
      "batch_size / replicas."),
     ("float", "learning_rate", "Peak learning rate."),
-    ("float", "momentum", "SGD momentum."),
-    ("boolean", "nesterov", "Nesterov momentum."),
-    ("float", "weight_decay", "L2 weight decay (added to the gradient as weight_decay * w, as in "
-     "the papers)."),
+    ("enum", "optimizer", "sgd (momentum), adamw or lamb.", list(config_lib.OPTIMIZERS)),
+    ("float", "momentum", "SGD momentum, or beta_1 of adamw and lamb."),
+    ("boolean", "nesterov", "Nesterov momentum (sgd)."),
+    ("float", "beta_2", "Second-moment decay of adamw and lamb."),
+    ("float", "epsilon", "Epsilon of adamw and lamb; default: Keras' (1e-7)."),
+    ("float", "weight_decay", "Weight decay factor wd (see --weight_decay_mode)."),
+    ("enum", "weight_decay_mode", "coupled: wd * w added to the gradient (L2, the papers); "
+     "decoupled: w -= lr * wd * w apart from the gradient (AdamW); auto: coupled for sgd, "
+     "decoupled for adamw and lamb.", list(config_lib.WEIGHT_DECAY_MODES)),
     ("boolean", "decay_bn_and_bias", "Also decay batch-norm parameters and biases "
      "(--nodecay_bn_and_bias: kernels only)."),
+    ("float", "clip_global_norm", "Clip the gradients to this global L2 norm; default: no "
+     "clipping."),
+    ("float", "ema_decay", "Keep an exponential moving average of the weights and batch-norm "
+     "statistics with this decay (e.g. 0.9999), evaluated and exported; default: none."),
     ("float", "label_smoothing", "Label smoothing of the cross-entropy."),
     ("enum", "schedule", "Learning-rate schedule.", list(config_lib.SCHEDULES)),
     ("list", "decay_steps", "Step-schedule boundaries in iterations, e.g. 32000,48000."),
