@@ -30,7 +30,7 @@ def averaged_variables(model: keras.Model) -> List[keras.Variable]:
     return list(model.trainable_variables) + statistics
 
 
-class WeightAverage(tf.Module):
+class WeightAverage:
     """The moving averages of `averaged_variables(model)`; create it under the model's strategy.
 
     Args:
@@ -38,23 +38,23 @@ class WeightAverage(tf.Module):
         decay: float. In `(0, 1)`: the weight of the old average at each update.
         strategy: `tf.distribute.Strategy` the model was built under.
 
-    A `tf.train.Checkpoint` of it holds the averages (`averages/0`, ...).
+    Its `trackable` is what a `tf.train.Checkpoint` holds: the averages (`averages/0`, ...).
     """
 
     def __init__(self, model: keras.Model, decay: float, strategy: tf.distribute.Strategy):
-        super().__init__(name="weight_average")
         self.decay = float(decay)
         self._strategy = strategy
         sources = averaged_variables(model)
-        self._sources = tf.__internal__.tracking.NoDependency(sources)
+        self._sources = sources
         with strategy.scope():
             self.averages = [keras.Variable(
                 initializer=tf.identity(v.value), trainable=False, dtype=v.dtype,
                 aggregation=v.aggregation, synchronization=v.synchronization,
                 name=f"average_{index}") for index, v in enumerate(sources)]
-        trainable = len(model.trainable_variables)
+        self.trackable = tf.Module(name="weight_average")
+        self.trackable.averages = self.averages
         # The averages of per-replica statistics, to be averaged over the replicas with them.
-        self.replica_local = tf.__internal__.tracking.NoDependency(self.averages[trainable:])
+        self.replica_local = self.averages[len(model.trainable_variables):]
         self._swap = self._replica_function(self._replica_swap)
         self._load = self._replica_function(self._replica_load)
 

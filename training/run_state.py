@@ -196,19 +196,19 @@ def check_same_run(model_dir: str, before: Optional[dict], now: dict,
             f"model_dir={model_dir!r} holds a run with global_batch_size={batch}, but "
             f"this run has global_batch_size={now['optimization']['global_batch_size']}; "
             "resume with the same batch and data settings or use a new model_dir.")
-    optimization = before.get("optimization", {})
-    optimizer = optimization.get("optimizer", "sgd")  # runs before optimizers were chosen
-    if optimizer != now["optimization"]["optimizer"]:
+    # Configs written before the optimizer could be chosen have neither key: SGD, no average.
+    was, new = before.get("optimization", {}), now["optimization"]
+    optimizer, new_optimizer = was.get("optimizer", "sgd"), new.get("optimizer", "sgd")
+    if optimizer != new_optimizer:
         raise ValueError(
             f"model_dir={model_dir!r} holds a run with optimizer={optimizer!r}, whose state "
-            f"the checkpoint holds, but this run has optimizer="
-            f"{now['optimization']['optimizer']!r}; resume with the same optimizer or use a "
-            "new model_dir.")
-    averaged = optimization.get("ema_decay") is not None
-    if averaged != (now["optimization"]["ema_decay"] is not None):
-        had = "keeps a weight average" if averaged else "keeps no weight average"
+            f"the checkpoint holds, but this run has optimizer={new_optimizer!r}; resume with "
+            "the same optimizer or use a new model_dir.")
+    if (was.get("ema_decay") is None) != (new.get("ema_decay") is None):
+        had = "keeps no weight average" if was.get("ema_decay") is None else (
+            "keeps a weight average")
         raise ValueError(
             f"model_dir={model_dir!r} holds a run that {had} (ema_decay="
-            f"{optimization.get('ema_decay')!r}), but this run has ema_decay="
-            f"{now['optimization']['ema_decay']!r}; resume with ema_decay on or off as before "
-            "(its value may change) or use a new model_dir.")
+            f"{was.get('ema_decay')!r}), but this run has ema_decay={new.get('ema_decay')!r}; "
+            "resume with ema_decay on or off as before (its value may change) or use a new "
+            "model_dir.")

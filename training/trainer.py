@@ -200,7 +200,7 @@ class Trainer:
 
     def _averages(self) -> Dict[str, Any]:
         """The checkpoint's entry of the weight average (none without `ema_decay`)."""
-        return {"ema": self.average} if self.average is not None else {}
+        return {"ema": self.average.trackable} if self.average is not None else {}
 
     def close(self) -> None:
         """Releases the model directory (its lock); `fit()` takes it again if needed."""
