@@ -50,8 +50,9 @@ class FinetuneConfig:
         freeze_bn: bool. Every batch norm in inference mode: moving statistics, scale and
             offset fixed. Defaults to `False`.
         head_lr_multiplier: float. The classifier (`predictions`) learns at this multiple of the
-            learning rate (its gradients are scaled: exactly a larger SGD learning rate, since
-            SGD with momentum is linear in the gradient). Defaults to `1.0`.
+            learning rate: with SGD its gradients are scaled (exactly a larger learning rate,
+            since SGD with momentum is linear in the gradient), with AdamW and LAMB (not
+            linear) its updates (`scale_updates`). Defaults to `1.0`.
 
     Example:
 
