@@ -5,9 +5,9 @@ import importlib
 
 import pytest
 
-MODULES = ["training.analysis", "training.config", "training.data", "training.evaluate",
-           "training.export", "training.finetune", "training.fit", "training.predict",
-           "training.model_config",
+MODULES = ["training.analysis", "training.config", "training.data", "training.ema",
+           "training.evaluate", "training.export", "training.finetune", "training.fit",
+           "training.predict", "training.model_config", "training.optimizers",
            "training.runtime", "training.schedules", "training.serving", "training.trainer",
            "tuning.budget", "tuning.hypermodel", "tuning.report", "tuning.search",
            "tuning.tuner"]

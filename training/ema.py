@@ -39,6 +39,14 @@ class WeightAverage:
         strategy: `tf.distribute.Strategy` the model was built under.
 
     Its `trackable` is what a `tf.train.Checkpoint` holds: the averages (`averages/0`, ...).
+
+    Example:
+
+    >>> import keras_resnets
+    >>> model = keras_resnets.ResNet(8, stem="cifar", stage_widths=(4, 8, 16), classes=10)
+    >>> average = WeightAverage(model, 0.99, tf.distribute.get_strategy())
+    >>> len(model.trainable_variables), len(average.averages)  # + 9 batch norms' statistics
+    (29, 47)
     """
 
     def __init__(self, model: keras.Model, decay: float, strategy: tf.distribute.Strategy):

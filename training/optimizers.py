@@ -33,6 +33,14 @@ def build(optimization, schedule, policy: str, model: Optional[keras.Model] = No
 
     Returns:
         A Keras optimizer, not yet built.
+
+    Example:
+
+    >>> from training import config
+    >>> settings = config.OptimizationConfig(epochs=1, optimizer="adamw", weight_decay=0.05)
+    >>> optimizer = build(settings, 0.001, "float32")
+    >>> type(optimizer).__name__, optimizer.weight_decay, settings.decay_mode()
+    ('AdamW', 0.05, 'decoupled')
     """
     decoupled = optimization.decay_mode() == "decoupled" and optimization.weight_decay > 0
     weight_decay = optimization.weight_decay if decoupled else None
@@ -68,7 +76,15 @@ def global_norm(gradients) -> tf.Tensor:
 def clip_by_global_norm(gradients, clip_norm: float, loss_scale=None) -> List:
     """`gradients` times `min(1, clip_norm / norm)`, with `norm` that of their sum over the
     replicas (in a replica context: one all-reduce), divided by `loss_scale` when the gradients
-    carry a loss scale. What each replica passes on still sums to the clipped total."""
+    carry a loss scale. What each replica passes on still sums to the clipped total.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> clipped = clip_by_global_norm([tf.constant([3.0]), None, tf.constant([4.0])], 1.0)
+    >>> [None if g is None else round(float(g[0]), 6) for g in clipped]
+    [0.6, None, 0.8]
+    """
     present = [g for g in gradients if g is not None]
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:

@@ -187,6 +187,22 @@ def test_head_lr_multiplier_scales_adamw_updates():
     assert [np.array_equal(a, b) for a, b in zip(start, start_scaled)] == [True] * len(start)
 
 
+@pytest.mark.parametrize("runtime", [
+    pytest.param(dict(jit_compile="true"), marks=pytest.mark.slow),  # ~30 s of XLA compiling
+    dict(mixed_precision="float16")], ids=["xla", "float16"])
+def test_clipping_and_the_average_with_xla_and_loss_scaling(runtime):
+    run = trainer.Trainer(experiment(epochs=None, total_steps=2, optimizer="adamw",
+                                     clip_global_norm=0.05, ema_decay=0.5, **runtime),
+                          fakes.FakePipeline())
+    log = WeightLog()
+    history = run.fit(callbacks=[log])
+    assert np.isfinite(history.history["loss"]).all()
+    first = [0.5 * w0 + 0.5 * w1 for w0, w1 in zip(log.values[0], log.values[1])]
+    expected = [0.5 * a + 0.5 * w2 for a, w2 in zip(first, log.values[2])]
+    for average, want in zip(run.average.averages, expected):
+        np.testing.assert_allclose(average.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
 class WeightLog(keras.callbacks.Callback):
     """The values of the averaged variables at the start and after every batch."""
 
