@@ -82,7 +82,26 @@ def start_lines(trainer, state, resumed: bool) -> List[str]:
     if trainer.unreached_boundaries:
         lines.append(f"Note: the step schedule's boundaries {trainer.unreached_boundaries} lie "
                      f"at or after the last step ({trainer.total_steps}); they are not reached.")
-    return lines
+    return lines + [optimizer_line(trainer.config.optimization)]
+
+
+def optimizer_line(optimization) -> str:
+    """`Optimizer: AdamW (beta_1 0.9, beta_2 0.999), weight decay 0.05 decoupled, gradients
+    clipped to norm 1; evaluated and exported: the weights' moving average (decay 0.9999).`"""
+    name = {"sgd": "SGD", "adamw": "AdamW", "lamb": "LAMB"}[optimization.optimizer]
+    if optimization.optimizer == "sgd":
+        details = f"momentum {optimization.momentum:g}" + (
+            ", Nesterov" if optimization.nesterov else "")
+    else:
+        details = f"beta_1 {optimization.momentum:g}, beta_2 {optimization.beta_2:g}"
+    line = (f"Optimizer: {name} ({details}), weight decay {optimization.weight_decay:g} "
+            f"{optimization.decay_mode()}")
+    if optimization.clip_global_norm is not None:
+        line += f", gradients clipped to norm {optimization.clip_global_norm:g}"
+    if optimization.ema_decay is not None:
+        line += (f"; evaluated and exported: the weights' moving average (decay "
+                 f"{optimization.ema_decay:g})")
+    return line + "."
 
 
 class Progress:

@@ -5,6 +5,7 @@ evaluation, export and resume."""
 import json
 import os
 import signal
+import time
 
 import keras
 import numpy as np
@@ -13,9 +14,17 @@ import tensorflow as tf
 from absl import flags
 
 from tests.training import fakes
-from tests.training.conftest import TINY_MODEL, run_worker, tiny_settings, worker_spec
+from tests.training.conftest import (
+    TINY_MODEL,
+    run_worker,
+    start_worker,
+    tiny_settings,
+    weights_of,
+    worker_spec,
+)
+from tests.training.test_distributed import latest_step
 from tests.training.test_trainer import Signaller
-from training import config, ema, optimizers, setting_flags, trainer
+from training import config, ema, optimizers, report, setting_flags, trainer
 from training.run_state import check_same_run
 
 W0 = np.array([1.0, -2.0, 0.5])
@@ -327,6 +336,18 @@ def test_resuming_with_another_optimizer_or_without_the_average_is_named():
         "change) or use a new model_dir.")
 
 
+def test_the_log_line_of_the_optimizer():
+    assert report.optimizer_line(optimization()) == (
+        "Optimizer: SGD (momentum 0.9), weight decay 0.0001 coupled.")
+    assert report.optimizer_line(optimization(nesterov=True, weight_decay_mode="decoupled")) == (
+        "Optimizer: SGD (momentum 0.9, Nesterov), weight decay 0.0001 decoupled.")
+    assert report.optimizer_line(optimization(
+        optimizer="adamw", weight_decay=0.05, clip_global_norm=1.0, ema_decay=0.9999)) == (
+        "Optimizer: AdamW (beta_1 0.9, beta_2 0.999), weight decay 0.05 decoupled, gradients "
+        "clipped to norm 1; evaluated and exported: the weights' moving average (decay "
+        "0.9999).")
+
+
 def test_flags():
     flag_values = flags.FlagValues()
     setting_flags.define_flags(flag_values)
@@ -358,3 +379,31 @@ def test_mirrored_on_two_cpus_matches_one_device_with_clipping_and_the_average(t
     for name in names:  # the averages (trainer.run)
         np.testing.assert_allclose(npz[name.replace("one_device", "mirrored")], npz[name],
                                    atol=1e-5)
+
+
+@pytest.mark.slow  # ~55 s; test_an_interrupted_run_resumes_to_the_same_average is quick
+def test_a_deterministic_run_killed_mid_way_resumes_to_the_same_average(tmp_path):
+    pipeline = {"train_examples": 96, "test_examples": 16}
+    common = dict(epochs=2, deterministic=True, checkpoint_every_steps=2, ema_decay=0.8,
+                  optimizer="adamw", learning_rate=0.01, clip_global_norm=1.0)
+    reference_spec, reference_out = worker_spec(tmp_path, "reference", tiny_settings(**common),
+                                                pipeline)
+    model_dir = str(tmp_path / "killed")
+    killed_spec, _ = worker_spec(tmp_path, "killed", tiny_settings(model_dir=model_dir, **common),
+                                 pipeline, sleep_per_batch=0.3)
+    resumed_spec, resumed_out = worker_spec(tmp_path, "resumed", tiny_settings(
+        model_dir=model_dir, **common), pipeline)
+    process = start_worker(killed_spec)
+    deadline = time.time() + 240
+    while latest_step(model_dir) < 4 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert 4 <= latest_step(model_dir) < 12
+    run_worker(resumed_spec)
+    run_worker(reference_spec)
+    resumed, reference = np.load(resumed_out), np.load(reference_out)
+    assert json.loads(str(resumed["results_run"]))["steps"] == 12
+    for a, b in zip(weights_of(resumed, "weight_run_"), weights_of(reference, "weight_run_")):
+        np.testing.assert_array_equal(a, b)  # the averages (trainer.run), bit for bit
