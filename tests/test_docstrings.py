@@ -6,9 +6,9 @@ import importlib
 import pytest
 
 MODULES = ["training.analysis", "training.config", "training.data", "training.data_config",
-           "training.sources", "training.evaluate",
+           "training.ema", "training.sources", "training.evaluate",
            "training.export", "training.finetune", "training.fit", "training.predict",
-           "training.model_config",
+           "training.model_config", "training.optimizers",
            "training.runtime", "training.schedules", "training.serving", "training.trainer",
            "tuning.budget", "tuning.hypermodel", "tuning.report", "tuning.search",
            "tuning.tuner"]

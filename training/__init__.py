@@ -7,6 +7,8 @@ The pieces, each usable on its own:
 - `training.schedules`: learning-rate schedules (step schedules in iterations, warm start, linear
   warmup, cosine).
 - `training.runtime`: distribution strategy, mixed-precision policy, XLA choice.
+- `training.optimizers`: SGD, AdamW or LAMB, decoupled weight decay, clipping by global norm;
+  `training.ema`: the moving average of the weights (`ema_decay`).
 - `training.data`: tf.data pipelines over a data source, with `training.data_config`
   (`DataConfig`), `training.sources` (synthetic data, image folders, TFRecord files, TFDS),
   `training.splits` (listing, sharding and loading examples) and `training.augment`.

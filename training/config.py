@@ -1,8 +1,8 @@
 """Experiment settings as dataclasses, and the named recipes of the papers.
 
 An `ExperimentConfig` holds five parts: `model` (a `training.model_config.ModelConfig`: a
-registry name and overrides), `optimization` (SGD, learning-rate schedule, weight decay, batch,
-length), `runtime` (strategy, mixed precision, XLA, model directory, seeds), `data` (a
+registry name and overrides), `optimization` (optimizer, learning-rate schedule, weight decay,
+batch, length), `runtime` (strategy, mixed precision, XLA, model directory, seeds), `data` (a
 `training.data_config.DataConfig`) and `finetune` (a `training.finetune.FinetuneConfig`: first
 weights, frozen layers). `recipe(name, **overrides)` returns a paper's recipe (the table of
 `training.recipes`) with any field replaced:
@@ -30,6 +30,8 @@ from training.recipes import RECIPES
 # Keras and TensorFlow, and the CLIs import this module before they quiet TensorFlow's logs.
 
 SCHEDULES = ("step", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adamw", "lamb")
+WEIGHT_DECAY_MODES = ("auto", "coupled", "decoupled")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISION = ("none", "float16", "bfloat16")
 JIT_COMPILE = ("auto", "true", "false")
@@ -54,7 +56,7 @@ def _increasing(argument, values, kind):
 
 @dataclasses.dataclass(frozen=True)
 class OptimizationConfig:
-    """SGD, the learning-rate schedule, regularisation and the length of training.
+    """The optimizer, the learning-rate schedule, regularisation and the length of training.
 
     The learning rate of step `s` (0-based updates) is `learning_rate * decay_rate**k` with `k` the
     number of boundaries `<= s`; the papers divide by 10 "at 32k iterations": update 32000 is the
@@ -66,14 +68,38 @@ class OptimizationConfig:
         global_batch_size: int. Images per update over all replicas; each replica gets
             `global_batch_size / replicas`. Defaults to `128`.
         learning_rate: float. The peak learning rate. Defaults to `0.1`.
-        momentum: float. SGD momentum. Defaults to `0.9`.
-        nesterov: bool. Nesterov momentum. Defaults to `False`.
-        weight_decay: float. L2 weight decay as in the papers (Caffe and Torch): adds
-            `weight_decay * w` to the gradient of every decayed weight, i.e.
-            `weight_decay / 2 * ||w||^2` to the loss. Defaults to `1e-4`.
+        optimizer: str. `"sgd"` (with `momentum`, the papers'), `"adamw"` (Loshchilov &
+            Hutter 2019) or `"lamb"` (You et al. 2020: Adam's step scaled per variable by
+            `||w|| / ||step||`), Keras' `SGD`, `AdamW` and `Lamb`. Defaults to `"sgd"`.
+        momentum: float. SGD momentum, or `beta_1` (the decay of the first moment) of AdamW and
+            LAMB. Defaults to `0.9`.
+        nesterov: bool. Nesterov momentum (SGD only). Defaults to `False`.
+        beta_2: float. AdamW's and LAMB's decay of the second moment, in `[0, 1)`.
+            Defaults to `0.999`.
+        epsilon: float or `None`. AdamW's and LAMB's epsilon; `None`: Keras' default (`1e-7`).
+            Defaults to `None`.
+        weight_decay: float. The weight decay factor `wd`, in the meaning `weight_decay_mode`
+            gives it. Defaults to `1e-4`.
+        weight_decay_mode: str. `"coupled"`: L2 as in the papers (Caffe and Torch), `wd * w`
+            added to the gradient of every decayed weight, i.e. `wd / 2 * ||w||^2` added to
+            the loss (so clipped with the gradient and adapted by the optimizer).
+            `"decoupled"`: `w -= lr * wd * w` before each update, apart from the gradient
+            (Loshchilov & Hutter 2019; Keras' and PyTorch's `AdamW`, with `lr` the scheduled
+            rate). `"auto"`: coupled for SGD, decoupled for AdamW and LAMB; these two are
+            decoupled by definition, and `"coupled"` with them is an error.
+            Defaults to `"auto"`.
         decay_bn_and_bias: bool. Whether batch-norm scales and offsets and biases are decayed too
             (the papers' code decays every weight); `False` decays only convolution and dense
-            kernels (Goyal et al. 2017, TF Model Garden). Defaults to `True`.
+            kernels (Goyal et al. 2017, TF Model Garden), in either mode. Defaults to `True`.
+        clip_global_norm: float or `None`. Scale the gradients, all together, to at most this
+            L2 norm (the norm of the gradient summed over the replicas, after coupled decay is
+            added; `training.optimizers.clip_by_global_norm`). `None`: no clipping.
+            Defaults to `None`.
+        ema_decay: float or `None`. Keep an exponential moving average of the weights:
+            `average = ema_decay * average + (1 - ema_decay) * w` after every update, for the
+            trainable weights and the batch-norm moving statistics (`training.ema`); evaluation,
+            the best checkpoint's choice and the exports use the averages. In `(0, 1)`, e.g.
+            `0.9999`; `None`: no average. Defaults to `None`.
         label_smoothing: float. Label smoothing of the cross-entropy, in `[0, 1)`.
             Defaults to `0.0`.
         schedule: str. `"step"` (piecewise constant), `"cosine"` (from `learning_rate` to 0 over
@@ -95,10 +121,16 @@ class OptimizationConfig:
 
     global_batch_size: int = 128
     learning_rate: float = 0.1
+    optimizer: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
+    beta_2: float = 0.999
+    epsilon: Optional[float] = None
     weight_decay: float = 1e-4
+    weight_decay_mode: str = "auto"
     decay_bn_and_bias: bool = True
+    clip_global_norm: Optional[float] = None
+    ema_decay: Optional[float] = None
     label_smoothing: float = 0.0
     schedule: str = "step"
     decay_steps: Tuple[int, ...] = ()
@@ -120,6 +152,7 @@ class OptimizationConfig:
         validate.boolean("nesterov", self.nesterov)
         validate.number_in("weight_decay", self.weight_decay, 0, math.inf)
         validate.boolean("decay_bn_and_bias", self.decay_bn_and_bias)
+        self._check_optimizer()
         validate.number_in("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
         validate.choice("schedule", self.schedule, SCHEDULES)
         object.__setattr__(self, "decay_steps", _increasing("decay_steps", self.decay_steps, int))
@@ -154,6 +187,41 @@ class OptimizationConfig:
             validate.positive_int("epochs", self.epochs)
         else:
             validate.positive_int("total_steps", self.total_steps)
+
+    def _check_optimizer(self):
+        from keras_resnets import validate
+
+        validate.choice("optimizer", self.optimizer, OPTIMIZERS)
+        validate.number_in("beta_2", self.beta_2, 0, 1, high_open=True)
+        if self.epsilon is not None:
+            validate.number_in("epsilon", self.epsilon, 0, math.inf, low_open=True)
+        validate.choice("weight_decay_mode", self.weight_decay_mode, WEIGHT_DECAY_MODES)
+        if self.clip_global_norm is not None:
+            validate.number_in("clip_global_norm", self.clip_global_norm, 0, math.inf,
+                               low_open=True)
+        if self.ema_decay is not None:
+            validate.number_in("ema_decay", self.ema_decay, 0, 1, low_open=True, high_open=True)
+        if self.optimizer == "sgd":
+            for name, default in (("beta_2", 0.999), ("epsilon", None)):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name}={getattr(self, name)!r} applies to "
+                                     "optimizer='adamw' or 'lamb', not optimizer='sgd'.")
+            return
+        if self.nesterov:
+            raise ValueError(f"nesterov=True applies to optimizer='sgd', not "
+                             f"optimizer={self.optimizer!r}.")
+        if self.weight_decay_mode == "coupled":
+            raise ValueError(
+                f"weight_decay_mode='coupled' contradicts optimizer={self.optimizer!r}, whose "
+                "weight decay is decoupled by definition; use weight_decay_mode='decoupled' "
+                "or 'auto', or optimizer='sgd'.")
+
+    def decay_mode(self) -> str:
+        """`weight_decay_mode` with `"auto"` resolved: `"coupled"` for SGD, else
+        `"decoupled"`."""
+        if self.weight_decay_mode != "auto":
+            return self.weight_decay_mode
+        return "coupled" if self.optimizer == "sgd" else "decoupled"
 
     def steps(self, steps_per_epoch: int) -> int:
         """The total number of updates, given the updates per epoch."""

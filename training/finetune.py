@@ -50,8 +50,9 @@ class FinetuneConfig:
         freeze_bn: bool. Every batch norm in inference mode: moving statistics, scale and
             offset fixed. Defaults to `False`.
         head_lr_multiplier: float. The classifier (`predictions`) learns at this multiple of the
-            learning rate (its gradients are scaled: exactly a larger SGD learning rate, since
-            SGD with momentum is linear in the gradient). Defaults to `1.0`.
+            learning rate: with SGD its gradients are scaled (exactly a larger learning rate,
+            since SGD with momentum is linear in the gradient), with AdamW and LAMB (not
+            linear) its updates (`scale_updates`). Defaults to `1.0`.
 
     Example:
 
@@ -211,6 +212,15 @@ def scale_gradients(gradients, scales):
     if scales is None:
         return gradients
     return [g if s == 1.0 or g is None else g * s for g, s in zip(gradients, scales)]
+
+
+def scale_updates(variables, before, scales) -> None:
+    """Multiplies each variable's change since `before` (its values, `None` where its scale
+    is 1) by its entry of `scales` (from `head_scales`): the learning-rate multiplier of an
+    optimizer whose step is not linear in the gradient (AdamW, LAMB)."""
+    for variable, old, scale in zip(variables, before, scales):
+        if scale != 1.0:
+            variable.assign(old + scale * (variable.value - old))
 
 
 def is_local(source: str) -> bool:

@@ -82,7 +82,26 @@ def start_lines(trainer, state, resumed: bool) -> List[str]:
     if trainer.unreached_boundaries:
         lines.append(f"Note: the step schedule's boundaries {trainer.unreached_boundaries} lie "
                      f"at or after the last step ({trainer.total_steps}); they are not reached.")
-    return lines
+    return lines + [optimizer_line(trainer.config.optimization)]
+
+
+def optimizer_line(optimization) -> str:
+    """`Optimizer: AdamW (beta_1 0.9, beta_2 0.999), weight decay 0.05 decoupled, gradients
+    clipped to norm 1; evaluated and exported: the weights' moving average (decay 0.9999).`"""
+    name = {"sgd": "SGD", "adamw": "AdamW", "lamb": "LAMB"}[optimization.optimizer]
+    if optimization.optimizer == "sgd":
+        details = f"momentum {optimization.momentum:g}" + (
+            ", Nesterov" if optimization.nesterov else "")
+    else:
+        details = f"beta_1 {optimization.momentum:g}, beta_2 {optimization.beta_2:g}"
+    line = (f"Optimizer: {name} ({details}), weight decay {optimization.weight_decay:g} "
+            f"{optimization.decay_mode()}")
+    if optimization.clip_global_norm is not None:
+        line += f", gradients clipped to norm {optimization.clip_global_norm:g}"
+    if optimization.ema_decay is not None:
+        line += (f"; evaluated and exported: the weights' moving average (decay "
+                 f"{optimization.ema_decay:g})")
+    return line + "."
 
 
 class Progress:
@@ -224,6 +243,16 @@ def _split_results(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     return results
 
 
+def optimizer_summary(optimization) -> Dict[str, Any]:
+    """The optimizer, its weight decay (with the mode `"auto"` resolved), clipping and
+    weight average of an `OptimizationConfig`, as `results.json` records them."""
+    return {"optimizer": optimization.optimizer, "weight_decay": optimization.weight_decay,
+            "weight_decay_mode": optimization.decay_mode(),
+            "clip_global_norm": optimization.clip_global_norm,
+            "ema_decay": optimization.ema_decay,
+            "evaluated_weights": "ema" if optimization.ema_decay is not None else "trained"}
+
+
 def results(trainer, state, status: str, message: str = "") -> Dict[str, Any]:
     """The contents of `results.json`: what ran, how it went, where its checkpoints are."""
     rt, architecture, freezing = trainer.runtime, trainer.architecture, trainer.freezing
@@ -253,6 +282,7 @@ def results(trainer, state, status: str, message: str = "") -> Dict[str, Any]:
         "device": rt.device_type,
         "dtype_policy": rt.dtype_policy,
         "jit_compile": rt.jit_compile,
+        **optimizer_summary(trainer.config.optimization),
         "train_seconds": state.train_seconds,
         "wall_seconds": state.wall_seconds,
         "images_per_second": (state.images / state.train_seconds

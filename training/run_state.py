@@ -176,8 +176,10 @@ class RunState:
 def check_same_run(model_dir: str, before: Optional[dict], now: dict,
                    checkpoints: List[str]) -> None:
     """Raises `ValueError` when the run that wrote `model_dir` (its `config.json`, `before`)
-    trained another model or batch than `now` (`ExperimentConfig.to_dict`); checked before
-    restoring `checkpoints`, which would fail with a cascade of TensorFlow warnings."""
+    trained another model, batch or optimizer than `now` (`ExperimentConfig.to_dict`), or
+    kept a weight average (`ema_decay`) and `now` does not or the reverse; checked before
+    restoring `checkpoints`, which would fail with a cascade of TensorFlow warnings or leave
+    the optimizer's state or the average unrestored."""
     if before is None or not checkpoints:
         return
     model = {key: before.get("model", {}).get(key) for key in ("name", "overrides")}
@@ -194,3 +196,19 @@ def check_same_run(model_dir: str, before: Optional[dict], now: dict,
             f"model_dir={model_dir!r} holds a run with global_batch_size={batch}, but "
             f"this run has global_batch_size={now['optimization']['global_batch_size']}; "
             "resume with the same batch and data settings or use a new model_dir.")
+    # Configs written before the optimizer could be chosen have neither key: SGD, no average.
+    was, new = before.get("optimization", {}), now["optimization"]
+    optimizer, new_optimizer = was.get("optimizer", "sgd"), new.get("optimizer", "sgd")
+    if optimizer != new_optimizer:
+        raise ValueError(
+            f"model_dir={model_dir!r} holds a run with optimizer={optimizer!r}, whose state "
+            f"the checkpoint holds, but this run has optimizer={new_optimizer!r}; resume with "
+            "the same optimizer or use a new model_dir.")
+    if (was.get("ema_decay") is None) != (new.get("ema_decay") is None):
+        had = "keeps no weight average" if was.get("ema_decay") is None else (
+            "keeps a weight average")
+        raise ValueError(
+            f"model_dir={model_dir!r} holds a run that {had} (ema_decay="
+            f"{was.get('ema_decay')!r}), but this run has ema_decay={new.get('ema_decay')!r}; "
+            "resume with ema_decay on or off as before (its value may change) or use a new "
+            "model_dir.")

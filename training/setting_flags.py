@@ -34,6 +34,10 @@ _FLAGS = [
     # Optimisation.
     ("integer", "batch_size", "Global batch size over all replicas; each replica gets "
      "batch_size / replicas."),
+    ("enum", "optimizer", "sgd (momentum), adamw or lamb.", list(config_lib.OPTIMIZERS)),
+    ("enum", "weight_decay_mode", "coupled: wd * w added to the gradient (L2, the papers); "
+     "decoupled: w -= lr * wd * w apart from the gradient (AdamW); auto: coupled for sgd, "
+     "decoupled for adamw and lamb.", list(config_lib.WEIGHT_DECAY_MODES)),
     ("enum", "schedule", "Learning-rate schedule.", list(config_lib.SCHEDULES)),
     ("list", "decay_steps", "Step-schedule boundaries in iterations, e.g. 32000,48000."),
     ("list", "decay_epochs", "Step-schedule boundaries in epochs, e.g. 30,60,80."),

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from training import finetune as finetune_lib
+from training import optimizers
 
 _SUM = tf.distribute.ReduceOp.SUM
 TRAIN_VALUES = ("loss", "regularization", "correct", "count")
@@ -81,19 +82,30 @@ class StepFunctions:
         model: `keras.Model`, built under `runtime.strategy`.
         optimizer: its built optimizer.
         runtime: `training.runtime.Runtime`.
-        optimization: `training.config.OptimizationConfig`. Weight decay, label smoothing.
+        optimization: `training.config.OptimizationConfig`. Coupled weight decay, clipping,
+            label smoothing.
         decayed: list of variables. The weights weight decay applies to (`decayed_variables`).
-        head_scales: what `training.finetune.head_scales` gives: the classifier's gradient
-            multipliers.
+        head_scales: what `training.finetune.head_scales` gives: the classifier's learning-rate
+            multipliers. SGD's step is linear in the gradient, so they scale the gradients;
+            AdamW's and LAMB's are not, so they scale the update of each variable.
         counters: sequence of int64 `tf.Variable`s that each update advances by one (the step
             and the batch within the epoch).
+        average: `training.ema.WeightAverage` or `None`. Updated after every update; its
+            averages of per-replica statistics are synchronised with the model's.
     """
 
-    def __init__(self, model, optimizer, runtime, optimization, decayed, head_scales, counters):
+    def __init__(self, model, optimizer, runtime, optimization, decayed, head_scales, counters,
+                 average=None):
         self.model, self.optimizer, self.runtime = model, optimizer, runtime
-        self.weight_decay = optimization.weight_decay
+        # Decoupled decay is the optimizer's (training.optimizers.build).
+        self.weight_decay = (optimization.weight_decay
+                             if optimization.decay_mode() == "coupled" else 0.0)
+        self.clip_global_norm = optimization.clip_global_norm
         self.label_smoothing = optimization.label_smoothing
-        self.decayed, self.head_scales, self.counters = decayed, head_scales, tuple(counters)
+        self.decayed, self.counters = decayed, tuple(counters)
+        self.gradient_scales, self.update_scales = (
+            (head_scales, None) if optimization.optimizer == "sgd" else (None, head_scales))
+        self.average = average
         self.num_classes = int(model.output_shape[-1])
         self.from_logits = getattr(model.layers[-1], "activation", None) in (
             None, keras.activations.linear)
@@ -121,9 +133,19 @@ class StepFunctions:
             data_loss = tf.reduce_sum(per_example) / float(self.runtime.global_batch_size)
             regularization = self.regularization()
             scaled = self.optimizer.scale_loss(data_loss + regularization)
-        gradients = finetune_lib.scale_gradients(tape.gradient(scaled, variables),
-                                                 self.head_scales)
+        gradients = tape.gradient(scaled, variables)
+        if self.clip_global_norm is not None:
+            gradients = optimizers.clip_by_global_norm(
+                gradients, self.clip_global_norm, optimizers.loss_scale_of(self.optimizer))
+        gradients = finetune_lib.scale_gradients(gradients, self.gradient_scales)
+        before = None if self.update_scales is None else [
+            None if scale == 1.0 else tf.identity(v.value)
+            for v, scale in zip(variables, self.update_scales)]
         self.optimizer.apply(gradients, variables)
+        if before is not None:
+            finetune_lib.scale_updates(variables, before, self.update_scales)
+        if self.average is not None:
+            self.average.update()
         correct = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int64), labels)
         return {
             "loss": data_loss,
@@ -215,7 +237,9 @@ class StepFunctions:
         copies whenever they are read (evaluation, checkpoints, export) gives exactly the moving
         average of the replica-averaged statistics, as tf.keras' `aggregation=MEAN` did.
         """
-        variables = self.model.non_trainable_variables
+        variables = list(self.model.non_trainable_variables)
+        if self.average is not None:
+            variables += self.average.replica_local
         if self.runtime.num_replicas == 1 or not variables:
             return None
         strategy = self.runtime.strategy

@@ -8,10 +8,11 @@ what `fit` gives: a `keras.utils.Progbar` with images/s and ETA, Keras callbacks
 
 With `runtime.model_dir`, a run locks the directory (`training.dirlock`: a second run on it stops
 at once) and writes, through `training.outputs.RunDirectory`, its checkpoints (model, optimizer,
-step, epoch, batch within the epoch and the `training.run_state.RunState`), the best one by
-validation accuracy (test accuracy without a validation split), TensorBoard scalars,
-`config.json`, `history.csv`, `results.json` (`training.report`), `curves.png` and the exports of
-`runtime.export_format` (`training.export`).
+the weight average of `ema_decay`, step, epoch, batch within the epoch and the
+`training.run_state.RunState`), the best one by validation accuracy (test accuracy without a
+validation split), TensorBoard scalars, `config.json`, `history.csv`, `results.json`
+(`training.report`), `curves.png` and the exports of `runtime.export_format`
+(`training.export`).
 
 Rerunning the same command resumes from the newest checkpoint that reads cleanly: weights,
 optimizer state, step, epoch and the data position (the pipeline's order is a pure function of
@@ -27,6 +28,7 @@ before anything is saved, so the last checkpoint is the last good state. SIGINT 
 and leaves the last good checkpoint the latest.
 """
 
+import contextlib
 import dataclasses
 import math
 import signal
@@ -39,9 +41,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training import ema as ema_lib
 from training import export as export_lib
 from training import finetune as finetune_lib
-from training import initial_weights, interrupts, report, run_state, schedules, serving
+from training import initial_weights, interrupts, optimizers, report, run_state, schedules, serving
 from training import outputs as outputs_lib
 from training import runtime as runtime_lib
 from training import steps as steps_lib
@@ -61,7 +64,8 @@ class TrainResult:
         history: `keras.callbacks.History`. Per-epoch logs of the whole run (resumed epochs
             included).
         results: dict. The contents of `results.json`.
-        model: `keras.Model`. The trained model.
+        model: `keras.Model`. The trained model; with `ema_decay`, with the averaged weights
+            (those evaluated and exported).
     """
 
     history: keras.callbacks.History
@@ -76,12 +80,9 @@ def make_pipeline(data_config):
     return Pipeline(data_config)
 
 
-def build_optimizer(optimization, schedule, policy: str):
-    """SGD with momentum over `schedule`, with loss scaling under `mixed_float16`."""
-    optimizer = keras.optimizers.SGD(
-        learning_rate=schedule, momentum=optimization.momentum, nesterov=optimization.nesterov
-    )
-    return runtime_lib.wrap_optimizer(optimizer, policy)
+def build_optimizer(optimization, schedule, policy: str, model=None, decayed=()):
+    """The optimizer of `optimization` over `schedule` (`training.optimizers.build`)."""
+    return optimizers.build(optimization, schedule, policy, model, decayed)
 
 
 class Trainer:
@@ -157,11 +158,16 @@ class Trainer:
             self.architecture = config.model.architecture()
             # Before the optimizer is built: it then tracks only the trainable weights.
             self.freezing = finetune_lib.freeze(self.model, config.finetune)
+            self._decayed = steps_lib.decayed_variables(self.model,
+                                                        optimization.decay_bn_and_bias)
             self.optimizer = build_optimizer(optimization, self.schedule,
-                                             self.runtime.dtype_policy)
+                                             self.runtime.dtype_policy, self.model, self._decayed)
             self.optimizer.build(self.model.trainable_variables)
+        # The moving average of the weights (`ema_decay`), or None.
+        self.average = ema_lib.WeightAverage(
+            self.model, optimization.ema_decay, self.runtime.strategy) if (
+            optimization.ema_decay is not None) else None
         self.model.stop_training = False
-        self._decayed = steps_lib.decayed_variables(self.model, optimization.decay_bn_and_bias)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -170,12 +176,12 @@ class Trainer:
         self._state = tf.Variable("{}", dtype=tf.string, trainable=False, name="state")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.step, epoch=self.epoch,
-            batch_in_epoch=self.batch_in_epoch, state=self._state,
+            batch_in_epoch=self.batch_in_epoch, state=self._state, **self._averages(),
         )
         self._steps = steps_lib.StepFunctions(
             self.model, self.optimizer, self.runtime, optimization, self._decayed,
             finetune_lib.head_scales(self.model, config.finetune.head_lr_multiplier),
-            counters=(self.step, self.batch_in_epoch))
+            counters=(self.step, self.batch_in_epoch), average=self.average)
         self.outputs = outputs_lib.RunDirectory(
             self.model_dir, self.runtime, self.checkpoint, settings.keep_checkpoints,
             title=f"{config.name}: {self.model.name} on {self.info.name}", lock=self._lock,
@@ -189,6 +195,12 @@ class Trainer:
             state = self._run_state()
             state.initialization = start.to_dict()
             self._state.assign(state.to_json())
+        if self._resumed_from is None and self.average is not None:
+            self.average.reset()  # from the first weights (init_weights' included)
+
+    def _averages(self) -> Dict[str, Any]:
+        """The checkpoint's entry of the weight average (none without `ema_decay`)."""
+        return {"ema": self.average.trackable} if self.average is not None else {}
 
     def close(self) -> None:
         """Releases the model directory (its lock); `fit()` takes it again if needed."""
@@ -218,21 +230,38 @@ class Trainer:
         Returns:
             A dict with `loss` (cross-entropy without label smoothing), `accuracy`, `error`,
             `examples` and, with more than five classes, `top5_accuracy` and `top5_error`.
+            With `ema_decay`, of the averaged weights.
         """
         batch = self.runtime.global_batch_size
         self.sync_replicas()
         dataset = self.runtime.strategy.distribute_datasets_from_function(
             lambda context: self.pipeline.evaluation(split, batch, context))
-        with warnings.catch_warnings(), interrupts.named_input_errors():
+        with warnings.catch_warnings(), interrupts.named_input_errors(), self.averaged_weights():
             # Tracing a loop over a distributed dataset reads its tf.data options in graph mode,
             # which TensorFlow warns about; the options are not used.
             warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data")
             sums = self._steps.evaluate(dataset).numpy()
         return steps_lib.evaluation_metrics(sums, self.info.num_classes, split, self.info.name)
 
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within it, the model has the averaged weights (with `ema_decay`; else its own)."""
+        if self.average is None:
+            yield
+            return
+        self.sync_replicas()
+        self.average.swap()
+        try:
+            yield
+        finally:
+            self.average.swap()
+
     def restore_weights(self, path: str) -> None:
-        """Loads the model's weights (not the optimizer) from a checkpoint path."""
-        tf.train.Checkpoint(model=self.model).restore(path).expect_partial()
+        """Loads the model's weights (not the optimizer) from a checkpoint path; with
+        `ema_decay`, the averaged weights, which the run evaluated and exported."""
+        tf.train.Checkpoint(model=self.model, **self._averages()).restore(path).expect_partial()
+        if self.average is not None:
+            self.average.load_into_model()
 
     # ----------------------------------------------------------------------------------------
     # Resuming.
@@ -483,11 +512,13 @@ class Trainer:
 
     def _clean_copy(self) -> keras.Model:
         """The trained model rebuilt outside the strategy (plain variables) in float32, for
-        the exports: ONNX and LiteRT need float32, and mixed precision is a training choice."""
+        the exports: ONNX and LiteRT need float32, and mixed precision is a training choice.
+        With `ema_decay`, it has the averaged weights."""
         self.sync_replicas()
         with runtime_lib.policy_scope("float32"):
             model = self.config.model.build(self.info.num_classes, self.info.image_shape)
-        model.set_weights(self.model.get_weights())
+        with self.averaged_weights():
+            model.set_weights(self.model.get_weights())
         return model
 
 
@@ -505,4 +536,7 @@ def run(config: ExperimentConfig, pipeline=None, callbacks=None, strategy=None) 
     """
     trainer = Trainer(config, pipeline=pipeline, strategy=strategy)
     history = trainer.fit(callbacks)
+    if trainer.average is not None:
+        trainer.sync_replicas()
+        trainer.average.load_into_model()
     return TrainResult(history=history, results=trainer.results, model=trainer.model)
