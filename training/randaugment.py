@@ -103,8 +103,8 @@ def _auto_contrast(image):
     """PIL's `ImageOps.autocontrast`: each channel stretched to [0, 255]."""
     low = tf.reduce_min(image, [0, 1], keepdims=True)
     high = tf.reduce_max(image, [0, 1], keepdims=True)
-    scale = 255.0 / tf.maximum(high - low, 1.0)
-    stretched = tf.floor(tf.clip_by_value((image - low) * scale, 0.0, 255.0))
+    # (x - low) * 255 / (high - low): exact integers over a divisor, so the floor is exact.
+    stretched = tf.floor((image - low) * 255.0 / tf.maximum(high - low, 1.0))
     return tf.where(high > low, stretched, image)
 
 
