@@ -268,13 +268,11 @@ def train_components(config, epoch, num_classes):
     """
     before = after_erase = after_mix = None
     if config.randaugment:
-        settings = randaugment.parse(config.randaugment)
+        rand_augment = randaugment.batch_function(randaugment.parse(config.randaugment))
         ra_base = base_seed(config.seed, epoch, RANDAUGMENT)
 
         def before(images, index):
-            out = tf.map_fn(lambda args: randaugment.apply(args[0], args[1], settings),
-                            (images, _example_seeds(ra_base, index)),
-                            fn_output_signature=tf.float32)
+            out = rand_augment(images, _example_seeds(ra_base, index))
             return tf.cast(out, images.dtype)
 
     if config.erasing_prob > 0:
