@@ -16,7 +16,12 @@ the image, aspect ratio from 0.3 to 1/0.3 uniform in log scale, up to 10 attempt
 standard normal noise, after normalisation.
 
 Every draw is a function of a stateless seed (a batch's or an image's), so a resumed run
-replays it.
+replays it. Keras 3's layers are not used: `keras.layers.CutMix` and `RandomErasing` evaluate
+`seed or <their SeedGenerator>`, so a seed tensor cannot drive them statelessly, and they draw
+CutMix boxes inside the image (not timm's clipped box around a uniform centre) and erasing sides
+rather than areas, filled with a constant; `keras.layers.MixUp` takes a seed tensor but draws a
+weight per example and a random pairing, not timm's batch mode (keras/src/layers/preprocessing/
+image_preprocessing/).
 """
 
 import math

@@ -9,6 +9,10 @@ random sign where timm negates it. Images are uint8-valued (0-255) floats, as PI
 timm: each op rounds and clips its result. Affine ops sample bilinearly about the pixel grid
 (TensorFlow's convention, not PIL's pixel centres) and fill with timm's default grey, 128.
 Every draw is a function of the image's seed (`apply`), so a resumed run replays it.
+`keras.layers.RandAugment` is not used: it ignores the seed it is given (its draws come from
+its own SeedGenerator), picks the same ops for a whole batch, and its `factor` is a range of
+random strengths rather than timm's fixed magnitude (keras/src/layers/preprocessing/
+image_preprocessing/rand_augment.py).
 """
 
 import functools

@@ -32,7 +32,20 @@ class Settings:
 
 
 def parse(config: str) -> Settings:
-    """The `Settings` of a timm configuration string; a `ValueError` names `randaugment`."""
+    """The `Settings` of a timm configuration string.
+
+    Args:
+        config: str. timm's string, e.g. `"rand-m9-mstd0.5-inc1"` (see the module docstring).
+
+    Returns:
+        `Settings`; keys left out take timm's defaults. Another string is a `ValueError`
+        naming `randaugment` and the expected form.
+
+    Example:
+
+    >>> parse("rand-m9-mstd0.5-inc1")
+    Settings(magnitude=9.0, ops=2, magnitude_std=0.5, increasing=True, prob=0.5)
+    """
     expected = ("dash-separated m<0-10>, n<ops>, mstd<std>, inc<0|1>, p<0-1> (timm's "
                 "rand_augment_transform, e.g. 'rand-m9-mstd0.5-inc1')")
     parts = config.split("-") if isinstance(config, str) and config else [None]
