@@ -11,7 +11,8 @@ The pieces, each usable on its own:
   `training.ema`: the moving average of the weights (`ema_decay`).
 - `training.data`: tf.data pipelines over a data source, with `training.data_config`
   (`DataConfig`), `training.sources` (synthetic data, image folders, TFRecord files, TFDS),
-  `training.splits` (listing, sharding and loading examples) and `training.augment`.
+  `training.splits` (listing, sharding and loading examples) and `training.augment` (with
+  `training.randaugment` and `training.mixing`: RandAugment, random erasing, MixUp, CutMix).
 - `training.analysis`: gradient measurements per residual unit.
 - `training.trainer`: one custom training loop for every strategy, with checkpoints, resume,
   logs and exports (`trainer.run(config)`); its compiled steps are `training.steps`, its

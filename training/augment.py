@@ -30,9 +30,11 @@ import numpy as np
 import tensorflow as tf
 
 from training import images as image_files
+from training import mixing, randaugment
 
 # Stream names of the NumPy / TensorFlow random draws, so that they never share a seed.
 ORDER, CIFAR_CROPS, IMAGENET_CROPS, SYNTHETIC = 1, 2, 3, 4
+RANDAUGMENT, ERASING, MIXING = 5, 6, 7
 # Above this many index-table entries the CIFAR crops use two gathers instead of one table.
 MAX_CROP_TABLE = 1 << 24
 
@@ -219,21 +221,85 @@ def example_step(out_hw, whole, augmentation, train, ten_crops, base=None):
 
 
 def batch_step(out_hw, channels, scale, offset, crop_ids=None, ten_crops=False,
-               max_table=MAX_CROP_TABLE):
+               max_table=MAX_CROP_TABLE, before=None, after=None):
     """A function `(uint8 images, labels, indices) -> (float32 images, labels)` of a batch:
-    normalisation (`pixels * scale + offset`), then the CIFAR crops and flips (`crop_ids`, one
-    per index, from `cifar_crop_ids`) or the ten crops of the padded image (`ten_crops`)."""
+    `before(images, indices)` (RandAugment), normalisation (`pixels * scale + offset`), then the
+    CIFAR crops and flips (`crop_ids`, one per index, from `cifar_crop_ids`) or the ten crops of
+    the padded image (`ten_crops`), then `after(images, labels, indices)` (random erasing,
+    MixUp / CutMix): `train_components` makes the two."""
     pad = padding(out_hw)
     if crop_ids is not None:
         crop_ids = tf.constant(crop_ids)
         augment = cifar_augmenter(out_hw, channels, scale, offset, max_table)
 
     def finish(images, labels, index):
+        if before is not None:
+            images = before(images, index)
         if crop_ids is not None:
-            return augment(images, tf.gather(crop_ids, index)), labels
-        x = tf.cast(images, tf.float32) * scale + offset
-        if ten_crops:
-            x = ten_crop_padded(x, pad)
-        return x, labels
+            x = augment(images, tf.gather(crop_ids, index))
+        else:
+            x = tf.cast(images, tf.float32) * scale + offset
+            if ten_crops:
+                x = ten_crop_padded(x, pad)
+        return (x, labels) if after is None else after(x, labels, index)
 
     return finish
+
+
+def _example_seeds(base, index):
+    """`[b, 2]` stateless seeds `(base, index of the example)`."""
+    index = tf.cast(index, tf.int64)
+    return tf.stack([tf.fill(tf.shape(index), tf.constant(base, tf.int64)), index], axis=1)
+
+
+def train_components(config, epoch, num_classes):
+    """`(before, after)` of `batch_step` for the augmentation components that `config` (a
+    `DataConfig`) turns on, each `None` when nothing is on.
+
+    `before` is RandAugment (`config.randaugment`) of each image, drawn from
+    `(base_seed(seed, epoch, RANDAUGMENT), index of the example)`: on the uint8 images before
+    the CIFAR crop (as AutoAugment's CIFAR code applies its policy before pad-crop-flip), after
+    the crop and flip otherwise (timm's order). `after` is random erasing of each normalised
+    image (`config.erasing_prob`; stream `ERASING`), then MixUp / CutMix of the batch
+    (`config.mixup_alpha`, `config.cutmix_alpha`, `config.mix_prob`,
+    `config.mix_switch_prob`), drawn from `(base_seed(seed, epoch, MIXING), index of the
+    batch's first example)`; mixing makes the labels float32 one-hot targets
+    `[b, num_classes]`. `training.mixing` and `training.randaugment` give the details.
+    """
+    before = after_erase = after_mix = None
+    if config.randaugment:
+        rand_augment = randaugment.batch_function(randaugment.parse(config.randaugment))
+        ra_base = base_seed(config.seed, epoch, RANDAUGMENT)
+
+        def before(images, index):
+            out = rand_augment(images, _example_seeds(ra_base, index))
+            return tf.cast(out, images.dtype)
+
+    if config.erasing_prob > 0:
+        erase_base, prob = base_seed(config.seed, epoch, ERASING), config.erasing_prob
+
+        def after_erase(images, index):
+            return tf.map_fn(lambda args: mixing.erase(args[0], args[1], prob),
+                             (images, _example_seeds(erase_base, index)),
+                             fn_output_signature=tf.float32)
+
+    if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
+        mix_base = base_seed(config.seed, epoch, MIXING)
+
+        def after_mix(images, labels, index):
+            seed = tf.stack([tf.constant(mix_base, tf.int64), tf.cast(index[0], tf.int64)])
+            return mixing.mix_batch(images, labels, num_classes, seed, config.mixup_alpha,
+                                    config.cutmix_alpha, config.mix_prob,
+                                    config.mix_switch_prob)
+
+    if after_erase is None and after_mix is None:
+        return before, None
+
+    def after(images, labels, index):
+        if after_erase is not None:
+            images = after_erase(images, index)
+        if after_mix is not None:
+            images, labels = after_mix(images, labels, index)
+        return images, labels
+
+    return before, after

@@ -11,10 +11,11 @@ each augmentation is described in `training.augment`.
 
 Reproducibility: the order of epoch `e` is a permutation drawn from `(seed, e)` and the
 augmentation of an example is drawn from `(seed, e, index of the example)` (NumPy's counter-based
-generator for the CIFAR crops, TensorFlow's stateless random ops for the ImageNet crops), so a
-resumed run replays an epoch exactly. With `DataConfig.deterministic=False` tf.data may deliver
-elements out of order when that is faster; which examples an epoch holds and how each is
-augmented do not change.
+generator for the CIFAR crops, TensorFlow's stateless random ops for the ImageNet crops,
+RandAugment and random erasing), MixUp and CutMix of a batch from `(seed, e, index of its first
+example)`, so a resumed run replays an epoch exactly. With `DataConfig.deterministic=False`
+tf.data may deliver elements out of order when that is faster; which examples an epoch holds and
+how each is augmented do not change, but which examples share a batch (and are mixed) may.
 """
 
 import logging
@@ -101,6 +102,7 @@ class Pipeline:
         self._guard.found(list(self._splits.skipped))
         self.load_seconds = time.perf_counter() - start
         self._name, self._channels = description.name, plan.channels
+        self._num_classes = description.num_classes
         self.augmentation, self.normalization = plan.augmentation, plan.normalization
         self.cached, self.test_source = plan.cached, description.test_source
         try:  # statistics of streamed records meet their corrupt images here: name them
@@ -180,7 +182,8 @@ class Pipeline:
     ) -> tf.data.Dataset:
         """One epoch of shuffled, augmented `(images, labels)` batches.
 
-        Images are float32 `[batch, H, W, C]`, labels int32 `[batch]`. The last partial batch is
+        Images are float32 `[batch, H, W, C]`, labels int32 `[batch]` (with MixUp or CutMix
+        on, float32 mixed one-hot targets `[batch, classes]`). The last partial batch is
         dropped, so there are `steps_per_epoch(global_batch_size)` steps.
 
         Args:
@@ -317,8 +320,11 @@ class Pipeline:
             if train and plan.whole and plan.augmentation == "cifar":
                 crop_ids = augment.cifar_crop_ids(config.seed, epoch, split.key_space,
                                                   plan.out_hw)
+            before, after = (augment.train_components(config, epoch, self._num_classes)
+                             if train else (None, None))
             finish = augment.batch_step(plan.out_hw, plan.channels, self._scale, self._offset,
-                                        crop_ids, ten and plan.whole, _MAX_CROP_TABLE)
+                                        crop_ids, ten and plan.whole, _MAX_CROP_TABLE,
+                                        before, after)
         return split.batches(keys, batch, train, prepare, finish, plan.whole, self._guard)
 
 

@@ -10,7 +10,10 @@ Each field carries its command-line help in `metadata["help"]` (and its valid va
 """
 
 import dataclasses
+import math
 from typing import Optional, Tuple
+
+from training import randaugment_config
 
 AUGMENTATIONS = ("auto", "cifar", "imagenet", "inception", "none")
 NORMALIZATIONS = ("auto", "per_pixel_mean", "per_channel", "none", "imagenet", "caffe",
@@ -68,6 +71,27 @@ class DataConfig:
             `"inception"` (random-resized crop and flip), `"none"`, or `"auto"` (`"cifar"` for
             data of at most 64 pixels, `"imagenet"` otherwise). `training.augment` gives the
             details. Defaults to `"auto"`.
+        randaugment: str or `None`. RandAugment (Cubuk et al. 2019) in timm's notation
+            (`rand_augment_transform`): dash-separated `m<magnitude 0-10>` (default 10),
+            `n<ops per image>` (2), `mstd<magnitude noise>` (0), `inc<0|1>` (the "increasing"
+            ops, 0) and `p<probability of each op>` (0.5), with or without a leading `rand`,
+            e.g. `"rand-m9-mstd0.5-inc1"` (timm's ImageNet recipes). `training.randaugment`
+            gives the ops. Defaults to `None` (off).
+        erasing_prob: float. Probability that random erasing (Zhong et al. 2020) replaces a box
+            of a training image by normal noise after normalisation, in [0, 1] (timm's
+            `--reprob`, whose `RandomErasing` defaults the rest). Defaults to `0.0` (off).
+        mixup_alpha: float. MixUp (Zhang et al. 2018): the batch mixed with itself reversed,
+            weights from Beta(alpha, alpha), at least 0 (timm's `--mixup`; its recipes use
+            0.8). Defaults to `0.0` (off).
+        cutmix_alpha: float. CutMix (Yun et al. 2019): a box of the reversed batch pasted in,
+            its area from Beta(alpha, alpha), at least 0 (timm's `--cutmix`; its recipes use
+            1.0). Defaults to `0.0` (off).
+        mix_prob: float. Probability that a batch is mixed when MixUp or CutMix is on, in
+            [0, 1] (timm's `--mixup-prob`). Defaults to `1.0`.
+        mix_switch_prob: float. Probability that CutMix rather than MixUp mixes a batch when
+            both are on, in [0, 1] (timm's `--mixup-switch-prob`). Defaults to `0.5`.
+            With MixUp or CutMix the training labels are mixed one-hot targets
+            `[batch, classes]` (`training.mixing`); evaluation is unchanged.
         normalization: str. `"per_pixel_mean"` (pixels scaled to [0, 1] minus the mean image of
             the training split, the papers' CIFAR preprocessing; CIFAR-style geometry only),
             `"per_channel"` (per-channel mean and standard deviation of the training split),
@@ -143,6 +167,19 @@ class DataConfig:
         "Training image size; default: the data set's (32 for CIFAR, 224 for ImageNet)."))
     augmentation: str = _field("auto", "Training augmentation; auto picks by data set.",
                                AUGMENTATIONS)
+    randaugment: Optional[str] = _field(None, (
+        "RandAugment in timm's notation, e.g. rand-m9-mstd0.5-inc1 (m: magnitude 0-10, n: ops "
+        "per image, mstd: magnitude noise, inc: increasing ops, p: op probability); default: "
+        "off."))
+    erasing_prob: float = _field(0.0, (
+        "Probability of random erasing of each training image (timm's --reprob; 0: off)."))
+    mixup_alpha: float = _field(0.0, "MixUp's Beta(alpha, alpha) (timm's --mixup; 0: off).")
+    cutmix_alpha: float = _field(0.0, "CutMix's Beta(alpha, alpha) (timm's --cutmix; 0: off).")
+    mix_prob: float = _field(1.0, (
+        "Probability that a batch is mixed by MixUp or CutMix (timm's --mixup-prob)."))
+    mix_switch_prob: float = _field(0.5, (
+        "Probability of CutMix rather than MixUp when both are on (timm's "
+        "--mixup-switch-prob)."))
     normalization: str = _field("auto", (
         "Input normalisation; auto picks by data set (or, with a pretrained --init_weights, the "
         "weights' own). imagenet, caffe and inception are the fixed statistics pretrained "
@@ -191,6 +228,12 @@ class DataConfig:
             check_int("num_classes", self.num_classes, minimum=2)
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image_size must be at least 8 or None; got {self.image_size!r}.")
+        for name in ("erasing_prob", "mix_prob", "mix_switch_prob"):
+            validate.number_in(name, getattr(self, name), 0, 1)
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            validate.number_in(name, getattr(self, name), 0, math.inf, high_open=True)
+        if self.randaugment is not None:
+            randaugment_config.parse(self.randaugment)
         if self.cache not in (None, True, False):
             raise ValueError(f"cache must be True, False or None; got {self.cache!r}.")
 

@@ -52,9 +52,14 @@ def log_probabilities(outputs, from_logits):
 
 
 def cross_entropy(labels, log_probs, label_smoothing):
-    """Per-example cross-entropy of sparse labels, with label smoothing."""
+    """Per-example cross-entropy of sparse labels or of soft targets `[batch, classes]` (MixUp's
+    and CutMix's mixed one-hot targets), with label smoothing. Smoothing is linear, so smoothing
+    mixed targets equals mixing smoothed one-hot targets, as timm's `mixup_target` does."""
     classes = tf.shape(log_probs)[-1]
-    target = tf.one_hot(labels, classes, dtype=tf.float32)
+    if labels.shape.rank is not None and labels.shape.rank > 1:
+        target = tf.cast(labels, tf.float32)
+    else:
+        target = tf.one_hot(labels, classes, dtype=tf.float32)
     if label_smoothing:
         target = target * (1.0 - label_smoothing) + label_smoothing / tf.cast(classes, tf.float32)
     return -tf.reduce_sum(target * log_probs, axis=-1)
@@ -123,13 +128,14 @@ class StepFunctions:
             total += tf.add_n([tf.cast(loss, tf.float32) for loss in self.model.losses])
         return total / float(self.runtime.num_replicas)
 
-    def _replica_train_step(self, images, labels):
-        labels = sparse_labels(labels)
+    def _replica_train_step(self, images, targets):
+        # Accuracy counts against the larger-weight label of mixed targets.
+        labels = sparse_labels(targets)
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
             log_probs = log_probabilities(outputs, self.from_logits)
-            per_example = cross_entropy(labels, log_probs, self.label_smoothing)
+            per_example = cross_entropy(targets, log_probs, self.label_smoothing)
             data_loss = tf.reduce_sum(per_example) / float(self.runtime.global_batch_size)
             regularization = self.regularization()
             scaled = self.optimizer.scale_loss(data_loss + regularization)
