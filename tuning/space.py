@@ -113,9 +113,10 @@ class SearchSpace:
         for name in OPTION_FIELDS:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for ratio in self.se_ratios:
-            validate.number_in("se_ratios values", ratio, 0, 1, what="")
+            validate.number_in("se_ratios values", ratio, 0, 1, what="in ")
         for rate in self.drop_path_rates:
-            validate.number_in("drop_path_rates values", rate, 0, 1, high_open=True, what="")
+            validate.number_in("drop_path_rates values", rate, 0, 1, high_open=True,
+                              what="in ")
         for multiplier in self.width_multipliers:
             validate.positive_number("width_multipliers values", multiplier)
         for name in ("se_ratios", "drop_path_rates", "width_multipliers"):
@@ -149,6 +150,12 @@ class SearchSpace:
                             f"bottleneck_widths value {width} with base_widths value {base}"
                             f"{scaled} gives a fractional group width ({bad[0]} * {width} / "
                             "64); keep each stage width * bottleneck_width a multiple of 64.")
+
+    def to_dict(self) -> Dict[str, object]:
+        """The fields, without the optional dimensions that are off: a search saved before they
+        existed (`tuning.tuner`'s `search_config.json`) has the same settings, so it resumes."""
+        return {name: value for name, value in dataclasses.asdict(self).items()
+                if value or name not in OPTION_FIELDS + ("avg_down",)}
 
     @property
     def projection_shortcuts(self) -> Tuple[str, ...]:
