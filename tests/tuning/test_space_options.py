@@ -3,12 +3,17 @@ width_multipliers): each off by default and switched on by its flag; the budget 
 `keras_resnets.profile` does; an exported trial config rebuilds the trial's model."""
 
 import json
+import os
+import subprocess
 
 import keras_tuner
 import pytest
 
 import keras_resnets
-from tests.tuning.test_space_flags import _parsed
+from tests.conftest import REPO_ROOT
+from tests.training.conftest import subprocess_env
+from tests.tuning.test_search import _search_command
+from tests.tuning.test_space_flags import OPTION_FLAGS, _parsed
 from training import config as config_lib
 from training import field_flags
 from tuning import tuner as search_lib
@@ -243,3 +248,28 @@ def test_a_tiny_search_with_every_option_on(tmp_path):
         header = file.readline().strip().split(",")
     assert header[3:12] == CIFAR_NAMES[:5] + ["width_multiplier", "se_ratio", "avg_down",
                                               "drop_path_rate"]
+
+
+def test_the_flags_help_and_defaults():
+    flag_values = _parsed()
+    assert {name: flag_values[name].default for name in OPTION_FLAGS} == dict(
+        se_ratios="", drop_path_rates="", stems="", avg_down=False, width_multipliers="")
+    assert flag_values["stems"].help == (
+        "ImageNet family only: stems to try among \"imagenet\" (7x7) and \"deep\" (ResNet-C of "
+        "He et al. 2019: three 3x3 convolutions). Empty: the family's stem. A comma-separated "
+        "list.")
+    assert _space("--family=imagenet", "--se_ratios=0,0.0625", "--drop_path_rates=0.1",
+                  "--stems=deep", "--avg_down", "--width_multipliers=1,2") == SearchSpace(
+        family="imagenet", se_ratios=(0.0, 0.0625), drop_path_rates=(0.1,), stems=("deep",),
+        avg_down=True, width_multipliers=(1.0, 2.0))
+
+
+def test_a_bad_option_on_the_command_line_is_one_line_and_exit_code_2(tmp_path):
+    result = subprocess.run(_search_command(f"--directory={tmp_path}", "--stems=deep"),
+                            cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        "tuning.search: error: stems chooses among the imagenet family's stems; the cifar "
+        "family has one stem ('cifar'): drop stems or use family='imagenet'."]
+    assert os.listdir(tmp_path) == []
