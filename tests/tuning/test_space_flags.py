@@ -54,7 +54,8 @@ def test_comma_separated_flags_parse_to_typed_tuples():
     assert field_flags.values_from_flags(SearchSpace, flag_values) == dict(
         family="imagenet", blocks_per_stage=(1, 2, 3, 5, 7, 9, 18), depths=(50, 101),
         blocks=("basic", "bottleneck"), base_widths=(64,), cardinalities=(1, 2, 4, 8),
-        bottleneck_widths=(4, 16, 64), units=(), shortcuts=("A", "B"))
+        bottleneck_widths=(4, 16, 64), units=(), shortcuts=("A", "B"), se_ratios=(),
+        drop_path_rates=(), stems=(), avg_down=False, width_multipliers=())
     training = field_flags.from_flags(TrainingSpace, flag_values)
     assert training == TrainingSpace(learning_rates=(0.01, 0.4), batch_sizes=(64,),
                                      label_smoothings=(0.0, 0.1))

@@ -233,11 +233,11 @@ def test_a_tiny_search_with_every_option_on(tmp_path):
     space = SearchSpace(blocks_per_stage=(1,), base_widths=(4,), blocks=("basic",),
                         units=("original",), shortcuts=("B",), se_ratios=(0.25,),
                         drop_path_rates=(0.1,), avg_down=True, width_multipliers=(2.0,))
-    search = search_lib.SearchConfig(experiment=experiment, space=space, max_trials=2,
+    search = search_lib.SearchConfig(experiment=experiment, space=space, max_trials=1,
                                      epochs_per_trial=1, directory=str(tmp_path),
                                      budget=Budget(max_params=100_000))
     result = search_lib.run(search)
-    assert len(result.completed) == 2
+    assert len(result.completed) == 1
     for record in result.records:
         assert {"se_ratio", "drop_path_rate", "avg_down", "width_multiplier"} <= set(
             record.values)
