@@ -195,6 +195,7 @@ class SearchSpace:
 
     def _option_candidates(self, shortcut):
         """The optional dimensions' values of the cheapest points with `shortcut`."""
+        # By hyperparameter name: the field's without its plural "s".
         smallest = {name[:-1]: min(getattr(self, name)) for name in OPTION_FIELDS
                     if name != "stems" and getattr(self, name)}
         for stem in self.stems or (None,):
