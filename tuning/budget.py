@@ -13,6 +13,7 @@ from keras_tuner import Objective
 
 import keras_resnets
 from keras_resnets import validate
+from keras_resnets.builder import ARCHITECTURE_ARGUMENTS
 from tuning import kt_adapter
 
 OBJECTIVE = Objective("val_error", direction="min")
@@ -57,6 +58,9 @@ class CostModel:
 
     def __call__(self, values: Dict[str, object]) -> keras_resnets.ModelProfile:
         arguments = self.hypermodel.architecture(self.hypermodel.values_to_hp(values))
+        # Layer options such as drop_path_rate change training only, not the cost.
+        arguments = {key: value for key, value in arguments.items()
+                     if key in ARCHITECTURE_ARGUMENTS}
         key = repr(sorted(arguments.items()))
         if key not in self._costs:
             # The hypermodel's input shape is the pipeline's: channels last.

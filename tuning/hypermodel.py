@@ -79,7 +79,30 @@ class ResNetHyperModel(keras_tuner.HyperModel):
                 width = hp.Choice("bottleneck_width", list(space.bottleneck_widths))
             if BLOCK_KINDS[block].aggregated:
                 arguments.update(cardinality=cardinality, bottleneck_width=width)
+        arguments.update(self._options(hp, arguments["shortcut"]))
         return arguments
+
+    def _options(self, hp: keras_tuner.HyperParameters, shortcut: str) -> Dict[str, object]:
+        """Declare the optional dimensions that are on; returns the `ResNet(...)` arguments of
+        the chosen values that differ from the builder's defaults (so a point with them all
+        off has the arguments of the default space's point)."""
+        space, options = self.space, {}
+        if space.stems:
+            options["stem"] = hp.Choice("stem", list(space.stems))
+        if space.width_multipliers:
+            options["width_multiplier"] = hp.Choice("width_multiplier",
+                                                    list(space.width_multipliers))
+        if space.se_ratios:
+            options["se_ratio"] = hp.Choice("se_ratio", list(space.se_ratios)) or None
+        if space.avg_down:
+            with hp.conditional_scope("shortcut", list(space.projection_shortcuts)):
+                avg_down = hp.Boolean("avg_down")
+            options["avg_down"] = bool(avg_down) and shortcut != "A"
+        if space.drop_path_rates:
+            # A LayerConfig field, which ResNet(...) and training's model overrides take too.
+            options["drop_path_rate"] = hp.Choice("drop_path_rate", list(space.drop_path_rates))
+        defaults = dict(width_multiplier=1.0, se_ratio=None, avg_down=False, drop_path_rate=0.0)
+        return {k: v for k, v in options.items() if k not in defaults or v != defaults[k]}
 
     def training(self, hp: keras_tuner.HyperParameters) -> Dict[str, object]:
         """Declare the optional training hyperparameters; returns training overrides."""
@@ -95,6 +118,11 @@ class ResNetHyperModel(keras_tuner.HyperModel):
         if "cardinality" in arguments:
             words.append(f"{arguments['cardinality']}x{arguments['bottleneck_width']}d")
         words += [arguments["unit"], f"shortcut={arguments['shortcut']}"]
+        if arguments["stem"] != self.space.family:
+            words.append(f"{arguments['stem']} stem")
+        words += [k if k == "avg_down" else f"{k}={arguments[k]:g}"
+                  for k in ("width_multiplier", "se_ratio", "avg_down", "drop_path_rate")
+                  if k in arguments]
         text = ", ".join(words)
         name = named_model(arguments)
         if name:

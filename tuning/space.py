@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 _EMPTY = "The search space is empty: "
 TRAINING_HYPERPARAMETERS = ("learning_rate", "weight_decay", "batch_size", "label_smoothing")
+# SearchSpace's optional dimensions: off (not searched, no hyperparameter) while empty.
+OPTION_FIELDS = ("se_ratios", "drop_path_rates", "stems", "width_multipliers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,22 @@ class SearchSpace:
             Defaults to `("original", "full_preactivation")`.
         shortcuts: tuple of str. Shortcut options among `"A"`, `"B"`, `"C"`.
             Defaults to `("A", "B")`.
+        se_ratios: tuple of float. Squeeze-and-excitation ratios to try (Hu et al. 2018;
+            `keras_resnets.ResNet`'s `se_ratio`), each in [0, 1]: 0 is no SE, 0.0625 the
+            paper's reduction 16. Empty: no SE, not searched. Defaults to `()`.
+        drop_path_rates: tuple of float. Stochastic-depth rates to try (Huang et al. 2016; the
+            `drop_path_rate` of `keras_resnets.LayerConfig`), each in [0, 1): 0 is none.
+            Training only: it adds no parameters or multiply-adds. Empty: not searched.
+            Defaults to `()`.
+        stems: tuple of str. ImageNet family only: stems to try among `"imagenet"` (7x7) and
+            `"deep"` (ResNet-C of He et al. 2019: three 3x3 convolutions). Empty: the
+            family's stem. Defaults to `()`.
+        avg_down: bool. Also try ResNet-D's average-pooled projection shortcuts (He et al.
+            2019; `keras_resnets.ResNet`'s `avg_down`) on and off, in points with shortcut B
+            or C. Defaults to `False`.
+        width_multipliers: tuple of float. Factors scaling every stage width (Wide ResNets;
+            `keras_resnets.ResNet`'s `width_multiplier`), each positive. Empty: 1, not
+            searched. Defaults to `()`.
     """
 
     family: str = "cifar"
@@ -53,6 +71,11 @@ class SearchSpace:
     bottleneck_widths: Tuple[int, ...] = (4, 16, 64)
     units: Tuple[str, ...] = ("original", "full_preactivation")
     shortcuts: Tuple[str, ...] = ("A", "B")
+    se_ratios: Tuple[float, ...] = ()
+    drop_path_rates: Tuple[float, ...] = ()
+    stems: Tuple[str, ...] = ()
+    avg_down: bool = False
+    width_multipliers: Tuple[float, ...] = ()
 
     def __post_init__(self):
         import keras_resnets
@@ -69,16 +92,11 @@ class SearchSpace:
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)
             validate.not_empty(name, values, what=_EMPTY)
+        self._check_options()
         if self.has_bottlenecks:
             for name in ("cardinalities", "bottleneck_widths"):
                 validate.not_empty(name, getattr(self, name), what=_EMPTY)
-            for base in self.base_widths:
-                for width in self.bottleneck_widths:
-                    if base * width % 64:
-                        raise ValueError(
-                            f"bottleneck_widths value {width} with base_widths value {base} "
-                            f"gives a fractional group width ({base} * {width} / 64); keep "
-                            "base_width * bottleneck_width a multiple of 64.")
+            self._check_group_widths()
         validate.choices("units", self.units, keras_resnets.UNITS)
         validate.choices("shortcuts", self.shortcuts, keras_resnets.SHORTCUTS)
         if self.family == "cifar":
@@ -86,6 +104,63 @@ class SearchSpace:
         else:
             validate.choices("depths", self.depths, sorted(
                 d for kind in BLOCK_KINDS.values() for d in kind.imagenet_depths))
+
+    def _check_options(self):
+        """The optional dimensions (se_ratios ... width_multipliers): empty is off."""
+        from keras_resnets import validate
+        from keras_resnets.specs import STEMS
+
+        for name in OPTION_FIELDS:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for ratio in self.se_ratios:
+            validate.number_in("se_ratios values", ratio, 0, 1, what="in ")
+        for rate in self.drop_path_rates:
+            validate.number_in("drop_path_rates values", rate, 0, 1, high_open=True,
+                              what="in ")
+        for multiplier in self.width_multipliers:
+            validate.positive_number("width_multipliers values", multiplier)
+        for name in ("se_ratios", "drop_path_rates", "width_multipliers"):
+            # KerasTuner's Choice takes one type: 0 and 0.25 become 0.0 and 0.25.
+            object.__setattr__(self, name, tuple(float(value) for value in getattr(self, name)))
+        family_stems = [name for name, stem in STEMS.items() if stem.family == self.family]
+        if self.stems and len(family_stems) == 1:
+            raise ValueError(
+                f"stems chooses among the imagenet family's stems; the {self.family} family has "
+                f"one stem ({family_stems[0]!r}): drop stems or use family='imagenet'.")
+        validate.choices("stems", self.stems, family_stems)
+        validate.boolean("avg_down", self.avg_down)
+        if self.avg_down and not self.projection_shortcuts:
+            raise ValueError("avg_down pools before projection shortcuts; shortcuts "
+                             f"{self.shortcuts} has none: add 'B' or 'C'.")
+
+    def _check_group_widths(self):
+        from keras_resnets.specs import STEMS
+
+        stages = len(STEMS[self.family].stage_widths)
+        for base in self.base_widths:
+            for multiplier in self.width_multipliers or (1.0,):
+                # keras_resnets.builder.resolve_architecture's rounding of the stage widths.
+                planes = [max(1, int(round(base * 2**i * multiplier))) for i in range(stages)]
+                for width in self.bottleneck_widths:
+                    bad = [p for p in planes if p * width % 64]
+                    if bad:
+                        scaled = ("" if multiplier == 1.0 else
+                                  f" and width_multipliers value {multiplier}")
+                        raise ValueError(
+                            f"bottleneck_widths value {width} with base_widths value {base}"
+                            f"{scaled} gives a fractional group width ({bad[0]} * {width} / "
+                            "64); keep each stage width * bottleneck_width a multiple of 64.")
+
+    def to_dict(self) -> Dict[str, object]:
+        """The fields, without the optional dimensions that are off: a search saved before they
+        existed (`tuning.tuner`'s `search_config.json`) has the same settings, so it resumes."""
+        return {name: value for name, value in dataclasses.asdict(self).items()
+                if value or name not in OPTION_FIELDS + ("avg_down",)}
+
+    @property
+    def projection_shortcuts(self) -> Tuple[str, ...]:
+        """The shortcut options with projections (those `avg_down` changes)."""
+        return tuple(s for s in self.shortcuts if s != "A")
 
     @property
     def bottleneck_depths(self) -> Tuple[int, ...]:
@@ -109,24 +184,38 @@ class SearchSpace:
         return bool(self.bottleneck_depths)
 
     def smallest_candidates(self):
-        """Values of the cheapest points: the smallest n / depth, width, C and d for every block
-        kind, unit and shortcut (cost grows with each of those, but not with the others)."""
-        from keras_resnets.specs import BLOCK_KINDS
-
+        """Values of the cheapest points: the smallest n / depth, width, C, d, SE ratio and width
+        multiplier for every block kind, unit, shortcut, stem and avg_down (cost grows with each
+        of the former, but not with the latter; drop path costs nothing)."""
         for unit in self.units:
             for shortcut in self.shortcuts:
-                common = dict(base_width=min(self.base_widths), unit=unit, shortcut=shortcut)
-                if self.family == "cifar":
-                    for block in self.blocks:
-                        values = dict(common, block=block,
-                                      blocks_per_stage=min(self.blocks_per_stage))
-                        yield self._with_bottleneck(values, BLOCK_KINDS[block].aggregated)
-                else:
-                    for kind in BLOCK_KINDS.values():
-                        chosen = [d for d in self.depths if d in kind.imagenet_depths]
-                        if chosen:
-                            values = dict(common, depth=min(chosen))
-                            yield self._with_bottleneck(values, kind.aggregated)
+                for options in self._option_candidates(shortcut):
+                    yield from self._smallest_of(dict(
+                        options, base_width=min(self.base_widths), unit=unit, shortcut=shortcut))
+
+    def _option_candidates(self, shortcut):
+        """The optional dimensions' values of the cheapest points with `shortcut`."""
+        # By hyperparameter name: the field's without its plural "s".
+        smallest = {name[:-1]: min(getattr(self, name)) for name in OPTION_FIELDS
+                    if name != "stems" and getattr(self, name)}
+        for stem in self.stems or (None,):
+            for avg_down in ((False, True) if self.avg_down and shortcut != "A" else (None,)):
+                yield dict(smallest, **({"stem": stem} if stem else {}),
+                           **({} if avg_down is None else {"avg_down": avg_down}))
+
+    def _smallest_of(self, common):
+        """The cheapest points with `common` values, one per block kind."""
+        from keras_resnets.specs import BLOCK_KINDS
+
+        if self.family == "cifar":
+            for block in self.blocks:
+                values = dict(common, block=block, blocks_per_stage=min(self.blocks_per_stage))
+                yield self._with_bottleneck(values, BLOCK_KINDS[block].aggregated)
+        else:
+            for kind in BLOCK_KINDS.values():
+                chosen = [d for d in self.depths if d in kind.imagenet_depths]
+                if chosen:
+                    yield self._with_bottleneck(dict(common, depth=min(chosen)), kind.aggregated)
 
     def _with_bottleneck(self, values, bottleneck):
         if bottleneck:

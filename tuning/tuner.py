@@ -101,7 +101,7 @@ class SearchConfig:
     def to_dict(self):
         return {
             "experiment": self.experiment.to_dict(),
-            "space": dataclasses.asdict(self.space),
+            "space": self.space.to_dict(),
             "training_space": dataclasses.asdict(self.training_space),
             "budget": dataclasses.asdict(self.budget),
             **{k: getattr(self, k) for k in ("tuner", "max_trials", "epochs_per_trial", "seed")},

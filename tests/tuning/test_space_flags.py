@@ -21,6 +21,7 @@ from tuning.space import SearchSpace, TrainingSpace
 
 SPACE_FLAGS = ["family", "blocks_per_stage", "depths", "blocks", "base_widths", "cardinalities",
                "bottleneck_widths", "units", "shortcuts"]
+OPTION_FLAGS = ["se_ratios", "drop_path_rates", "stems", "avg_down", "width_multipliers"]
 TUNE_FLAGS = ["tune_learning_rate", "tune_weight_decay", "tune_batch_size",
               "tune_label_smoothing"]
 
@@ -34,7 +35,7 @@ def _parsed(*arguments, define=search.define_flags):
 
 def test_one_flag_per_field_with_the_fields_defaults():
     specs = field_flags.field_flags(SearchSpace) + field_flags.field_flags(TrainingSpace)
-    assert [spec.flag for spec in specs] == SPACE_FLAGS + TUNE_FLAGS
+    assert [spec.flag for spec in specs] == SPACE_FLAGS + OPTION_FLAGS + TUNE_FLAGS
     flag_values = _parsed()
     assert {name: flag_values[name].default for name in SPACE_FLAGS + TUNE_FLAGS} == {
         "family": "cifar", "blocks_per_stage": "1,2,3,5,7,9,18", "depths": "18,34,50,101,152",
@@ -53,7 +54,8 @@ def test_comma_separated_flags_parse_to_typed_tuples():
     assert field_flags.values_from_flags(SearchSpace, flag_values) == dict(
         family="imagenet", blocks_per_stage=(1, 2, 3, 5, 7, 9, 18), depths=(50, 101),
         blocks=("basic", "bottleneck"), base_widths=(64,), cardinalities=(1, 2, 4, 8),
-        bottleneck_widths=(4, 16, 64), units=(), shortcuts=("A", "B"))
+        bottleneck_widths=(4, 16, 64), units=(), shortcuts=("A", "B"), se_ratios=(),
+        drop_path_rates=(), stems=(), avg_down=False, width_multipliers=())
     training = field_flags.from_flags(TrainingSpace, flag_values)
     assert training == TrainingSpace(learning_rates=(0.01, 0.4), batch_sizes=(64,),
                                      label_smoothings=(0.0, 0.1))
