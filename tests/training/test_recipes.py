@@ -65,8 +65,9 @@ def test_rsb_a3_follows_table_1():
     assert (optimization.weight_decay, optimization.decay_mode(),
             optimization.decay_bn_and_bias) == (0.02, "decoupled", False)
     assert (optimization.schedule, optimization.warmup_epochs, optimization.label_smoothing,
-            optimization.ema_decay, optimization.clip_global_norm) == (
-        "cosine", 5.0, 0.0, None, None)
+            optimization.ema_decay) == ("cosine", 5.0, 0.0, None)
+    # timm's Lamb: epsilon 1e-6, gradients scaled to a global norm of at most 1.
+    assert (optimization.epsilon, optimization.clip_global_norm) == (1e-6, 1.0)
     assert (data.augmentation, data.image_size, data.randaugment, data.mixup_alpha,
             data.cutmix_alpha, data.mix_prob, data.mix_switch_prob, data.erasing_prob) == (
         "inception", 160, "rand-m6-mstd0.5-inc1", 0.1, 1.0, 1.0, 0.5, 0.0)
