@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from training import config, recipes, setting_flags
+from training import config, recipes, setting_flags, trainer
 
 NEW_RECIPES = ["imagenet_resnet50_bag_of_tricks", "imagenet_resnet50_rsb_a3", "cifar10_wrn28_10"]
 
@@ -105,3 +105,22 @@ def test_wrn28_10_follows_zagoruyko_and_komodakis_2016():
 def test_new_recipe_takes_overrides(name):
     experiment = config.recipe(name, epochs=2, dataset="synthetic")
     assert (experiment.optimization.epochs, experiment.data.dataset) == (2, "synthetic")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, optimizer, decay_mode, clip", [
+    ("imagenet_resnet50_bag_of_tricks", "sgd", "coupled", None),
+    ("imagenet_resnet50_rsb_a3", "lamb", "decoupled", 1.0),
+    ("cifar10_wrn28_10", "sgd", "coupled", None),
+])
+def test_new_recipe_trains_its_model(name, optimizer, decay_mode, clip):
+    # The recipe's model, optimiser and augmentation for 2 updates of 4 synthetic 32 px images
+    # (about 15 s each on a CPU); its warm-up is longer than that and is dropped.
+    experiment = config.recipe(name, dataset="synthetic", image_size=32, global_batch_size=4,
+                               total_steps=2, warmup_epochs=0.0, synthetic_examples=16,
+                               max_test_examples=4, verbose=0, save_model=False)
+    results = trainer.run(experiment).results
+    assert (results["status"], results["steps"], results["recipe"]) == ("completed", 2, name)
+    assert (results["optimizer"], results["weight_decay_mode"], results["clip_global_norm"]) == (
+        optimizer, decay_mode, clip)
+    assert results["model"] == experiment.model.name
