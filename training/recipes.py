@@ -53,7 +53,7 @@ _FINETUNE = dict(
 # (arXiv:1812.01187): ResNet-50-D (section 4, Figure 2c: deep stem, average-pooled projection
 # shortcuts; registry name `resnet50d`). Section 2.1: Nesterov momentum, the inception-style
 # random-resized crop and flip, evaluation at the centre 224 crop of the shorter side resized to
-# 256. Section 3.1: linear scaling, 0.1 x b/256 = 0.4 at the batch of 1024 its Tables 3-6 use;
+# 256. Section 3.1: linear scaling, 0.1 x b/256 = 0.4 at batch 1024 (section 3.3's setting);
 # 5 warm-up epochs from 0; zero gamma (`zero_init_residual`); no bias decay (convolution and
 # dense kernels only). Section 5: cosine decay (5.1), label smoothing 0.1 (5.2), mixup with
 # alpha 0.2 and 200 epochs instead of 120 (5.4). The paper gives neither momentum nor weight
