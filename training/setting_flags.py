@@ -14,7 +14,7 @@ import json
 from absl import flags
 
 from training import config as config_lib
-from training import field_flags
+from training import field_flags, recipes
 from training.data_config import SHARED_WITH_RUNTIME, DataConfig
 from training.finetune import FinetuneConfig
 
@@ -23,8 +23,9 @@ from training.finetune import FinetuneConfig
 # training.config, and lists parsed apart (absl list flags; the config checks their items).
 # (kind, name, help[, choices]); the defaults are the fields' (_explicit_default).
 _FLAGS = [
-    ("string", "recipe", "A paper's recipe: " + ", ".join(config_lib.list_recipes())
-     + ". Other flags given on the command line override it."),
+    ("string", "recipe", "A paper's recipe (name: source, and where it departs from it):\n  "
+     + "\n  ".join(recipes.help_lines())
+     + "\nOther flags given on the command line override it."),
     ("string", "config", "A JSON experiment config (a model directory's config.json, or one "
      "exported by python -m tuning.search); other flags override it, as for --recipe."),
     ("string", "model", "A model name from keras_resnets.list_models(), or custom: "

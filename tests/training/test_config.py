@@ -19,7 +19,8 @@ EXPECTED_RECIPES = sorted(
     + [f"cifar{k}_resnext29_{c}x64d" for k in (10, 100) for c in (8, 16)]
     + [f"imagenet_resnet{d}" for d in (18, 34, 50, 101, 152)]
     + [f"imagenet_resnext{n}" for n in ("50_32x4d", "101_32x4d", "101_64x4d")]
-    + ["imagenet_resnet50_large_batch", "finetune"])
+    + ["imagenet_resnet50_large_batch", "finetune", "imagenet_resnet50_bag_of_tricks",
+       "imagenet_resnet50_rsb_a3", "cifar10_wrn28_10"])
 
 
 def steps_per_epoch(experiment):
