@@ -168,5 +168,6 @@ def test_a_renamed_model_is_recorded_under_its_real_architecture(tmp_path):
     assert results["architecture"] == {
         "depth": 8, "stem": "cifar", "stem_width": 4, "block": "basic",
         "stage_blocks": [1, 1, 1], "stage_widths": [4, 8, 16], "bottleneck_widths": [],
-        "cardinality": 1, "unit": "original", "shortcut": "A", "plain": False}
+        "cardinality": 1, "unit": "original", "shortcut": "A", "plain": False,
+        "se_ratio": None, "avg_down": False}
     assert results["parameters"] == result.model.count_params()
