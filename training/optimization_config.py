@@ -12,7 +12,7 @@ from it. Pure Python, like the other configs:
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 # The checks use `keras_resnets.validate`, imported where they run: importing keras_resnets loads
 # Keras and TensorFlow, and the CLIs import this module before they quiet TensorFlow's logs.
@@ -220,6 +220,14 @@ class OptimizationConfig:
         if self.decay_steps:
             return self.decay_steps
         return tuple(int(round(e * steps_per_epoch)) for e in self.decay_epochs)
+
+    def unreached_boundaries(self, steps_per_epoch: int) -> List[int]:
+        """The step schedule's boundaries that training ends before (`[]` for the other
+        schedules): worth a note, as a recipe shortened with `epochs` never decays."""
+        if self.schedule != "step":
+            return []
+        total = self.steps(steps_per_epoch)
+        return [b for b in self.boundaries(steps_per_epoch) if b >= total]
 
     def warmup_steps(self, steps_per_epoch: int) -> int:
         """The linear warmup in iterations."""
