@@ -8,7 +8,8 @@ import pytest
 MODULES = ["training.analysis", "training.config", "training.data", "training.data_config",
            "training.ema", "training.sources", "training.evaluate",
            "training.export", "training.finetune", "training.fit", "training.predict",
-           "training.model_config", "training.optimizers", "training.randaugment_config",
+           "training.model_config", "training.optimization_config", "training.optimizers",
+           "training.randaugment_config",
            "training.runtime", "training.schedules", "training.serving", "training.trainer",
            "tuning.budget", "tuning.hypermodel", "tuning.report", "tuning.search",
            "tuning.tuner"]

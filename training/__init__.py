@@ -3,7 +3,8 @@
 The pieces, each usable on its own:
 
 - `training.config`: `ExperimentConfig` (model, optimization, runtime and data settings) and the
-  named paper recipes (`recipe("cifar10_resnet110")`).
+  named paper recipes (`recipe("cifar10_resnet110")`); its optimisation part is
+  `training.optimization_config` (`OptimizationConfig`).
 - `training.schedules`: learning-rate schedules (step schedules in iterations, warm start, linear
   warmup, cosine).
 - `training.runtime`: distribution strategy, mixed-precision policy, XLA choice.

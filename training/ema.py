@@ -14,7 +14,8 @@ statistics, as for the statistics themselves. Keras' own `use_ema` averages trai
 only and starts from the weights after the first update, hence this small class.
 """
 
-from typing import List
+import contextlib
+from typing import Any, Callable, Dict, List, Optional
 
 import keras
 import tensorflow as tf
@@ -107,3 +108,42 @@ class WeightAverage:
     def load_into_model(self) -> None:
         """Gives the model the averaged weights (the averages stay)."""
         self._load()
+
+
+def for_decay(model: keras.Model, decay: Optional[float],
+              strategy: tf.distribute.Strategy) -> Optional[WeightAverage]:
+    """The `WeightAverage` of `model` for `OptimizationConfig.ema_decay`; `None` for `None`."""
+    return WeightAverage(model, decay, strategy) if decay is not None else None
+
+
+def checkpoint_entries(average: Optional[WeightAverage]) -> Dict[str, Any]:
+    """A checkpoint's entry of the average, `{"ema": ...}`; `{}` without one (no `ema_decay`)."""
+    return {"ema": average.trackable} if average is not None else {}
+
+
+@contextlib.contextmanager
+def averaged(average: Optional[WeightAverage], sync: Callable[[], None]):
+    """Within it, the model has the averaged weights (without an average, its own).
+
+    Args:
+        average: `WeightAverage` or `None`.
+        sync: makes the replicas' copies of the statistics and their averages equal first
+            (`training.steps.StepFunctions.sync`), so that the swap exchanges equal copies.
+    """
+    if average is None:
+        yield
+        return
+    sync()
+    average.swap()
+    try:
+        yield
+    finally:
+        average.swap()
+
+
+def restore_weights(model: keras.Model, average: Optional[WeightAverage], path: str) -> None:
+    """Loads the model's weights (not the optimizer) from a checkpoint path; with an average,
+    the averaged weights (those a run with `ema_decay` evaluated and exported)."""
+    tf.train.Checkpoint(model=model, **checkpoint_entries(average)).restore(path).expect_partial()
+    if average is not None:
+        average.load_into_model()

@@ -32,6 +32,19 @@ CLASS_NAMES_FILE = "class_names.json"
 _NEEDS = {"onnx": ("tf2onnx", "onnx")}
 
 
+def float32_copy(model, model_config, info):
+    """A copy of `model`, with its current weights, rebuilt by `model_config` (a
+    `training.model_config.ModelConfig`, for `info`'s classes and image shape) outside any
+    distribution strategy (plain variables) and in float32, for the exports: ONNX and LiteRT
+    need float32, and mixed precision is a training choice."""
+    from training import runtime  # loads TensorFlow, which the rest of this module needs not
+
+    with runtime.policy_scope("float32"):
+        copy = model_config.build(info.num_classes, info.image_shape)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def check_available(formats: Sequence[str]) -> None:
     """Raises a `ValueError` naming the packages that writing `formats` needs and lacks."""
     import importlib.util

@@ -20,13 +20,14 @@ import re
 import shutil
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from training.dirlock import DirectoryLock, warn
+from training.run_state import check_same_run
 
 PLOT_EVERY_S = 30.0
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
@@ -272,6 +273,18 @@ class RunDirectory:
                 self._relist(self.best_dir, None)
             self._managers()
         return path
+
+    def resume(self, config: dict) -> Tuple[Optional[str], Optional[dict]]:
+        """Checks that the directory holds the run of `config` (a `to_dict()`;
+        `training.run_state.check_same_run`), then `restore()`s; returns the checkpoint's path
+        (`None` for a new run) and the config the directory held (`None` without one).
+
+        Raises:
+            ValueError: the directory holds another run, or its checkpoints do not read.
+        """
+        before = self.read_config()
+        check_same_run(self.model_dir, before, config, checkpoints_in(self.checkpoint_dir))
+        return self.restore(), before
 
     @staticmethod
     def _relist(folder, newest):

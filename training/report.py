@@ -202,6 +202,12 @@ def diverged_message(trainer, update: int, what: str, last: Optional[str]) -> st
     )
 
 
+def interrupt_notice(signum: int) -> str:
+    """What a run prints when SIGINT or SIGTERM asks it to stop."""
+    return (f"\n{signal.Signals(signum).name}: stopping after this step and saving a "
+            "checkpoint (send it again to stop at once).")
+
+
 def interrupted_message(signum: int, step: int, total_steps: int,
                         latest: Optional[str]) -> str:
     where = (f"checkpoint {latest} saved; rerun the same command to resume" if latest

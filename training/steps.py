@@ -5,17 +5,20 @@ the loss summed per replica and divided by the global batch, gradients all-reduc
 `optimizer.apply`, the sums reduced over the replicas before they leave the function.
 """
 
+import warnings
 from typing import Dict, List
 
 import keras
 import tensorflow as tf
 
 from training import finetune as finetune_lib
-from training import optimizers
+from training import interrupts, optimizers
 
 _SUM = tf.distribute.ReduceOp.SUM
 TRAIN_VALUES = ("loss", "regularization", "correct", "count")
 EVAL_VALUES = ("loss", "correct", "correct_top5", "count")
+# The evaluation metrics an epoch's logs carry, as `val_*` and `test_*`.
+EPOCH_METRICS = ("loss", "accuracy", "error", "top5_accuracy", "top5_error", "examples")
 
 
 def decayed_variables(model: keras.Model, decay_bn_and_bias: bool) -> List[keras.Variable]:
@@ -78,6 +81,13 @@ def evaluation_metrics(sums, num_classes: int, split: str, dataset: str) -> Dict
         top5 = totals["correct_top5"] / count
         metrics.update(top5_accuracy=top5, top5_error=1.0 - top5)
     return metrics
+
+
+def epoch_logs(split: str, metrics: Dict[str, float]) -> Dict[str, float]:
+    """The `EPOCH_METRICS` of `evaluation_metrics` as an epoch's logs: `val_*` for the
+    validation split, `test_*` for the test split."""
+    prefix = "val_" if split == "validation" else "test_"
+    return {prefix + key: metrics[key] for key in EPOCH_METRICS if key in metrics}
 
 
 class StepFunctions:
@@ -233,6 +243,20 @@ class StepFunctions:
             return totals
 
         return evaluate_dataset
+
+    def evaluate_split(self, pipeline, split: str) -> Dict[str, float]:
+        """`evaluation_metrics` of the model's current weights over a split of `pipeline` (a
+        `training.data.Pipeline`), every example once, in batches of the global batch size."""
+        batch = self.runtime.global_batch_size
+        dataset = self.runtime.strategy.distribute_datasets_from_function(
+            lambda context: pipeline.evaluation(split, batch, context))
+        with warnings.catch_warnings(), interrupts.named_input_errors():
+            # Tracing a loop over a distributed dataset reads its tf.data options in graph mode,
+            # which TensorFlow warns about; the options are not used.
+            warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data")
+            sums = self.evaluate(dataset).numpy()
+        info = pipeline.info
+        return evaluation_metrics(sums, info.num_classes, split, info.name)
 
     def _make_sync_function(self):
         """Averages the non-trainable weights (batch-norm moving statistics) over replicas.

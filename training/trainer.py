@@ -28,13 +28,10 @@ before anything is saved, so the last checkpoint is the last good state. SIGINT 
 and leaves the last good checkpoint the latest.
 """
 
-import contextlib
 import dataclasses
 import math
-import signal
 import sys
 import time
-import warnings
 from typing import Any, Dict, Optional, Sequence
 
 import keras
@@ -51,9 +48,6 @@ from training import steps as steps_lib
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
 from training.interrupts import TrainingDiverged, TrainingInterrupted  # part of this API
-
-# The evaluation metrics an epoch's logs carry, as `val_*` and `test_*`.
-_EPOCH_METRICS = ("loss", "accuracy", "error", "top5_accuracy", "top5_error", "examples")
 
 
 @dataclasses.dataclass
@@ -147,9 +141,7 @@ class Trainer:
         self.total_steps = optimization.steps(self.steps_per_epoch)
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.schedule = schedules.build(optimization, self.steps_per_epoch)
-        self.unreached_boundaries = [
-            b for b in optimization.boundaries(self.steps_per_epoch) if b >= self.total_steps
-        ] if optimization.schedule == "step" else []
+        self.unreached_boundaries = optimization.unreached_boundaries(self.steps_per_epoch)
         self.results: Dict[str, Any] = {}
 
         runtime_lib.seed_everything(settings.seed, settings.deterministic)
@@ -163,10 +155,7 @@ class Trainer:
             self.optimizer = build_optimizer(optimization, self.schedule,
                                              self.runtime.dtype_policy, self.model, self._decayed)
             self.optimizer.build(self.model.trainable_variables)
-        # The moving average of the weights (`ema_decay`), or None.
-        self.average = ema_lib.WeightAverage(
-            self.model, optimization.ema_decay, self.runtime.strategy) if (
-            optimization.ema_decay is not None) else None
+        self.average = ema_lib.for_decay(self.model, optimization.ema_decay, self.runtime.strategy)
         self.model.stop_training = False
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -176,7 +165,8 @@ class Trainer:
         self._state = tf.Variable("{}", dtype=tf.string, trainable=False, name="state")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.step, epoch=self.epoch,
-            batch_in_epoch=self.batch_in_epoch, state=self._state, **self._averages(),
+            batch_in_epoch=self.batch_in_epoch, state=self._state,
+            **ema_lib.checkpoint_entries(self.average),
         )
         self._steps = steps_lib.StepFunctions(
             self.model, self.optimizer, self.runtime, optimization, self._decayed,
@@ -197,10 +187,6 @@ class Trainer:
             self._state.assign(state.to_json())
         if self._resumed_from is None and self.average is not None:
             self.average.reset()  # from the first weights (init_weights' included)
-
-    def _averages(self) -> Dict[str, Any]:
-        """The checkpoint's entry of the weight average (none without `ema_decay`)."""
-        return {"ema": self.average.trackable} if self.average is not None else {}
 
     def close(self) -> None:
         """Releases the model directory (its lock); `fit()` takes it again if needed."""
@@ -232,36 +218,19 @@ class Trainer:
             `examples` and, with more than five classes, `top5_accuracy` and `top5_error`.
             With `ema_decay`, of the averaged weights.
         """
-        batch = self.runtime.global_batch_size
         self.sync_replicas()
-        dataset = self.runtime.strategy.distribute_datasets_from_function(
-            lambda context: self.pipeline.evaluation(split, batch, context))
-        with warnings.catch_warnings(), interrupts.named_input_errors(), self.averaged_weights():
-            # Tracing a loop over a distributed dataset reads its tf.data options in graph mode,
-            # which TensorFlow warns about; the options are not used.
-            warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data")
-            sums = self._steps.evaluate(dataset).numpy()
-        return steps_lib.evaluation_metrics(sums, self.info.num_classes, split, self.info.name)
+        with self.averaged_weights():
+            return self._steps.evaluate_split(self.pipeline, split)
 
-    @contextlib.contextmanager
     def averaged_weights(self):
-        """Within it, the model has the averaged weights (with `ema_decay`; else its own)."""
-        if self.average is None:
-            yield
-            return
-        self.sync_replicas()
-        self.average.swap()
-        try:
-            yield
-        finally:
-            self.average.swap()
+        """A context within which the model has the averaged weights (with `ema_decay`; else
+        its own): `training.ema.averaged`."""
+        return ema_lib.averaged(self.average, self.sync_replicas)
 
     def restore_weights(self, path: str) -> None:
         """Loads the model's weights (not the optimizer) from a checkpoint path; with
         `ema_decay`, the averaged weights, which the run evaluated and exported."""
-        tf.train.Checkpoint(model=self.model, **self._averages()).restore(path).expect_partial()
-        if self.average is not None:
-            self.average.load_into_model()
+        ema_lib.restore_weights(self.model, self.average, path)
 
     # ----------------------------------------------------------------------------------------
     # Resuming.
@@ -277,10 +246,7 @@ class Trainer:
         self._state.assign(run_state.RunState(batch, self.steps_per_epoch).to_json())
         if not self.outputs:
             return None
-        self._previous_config = self.outputs.read_config()
-        run_state.check_same_run(self.model_dir, self._previous_config, self.config.to_dict(),
-                                 outputs_lib.checkpoints_in(self.outputs.checkpoint_dir))
-        latest = self.outputs.restore()
+        latest, self._previous_config = self.outputs.resume(self.config.to_dict())
         if latest is not None:
             self._run_state().check_resumable(self.model_dir, batch, self.steps_per_epoch)
         return latest
@@ -342,8 +308,7 @@ class Trainer:
         self._signal = signum
         self.model.stop_training = True
         if self.runtime.is_chief:
-            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a "
-                  "checkpoint (send it again to stop at once).", file=sys.stderr, flush=True)
+            print(report.interrupt_notice(signum), file=sys.stderr, flush=True)
 
     def _fit(self, callbacks):
         self._start()
@@ -459,12 +424,11 @@ class Trainer:
 
     def _evaluate_split(self, split, step) -> Dict[str, float]:
         """`evaluate(split)` as epoch logs (`val_*` or `test_*`), also sent to TensorBoard."""
-        prefix = "val_" if split == "validation" else "test_"
         metrics = self.evaluate(split)
         if self.outputs:
             self.outputs.scalars(split, step, {
                 "epoch_" + key: metrics[key] for key in ("loss", "accuracy", "error")})
-        return {prefix + key: metrics[key] for key in _EPOCH_METRICS if key in metrics}
+        return steps_lib.epoch_logs(split, metrics)
 
     def _finish(self, state, status):
         """Writes the final state, results and exports, and says how the run ended."""
@@ -479,8 +443,11 @@ class Trainer:
         if self.outputs:
             self.outputs.write_epoch(state.history, state.step, final=True)
             if settings.save_model and status != "interrupted":
+                self.sync_replicas()
+                with self.averaged_weights():  # the exports have the averaged weights
+                    network = export_lib.float32_copy(self.model, self.config.model, self.info)
                 self.results["exports"] = self.outputs.save_model(
-                    self._clean_copy(), serving.Preprocessing.from_pipeline(self.pipeline),
+                    network, serving.Preprocessing.from_pipeline(self.pipeline),
                     self.info.class_names, settings.export_format)
             self.outputs.write_results(self.results)
             self.outputs.close()
@@ -509,17 +476,6 @@ class Trainer:
         if self.outputs:
             self.outputs.write_results(report.results(self, state, "diverged", message))
         raise TrainingDiverged(message)
-
-    def _clean_copy(self) -> keras.Model:
-        """The trained model rebuilt outside the strategy (plain variables) in float32, for
-        the exports: ONNX and LiteRT need float32, and mixed precision is a training choice.
-        With `ema_decay`, it has the averaged weights."""
-        self.sync_replicas()
-        with runtime_lib.policy_scope("float32"):
-            model = self.config.model.build(self.info.num_classes, self.info.image_shape)
-        with self.averaged_weights():
-            model.set_weights(self.model.get_weights())
-        return model
 
 
 def run(config: ExperimentConfig, pipeline=None, callbacks=None, strategy=None) -> TrainResult:

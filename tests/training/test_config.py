@@ -7,7 +7,7 @@ import keras
 import pytest
 
 import keras_resnets
-from training import config, schedules
+from training import config, optimization_config, schedules
 from training.data_config import DataConfig
 
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet2012": 1_281_167}
@@ -255,3 +255,21 @@ def test_models_are_channels_last_whatever_keras_is_set_to():
                                          r"'channels_first': training's input pipeline gives "
                                          r"channels-last images"):
         config.ModelConfig("resnet20", {"data_format": "channels_first"})
+
+
+def test_optimization_config_is_re_exported_by_training_config():
+    assert config.OptimizationConfig is optimization_config.OptimizationConfig
+    assert (config.OPTIMIZERS, config.SCHEDULES, config.WEIGHT_DECAY_MODES) == (
+        ("sgd", "adamw", "lamb"), ("step", "cosine", "constant"),
+        ("auto", "coupled", "decoupled"))
+
+
+def test_unreached_boundaries_are_those_at_or_after_the_last_step():
+    in_steps = config.OptimizationConfig(decay_steps=(10, 15, 20), total_steps=15)
+    assert in_steps.unreached_boundaries(4) == [15, 20]
+    in_epochs = config.OptimizationConfig(decay_epochs=(1.5, 4.0), epochs=3)
+    assert in_epochs.unreached_boundaries(10) == [40]
+    assert config.OptimizationConfig(decay_steps=(5,), total_steps=6).unreached_boundaries(
+        2) == []
+    cosine = config.OptimizationConfig(schedule="cosine", decay_steps=(20,), total_steps=6)
+    assert cosine.unreached_boundaries(2) == []

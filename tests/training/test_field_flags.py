@@ -157,9 +157,9 @@ def test_fields_that_cannot_be_flags_are_named(cls, message):
 
 
 # The flags of `python -m training.fit` that training.setting_flags defines itself.
-EXPLICIT = ["recipe", "config", "model", "model_overrides", "batch_size", "schedule",
-            "decay_steps", "decay_epochs", "strategy", "mixed_precision", "jit_compile",
-            "export_format", "freeze"]
+EXPLICIT = ["recipe", "config", "model", "model_overrides", "batch_size", "optimizer",
+            "weight_decay_mode", "schedule", "decay_steps", "decay_epochs", "strategy",
+            "mixed_precision", "jit_compile", "export_format", "freeze"]
 SECTIONS = {DataConfig: set(SHARED_WITH_RUNTIME), config.OptimizationConfig: {"global_batch_size"},
             config.RuntimeConfig: set(), FinetuneConfig: set()}
 

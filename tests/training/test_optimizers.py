@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
+import keras_resnets
 from tests.training import fakes
 from tests.training.conftest import (
     TINY_MODEL,
@@ -245,6 +246,27 @@ def test_the_average_is_the_closed_form_over_weights_and_bn_statistics():
         expected = decay ** steps * history[0] + sum(
             (1 - decay) * decay ** (steps - k) * history[k] for k in range(1, steps + 1))
         np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_average_helpers_swap_and_checkpoint_exactly_the_averages():
+    model = keras_resnets.ResNet(stem="cifar", classes=10, input_shape=(8, 8, 3), **TINY_MODEL)
+    strategy = tf.distribute.get_strategy()
+    assert ema.for_decay(model, None, strategy) is None
+    assert ema.checkpoint_entries(None) == {}
+    with ema.averaged(None, sync=lambda: pytest.fail("no average: nothing to sync")):
+        pass
+    average = ema.for_decay(model, 0.5, strategy)
+    assert average.decay == 0.5 and ema.checkpoint_entries(average) == {"ema": average.trackable}
+    own = [v.numpy().copy() for v in ema.averaged_variables(model)]
+    for variable in average.averages:
+        variable.assign(variable.value + 1.0)
+    synced = []
+    with ema.averaged(average, sync=lambda: synced.append(True)):
+        assert synced == [True]
+        for value, variable in zip(own, ema.averaged_variables(model)):
+            np.testing.assert_array_equal(variable.numpy(), value + 1.0)
+    for value, variable in zip(own, ema.averaged_variables(model)):
+        np.testing.assert_array_equal(variable.numpy(), value)
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,12 @@ def test_config_changes():
     assert report.config_changes(None, now) == []
 
 
+def test_interrupt_notice():
+    assert report.interrupt_notice(signal.SIGTERM) == (
+        "\nSIGTERM: stopping after this step and saving a checkpoint (send it again to stop "
+        "at once).")
+
+
 def test_interrupted_and_finished_lines():
     assert report.interrupted_message(signal.SIGTERM, 4, 16, "runs/a/checkpoints/ckpt-4") == (
         "Interrupted by SIGTERM at step 4 of 16: checkpoint runs/a/checkpoints/ckpt-4 saved; "

@@ -427,3 +427,13 @@ def test_evaluate_test_false_never_touches_the_test_split(tmp_path):
     assert os.path.exists(tmp_path / "run" / "results.json")
     with pytest.raises(ValueError, match=r"evaluate_test=False needs a validation split"):
         trainer.Trainer(experiment(evaluate_test=False), fakes.FakePipeline())
+
+
+def test_epoch_logs_prefix_the_split_and_keep_the_epoch_metrics():
+    sums = [6.0, 3.0, 4.0, 4.0]  # loss, correct, correct_top5, count
+    metrics = steps.evaluation_metrics(sums, 10, "validation", "fake")
+    assert steps.epoch_logs("validation", metrics) == {
+        "val_loss": 1.5, "val_accuracy": 0.75, "val_error": 0.25, "val_top5_accuracy": 1.0,
+        "val_top5_error": 0.0, "val_examples": 4}
+    assert steps.epoch_logs("test", steps.evaluation_metrics(sums, 3, "test", "fake")) == {
+        "test_loss": 1.5, "test_accuracy": 0.75, "test_error": 0.25, "test_examples": 4}
