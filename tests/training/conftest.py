@@ -3,9 +3,12 @@
 import contextlib
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -70,6 +73,30 @@ def run_cli(module, *args, timeout=240, **env):
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
                           env=subprocess_env(**env), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def latest_step(model_dir):
+    """The step of a model directory's newest checkpoint, or -1."""
+    path = os.path.join(model_dir, "checkpoints", "checkpoint")
+    if not os.path.exists(path):
+        return -1
+    with open(path) as file:
+        match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', file.read(), re.M)
+    return int(match.group(1)) if match else -1
+
+
+def kill_after_step(spec_path, model_dir, step, timeout=240):
+    """Starts a `worker.py` run, SIGKILLs it once it has checkpointed `step` and returns the
+    step of its newest checkpoint then."""
+    process = start_worker(spec_path)
+    deadline = time.time() + timeout
+    while latest_step(model_dir) < step and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    return latest_step(model_dir)
 
 
 def weights_of(npz, prefix="weight_"):

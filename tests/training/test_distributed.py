@@ -4,14 +4,13 @@ MultiWorkerMirroredStrategy with two workers on localhost, and resume after a SI
 import json
 import os
 import re
-import signal
-import time
 
 import numpy as np
 
 from tests.training.conftest import (
     TINY_MODEL,
     free_port,
+    kill_after_step,
     run_worker,
     start_worker,
     tiny_settings,
@@ -87,14 +86,6 @@ def test_multi_worker_on_localhost_trains_identically_and_only_the_chief_writes(
     assert [p for p in os.listdir(temps[1]) if p.startswith("keras_resnets_worker")] == []
 
 
-def latest_step(model_dir):
-    path = os.path.join(model_dir, "checkpoints", "checkpoint")
-    if not os.path.exists(path):
-        return -1
-    with open(path) as file:
-        match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', file.read(), re.M)
-    return int(match.group(1)) if match else -1
-
 
 def test_a_run_killed_mid_way_resumes_to_the_same_weights(tmp_path):
     pipeline = {"train_examples": 128, "test_examples": 16}
@@ -107,15 +98,7 @@ def test_a_run_killed_mid_way_resumes_to_the_same_weights(tmp_path):
     resumed_spec, resumed_out = worker_spec(tmp_path, "resumed", tiny_settings(
         model_dir=model_dir, verbose=2, **common), pipeline)
 
-    process = start_worker(killed_spec)
-    deadline = time.time() + 240
-    while latest_step(model_dir) < 9 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-    killed_at = latest_step(model_dir)
+    killed_at = kill_after_step(killed_spec, model_dir, 9)
     assert 9 <= killed_at < 24
 
     log = run_worker(resumed_spec)

@@ -5,7 +5,6 @@ evaluation, export and resume."""
 import json
 import os
 import signal
-import time
 
 import keras
 import numpy as np
@@ -17,13 +16,12 @@ import keras_resnets
 from tests.training import fakes
 from tests.training.conftest import (
     TINY_MODEL,
+    kill_after_step,
     run_worker,
-    start_worker,
     tiny_settings,
     weights_of,
     worker_spec,
 )
-from tests.training.test_distributed import latest_step
 from tests.training.test_trainer import Signaller
 from training import config, ema, optimizers, report, setting_flags, trainer
 from training.run_state import check_same_run
@@ -417,14 +415,7 @@ def test_a_deterministic_run_killed_mid_way_resumes_to_the_same_average(tmp_path
                                  pipeline, sleep_per_batch=0.3)
     resumed_spec, resumed_out = worker_spec(tmp_path, "resumed", tiny_settings(
         model_dir=model_dir, **common), pipeline)
-    process = start_worker(killed_spec)
-    deadline = time.time() + 240
-    while latest_step(model_dir) < 4 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert 4 <= latest_step(model_dir) < 12
+    assert 4 <= kill_after_step(killed_spec, model_dir, 4) < 12
     run_worker(resumed_spec)
     run_worker(reference_spec)
     resumed, reference = np.load(resumed_out), np.load(reference_out)
