@@ -7,6 +7,7 @@ image size, channels) without loading it; `training.sources.plan` turns that des
 returns the train, validation and test splits (`training.splits`) made as the plan says.
 """
 
+import abc
 import dataclasses
 from typing import Optional, Tuple
 
@@ -133,7 +134,7 @@ class Splits:
         return getattr(self, split)
 
 
-class Source:
+class Source(abc.ABC):
     """One kind of data. A subclass reads `config.dataset` values that `accepts` says it
     reads (`training.sources.SOURCES` tries them in order).
 
@@ -146,8 +147,9 @@ class Source:
         self._description = None
 
     @classmethod
+    @abc.abstractmethod
     def accepts(cls, config: DataConfig) -> bool:
-        raise NotImplementedError
+        """Whether this kind of source reads `config.dataset`."""
 
     def describe(self) -> Description:
         """The data's `Description` (read once: `_describe`)."""
@@ -155,11 +157,13 @@ class Source:
             self._description = self._describe()
         return self._description
 
+    @abc.abstractmethod
     def _describe(self) -> Description:
-        raise NotImplementedError
+        """Reads the data's `Description`."""
 
+    @abc.abstractmethod
     def splits(self, plan: Plan) -> Splits:
-        raise NotImplementedError
+        """The train, validation and test splits, made as `plan` says."""
 
 
 def check_classes(source, names, what):
@@ -235,12 +239,13 @@ class RecordSource(Source):
     _kind = ""
     _test_split = "test"
 
+    @abc.abstractmethod
     def _read(self, split):
         """A fresh `tf.data.Dataset` of `(encoded image, int32 label)`, in file order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _count(self, split):
-        raise NotImplementedError
+        """The number of records of `split`."""
 
     def _load(self, split):
         """The encoded images and the labels of a split, as NumPy arrays."""
