@@ -224,7 +224,7 @@ def finished_line(status: str, results: Dict[str, Any], model_dir: Optional[str]
     return f"Finished ({status}): {results['steps']} steps, {summary}{where}."
 
 
-def _split_results(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+def split_results(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The final and best accuracy and error of each evaluated split."""
     results = {}
     for split, prefix in (("test", "test_"), ("validation", "val_")):
@@ -296,7 +296,7 @@ def results(trainer, state, status: str, message: str = "") -> Dict[str, Any]:
         "skipped_files": len(getattr(trainer.pipeline, "skipped_files", ())),
         "monitor": trainer.monitor,
         "best_epoch": state.best_epoch,
-        **_split_results(rows),
+        **split_results(rows),
     }
     outputs = trainer.outputs
     if outputs:

@@ -73,6 +73,7 @@ def test_without_chosen_exports_other_backends_write_model_keras_only():
 
 
 def test_fit_refuses_a_tf_distribute_strategy_on_torch_in_one_line():
+    pytest.importorskip("torch")
     result = run_cli("training.fit", "--backend=torch", "--strategy=mirrored",
                      "--dataset=synthetic", "--epochs=1")
     assert result.returncode == 2, result.stderr
@@ -86,3 +87,11 @@ def test_fit_refuses_an_unknown_backend_flag():
     assert result.returncode == 2
     assert result.stderr.startswith("training.fit: error: flag --backend=mxnet: value should "
                                     "be one of <tensorflow|jax|torch>")
+
+
+def test_select_names_a_backend_that_is_not_installed(monkeypatch):
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.delitem(backends.sys.modules, "keras")
+    with pytest.raises(ValueError, match=r"^backend='jax' needs the jax package, which is not "
+                                         r"installed here\.$"):
+        backends.select("jax")

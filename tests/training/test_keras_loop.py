@@ -1,0 +1,71 @@
+"""`training.keras_loop`: `python -m training.fit` on the JAX and PyTorch backends (Keras' fit)."""
+
+import csv
+import json
+import os
+
+import pytest
+
+from tests.training.conftest import run_cli, tiny_settings
+from training import config as config_lib
+from training import keras_loop
+
+TINY = ["--model=resnet20", '--model_overrides={"depth": 8, "stage_widths": [4, 8, 16]}',
+        "--dataset=synthetic", "--synthetic_examples=96", "--image_size=8", "--num_classes=4",
+        "--batch_size=16", "--epochs=2", "--verbose=2"]
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_fit_trains_on_the_backend_and_writes_results_history_and_model_keras(backend, tmp_path):
+    pytest.importorskip(backend)
+    model_dir = tmp_path / "run"
+    result = run_cli("training.fit", *TINY, "--label_smoothing=0.1", f"--model_dir={model_dir}",
+                     KERAS_BACKEND=backend)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"with Keras' fit on {backend}: 2 epochs of 6 steps, batch 16" in result.stdout
+    results = json.loads((model_dir / "results.json").read_text())
+    assert (results["status"], results["backend"], results["epochs"], results["steps"],
+            results["total_steps"], results["steps_per_epoch"]) == (
+        "completed", backend, 2, 12, 12, 6)
+    assert results["test_examples"] == 24  # synthetic: a quarter of the training examples
+    assert results["monitor"] == "test_accuracy" and results["best_epoch"] in (1, 2)
+    assert sorted(results["exports"]) == ["class_names", "keras"]
+    assert results["config"]["optimization"]["label_smoothing"] == 0.1
+    with open(model_dir / "history.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["epoch"], row["step"]) for row in rows] == [("1", "6"), ("2", "12")]
+    assert set(rows[0]) == {"epoch", "step", "loss", "accuracy", "error", "learning_rate",
+                            "test_loss", "test_accuracy", "test_error", "images_per_second",
+                            "epoch_seconds"}
+    assert float(rows[-1]["test_error"]) == results["final_test_error"]
+    assert all(os.path.isfile(model_dir / name) for name in (
+        "config.json", "curves.png", "model.keras", "class_names.json"))
+
+
+def test_the_keras_loop_refuses_what_it_lacks_in_one_line():
+    for settings, message in [
+        (dict(ema_decay=0.999), "ema_decay is not available on the jax backend: the weight "
+                                "average is kept by the tensorflow loop only; use "
+                                "--backend=tensorflow."),
+        (dict(clip_global_norm=1.0), "clip_global_norm is not available on the jax backend: "
+                                     "clipping by the global norm is done by the tensorflow "
+                                     "loop only; use --backend=tensorflow."),
+        (dict(checkpoint_every_steps=5), "checkpoint_every_steps is not available on the jax "
+                                         "backend: the Keras loop checkpoints nothing yet; use "
+                                         "--backend=tensorflow."),
+    ]:
+        config = config_lib.from_settings(tiny_settings(**settings))
+        with pytest.raises(ValueError) as error:
+            keras_loop.check_supported(config, "jax")
+        assert str(error.value) == message
+    keras_loop.check_supported(config_lib.from_settings(tiny_settings()), "jax")
+
+
+def test_a_model_dir_with_a_run_is_refused_on_jax(tmp_path):
+    pytest.importorskip("jax")
+    (tmp_path / "config.json").write_text("{}")
+    result = run_cli("training.fit", *TINY, f"--model_dir={tmp_path}", "--backend=jax")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"training.fit: error: model_dir='{tmp_path}' holds a run already; the Keras loop on "
+        "jax does not resume yet: use a new model_dir.\n")
