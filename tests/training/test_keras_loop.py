@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests.training.conftest import run_cli, tiny_settings
@@ -69,3 +70,55 @@ def test_a_model_dir_with_a_run_is_refused_on_jax(tmp_path):
     assert result.stderr == (
         f"training.fit: error: model_dir='{tmp_path}' holds a run already; the Keras loop on "
         "jax does not resume yet: use a new model_dir.\n")
+
+
+def _tiny(**settings):
+    return config_lib.from_settings(tiny_settings(
+        synthetic_examples=64, image_size=8, num_classes=4, **settings))
+
+
+def test_the_training_loss_adds_the_coupled_decay_of_the_decayed_variables():
+    import keras
+
+    from training.steps import decayed_variables
+
+    run = keras_loop.KerasTrainer(_tiny(weight_decay=0.01, label_smoothing=0.1,
+                                        decay_bn_and_bias=False))
+    images = np.random.default_rng(0).random((4, 8, 8, 3), dtype="float32")
+    targets = np.eye(4, dtype="float32")
+    outputs = run.model(images)
+    loss = float(run.model.compute_loss(images, targets, outputs))
+    smoothed = targets * 0.9 + 0.1 / 4
+    cross_entropy = float(np.mean(-np.sum(smoothed * np.log(np.asarray(outputs)), axis=-1)))
+    decayed = decayed_variables(run.model, False)
+    assert len(decayed) < len(run.model.trainable_variables)  # no BN or biases by default
+    penalty = 0.5 * 0.01 * sum(float(np.sum(np.square(v.numpy()))) for v in decayed)
+    assert loss == pytest.approx(cross_entropy + penalty, rel=1e-5)
+    assert keras.backend.backend() == "tensorflow"  # the Keras loop runs here too
+
+
+@pytest.mark.parametrize("eval_crops", [1, 10])
+def test_evaluate_equals_the_tensorflow_loops_evaluate(eval_crops):
+    from training import trainer
+
+    config = config_lib.from_settings(tiny_settings(
+        synthetic_examples=64, num_classes=8, image_size=8, eval_crops=eval_crops))
+    ours, theirs = keras_loop.KerasTrainer(config), trainer.Trainer(config)
+    images, _ = next(iter(ours.pipeline.evaluation("test", 16)))
+    assert images.shape == ((16, 8, 8, 3) if eval_crops == 1 else (16, 10, 8, 8, 3))
+    theirs.model.set_weights(ours.model.get_weights())
+    mine, reference = ours.evaluate("test"), theirs.evaluate("test")
+    assert mine.keys() == reference.keys()
+    assert mine["examples"] == reference["examples"] == 16
+    for key in mine:
+        assert mine[key] == pytest.approx(reference[key], abs=1e-5), key
+
+
+def test_mixed_bfloat16_and_soft_targets_train(tmp_path):
+    run = keras_loop.KerasTrainer(_tiny(mixed_precision="bfloat16", mixup_alpha=0.2,
+                                        model_dir=str(tmp_path)))
+    history = run.fit()
+    assert run.model.dtype_policy.name == "mixed_bfloat16"
+    assert len(history.history["loss"]) == 2 and run.results["status"] == "completed"
+    assert run.results["dtype_policy"] == "mixed_bfloat16"
+    assert np.isfinite(history.history["loss"]).all()
