@@ -89,6 +89,21 @@ class _DecayedLossModel(keras.Model):
         return loss + 0.5 * self._weight_decay * penalty
 
 
+class _DivergenceGuard(keras.callbacks.Callback):
+    """Stops `fit` after a batch whose running mean loss (Keras' batch logs) is not finite or
+    exceeds `max_loss`; `problem` then says what, `batch` where."""
+
+    def __init__(self, max_loss: float):
+        super().__init__()
+        self.max_loss, self.problem, self.batch = max_loss, None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        problem = report.loss_problem(float(logs["loss"]), self.max_loss)
+        if problem and self.problem is None:
+            self.problem, self.batch = problem, batch
+            self.model.stop_training = True
+
+
 def _one_hot(num_classes):
     """A tf.data map to float one-hot targets (soft targets pass unchanged)."""
     import tensorflow as tf
@@ -148,6 +163,7 @@ class KerasTrainer:
         from training.steps import decayed_variables
 
         self.pipeline, self.info = pipeline, pipeline.info
+        self.monitor = report.monitor_of(self.info)  # the key of the best epoch
         self.batch = optimization.global_batch_size
         self.steps_per_epoch = int(pipeline.steps_per_epoch(self.batch))
         self.total_steps = optimization.steps(self.steps_per_epoch)
@@ -182,11 +198,6 @@ class KerasTrainer:
         if self._lock is not None:
             self._lock.release()
 
-    @property
-    def monitor(self) -> str:
-        """The log key that picks the best epoch: validation accuracy, else test."""
-        return "val_accuracy" if self.info.validation_examples else "test_accuracy"
-
     def evaluate(self, split: str = "test") -> Dict[str, float]:
         """Evaluates the current weights on every example of a split once (as
         `training.trainer.Trainer.evaluate`): `loss` (without label smoothing), `accuracy`,
@@ -217,6 +228,10 @@ class KerasTrainer:
 
         Returns:
             A `keras.callbacks.History` with the rows of `history.csv` (one per epoch).
+
+        Raises:
+            TrainingDiverged: the epoch's running mean loss (with the coupled decay) became
+                non-finite or exceeded `max_loss` (results.json then says "diverged").
         """
         from training.steps import epoch_logs
 
@@ -233,13 +248,17 @@ class KerasTrainer:
                 steps = min(self.steps_per_epoch, self.total_steps - step)
                 data = self.pipeline.train(epoch, self.batch).map(
                     _one_hot(self.info.num_classes))
-                tick = time.time()
+                tick, guard = time.time(), _DivergenceGuard(settings.max_loss)
                 logs = self.model.fit(data, initial_epoch=epoch, epochs=epoch + 1,
-                                      steps_per_epoch=steps, callbacks=list(callbacks or []),
+                                      steps_per_epoch=steps,
+                                      callbacks=[guard, *(callbacks or [])],
                                       shuffle=False,  # the pipeline shuffles, per epoch
                                       verbose=1 if settings.verbose == 1 else 0).history
                 seconds = time.time() - tick
                 train_seconds += seconds
+                if guard.problem:
+                    self._diverged(epoch, step + guard.batch + 1, guard.problem,
+                                   train_seconds, time.time() - started)
                 step += steps
                 row = {"epoch": epoch + 1, "step": step, "loss": logs["cross_entropy"][-1],
                        "accuracy": logs["accuracy"][-1], "error": 1 - logs["accuracy"][-1],
@@ -266,6 +285,21 @@ class KerasTrainer:
         history.history = {key: [row.get(key) for row in self.history]
                            for key in self.history[0]} if self.history else {}
         return history
+
+    def _diverged(self, epoch, update, problem, train_seconds, wall_seconds):
+        """Writes results.json with status "diverged" and raises `TrainingDiverged`."""
+        from training.interrupts import TrainingDiverged
+
+        message = (f"Training diverged in update {update} of {self.total_steps} (epoch "
+                   f"{epoch + 1}): {problem}. Stopped; the Keras loop keeps no checkpoint. "
+                   f"Lower the learning rate (now {self.config.optimization.learning_rate}) "
+                   "or check the data.")
+        self._log(message)
+        self.results = self._results("diverged", update, train_seconds, wall_seconds)
+        self.results["message"] = message
+        if self.model_dir:
+            self._write("results.json", self.results)
+        raise TrainingDiverged(message)
 
     def _results(self, status, step, train_seconds, wall_seconds) -> Dict[str, Any]:
         """`results.json`: the keys of `training.report.results` that this loop knows."""

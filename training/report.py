@@ -249,6 +249,12 @@ def split_results(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     return results
 
 
+def monitor_of(info) -> str:
+    """The log key that picks a run's best checkpoint: validation accuracy where the data
+    (a `training.sources` info) has a validation split, else test accuracy."""
+    return "val_accuracy" if info.validation_examples else "test_accuracy"
+
+
 def optimizer_summary(optimization) -> Dict[str, Any]:
     """The optimizer, its weight decay (with the mode `"auto"` resolved), clipping and
     weight average of an `OptimizationConfig`, as `results.json` records them."""

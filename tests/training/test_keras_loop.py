@@ -122,3 +122,18 @@ def test_mixed_bfloat16_and_soft_targets_train(tmp_path):
     assert len(history.history["loss"]) == 2 and run.results["status"] == "completed"
     assert run.results["dtype_policy"] == "mixed_bfloat16"
     assert np.isfinite(history.history["loss"]).all()
+
+
+def test_a_diverging_run_stops_with_training_diverged_and_results_say_so(tmp_path):
+    from training.interrupts import TrainingDiverged
+
+    run = keras_loop.KerasTrainer(_tiny(max_loss=0.01, model_dir=str(tmp_path)))
+    with pytest.raises(TrainingDiverged) as error:
+        run.fit()
+    assert str(error.value).startswith("Training diverged in update 1 of 8 (epoch 1): the loss ")
+    assert str(error.value).endswith("exceeds max_loss=0.01. Stopped; the Keras loop keeps no "
+                                     "checkpoint. Lower the learning rate (now 0.1) or check "
+                                     "the data.")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (results["status"], results["steps"], results["message"]) == (
+        "diverged", 1, str(error.value))
