@@ -31,17 +31,10 @@ from absl import app, flags
 
 from training import backends, cli, setting_flags
 from training import config as config_lib
-from training.setting_flags import settings_from_flags
+from training.setting_flags import define_flags, settings_from_flags
 
 PROGRAM = "training.fit"
 FLAGS = flags.FLAGS
-
-
-def define_flags(flag_values=FLAGS):
-    """Defines the flags of `python -m training.fit`: the settings' (`training.setting_flags`)
-    and `--backend` (`training.backends`)."""
-    setting_flags.define_flags(flag_values)
-    backends.define_flag(flag_values)
 
 
 def config_from_flags(flag_values=FLAGS) -> config_lib.ExperimentConfig:
@@ -101,7 +94,9 @@ def main(argv):
 def run_main():
     """The console entry point."""
     define_flags()
+    backends.define_flag()  # a process setting, not a config field (training.setting_flags)
     flags.adopt_module_key_flags(setting_flags)  # --help lists the flags defined there
+    flags.adopt_module_key_flags(backends)
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
 
 

@@ -82,9 +82,11 @@ def test_fit_refuses_a_tf_distribute_strategy_on_torch_in_one_line():
         "on the tensorflow backend; on torch use strategy='auto' or 'one_device'.\n")
 
 
-def test_fit_refuses_an_unknown_backend_flag():
+def test_fit_refuses_an_unknown_backend_flag_and_its_help_lists_the_flag():
     result = run_cli("training.fit", "--backend=mxnet", "--dataset=synthetic", "--epochs=1")
     assert result.returncode == 2
+    assert "  --backend: <tensorflow|jax|torch>: The Keras backend" in run_cli(
+        "training.fit", "--help").stdout
     assert result.stderr.startswith("training.fit: error: flag --backend=mxnet: value should "
                                     "be one of <tensorflow|jax|torch>")
 
