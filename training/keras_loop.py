@@ -9,7 +9,9 @@ smoothing of sparse and soft (MixUp / CutMix) targets, the dtype policy of
 `runtime.mixed_precision`, evaluation of every example of the validation and test splits (the
 ten crops averaged with `eval_crops=10`), and in the model directory `config.json`,
 `history.csv`, `curves.png`, `results.json` and the `model.keras` export (`training.outputs`,
-`training.report`, `training.export`). tf.data feeds every backend, as Keras allows
+`training.report`, `training.export`), and a checkpoint at the end of each epoch
+(`training.keras_checkpoints`: weights, optimizer, epoch, step, history) from which rerunning
+the same settings resumes. tf.data feeds every backend, as Keras allows
 (https://keras.io/getting_started/#multi-backend-keras).
 
 What the package's loop adds and this one does not yet do, `UNSUPPORTED` lists;
@@ -17,6 +19,7 @@ What the package's loop adds and this one does not yet do, `UNSUPPORTED` lists;
 """
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -42,7 +45,7 @@ UNSUPPORTED = {
     "init_weights": (lambda c: bool(c.finetune.init_weights),
                      "initial weights are loaded by the tensorflow loop only"),
     "checkpoint_every_steps": (lambda c: c.runtime.checkpoint_every_steps > 0,
-                               "the Keras loop checkpoints nothing yet"),
+                               "the Keras loop checkpoints at the end of each epoch only"),
 }
 
 
@@ -148,13 +151,11 @@ class KerasTrainer:
         self.config = config
         optimization, settings = config.optimization, config.runtime
         self.model_dir = settings.model_dir
-        if self.model_dir and os.path.exists(os.path.join(self.model_dir, "config.json")):
-            raise ValueError(f"model_dir={self.model_dir!r} holds a run already; the Keras loop "
-                             f"on {self.backend} does not resume yet: use a new model_dir.")
         self._lock = DirectoryLock(self.model_dir, argument="model_dir").acquire() if (
             self.model_dir) else None
         try:
             self._set_up(pipeline or make_pipeline(config.data), optimization, settings)
+            self._resumed = self._restore()
         except BaseException:
             self.close()
             raise
@@ -170,7 +171,7 @@ class KerasTrainer:
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.schedule = schedules.build(optimization, self.steps_per_epoch)
         self.policy = runtime_lib.dtype_policy(settings.mixed_precision)
-        runtime_lib.seed_everything(settings.seed, False)
+        runtime_lib.seed_everything(settings.seed, settings.deterministic)
         with runtime_lib.policy_scope(self.policy):
             built = self.config.model.build(self.info.num_classes, self.info.image_shape)
             self.architecture = self.config.model.architecture()
@@ -192,6 +193,29 @@ class KerasTrainer:
             jit_compile={"auto": "auto", "true": True, "false": False}[settings.jit_compile])
         self.results: Dict[str, Any] = {}
         self.history: List[Dict[str, Any]] = []
+
+    def _restore(self) -> Optional[Dict[str, Any]]:
+        """The state of the model directory's checkpoint, its weights and optimizer loaded;
+        `None` for a new run. A directory of another run or of the tensorflow loop is
+        refused."""
+        from training import keras_checkpoints
+
+        if not (self.model_dir and os.path.exists(os.path.join(self.model_dir, "config.json"))):
+            return None
+        with open(os.path.join(self.model_dir, "config.json")) as file:
+            before = json.load(file)
+        if before != json.loads(json.dumps(self.config.to_dict())):
+            raise ValueError(f"model_dir={self.model_dir!r} holds a run with other settings; "
+                             "the Keras loop resumes only the same settings: use a new "
+                             "model_dir.")
+        self.optimizer.build(self.model.trainable_variables)  # its variables, to load into
+        state = keras_checkpoints.load(self.model_dir, self.model)
+        if state is None:
+            raise ValueError(f"model_dir={self.model_dir!r} holds a run without a checkpoint "
+                             f"of the Keras loop (keras_state.json); on {self.backend} use a "
+                             "new model_dir.")
+        self.history = state["history"]
+        return state
 
     def close(self) -> None:
         """Releases the model directory's lock."""
@@ -243,8 +267,12 @@ class KerasTrainer:
             self._log(f"Training {self.model.name} on {self.info.name} with Keras' fit on "
                       f"{self.backend}: {self.epochs} epochs of {self.steps_per_epoch} steps, "
                       f"batch {self.batch}, {self.policy}.")
-            started, train_seconds, step = time.time(), 0.0, 0
-            for epoch in range(self.epochs):
+            resumed = self._resumed or {"epoch": 0, "step": 0, "train_seconds": 0.0}
+            if self._resumed:
+                self._log(f"Resuming after epoch {resumed['epoch']} (step {resumed['step']}).")
+            started, train_seconds, step = (time.time(), resumed["train_seconds"],
+                                            resumed["step"])
+            for epoch in range(resumed["epoch"], self.epochs):
                 steps = min(self.steps_per_epoch, self.total_steps - step)
                 data = self.pipeline.train(epoch, self.batch).map(
                     _one_hot(self.info.num_classes))
@@ -272,6 +300,7 @@ class KerasTrainer:
                 self.history.append(row)
                 self._log(report.epoch_line(epoch + 1, self.epochs, row, seconds, None))
                 self._write_epoch(final=epoch + 1 == self.epochs)
+                self._save(epoch + 1, step, train_seconds)
                 if self.model.stop_training:
                     break
             status = "completed" if step >= self.total_steps else "stopped"
@@ -324,6 +353,14 @@ class KerasTrainer:
             **report.split_results(rows),
             "config": self.config.to_dict(),
         }
+
+    def _save(self, epochs_done, step, train_seconds):
+        if self.model_dir:
+            from training import keras_checkpoints
+
+            keras_checkpoints.save(self.model_dir, self.model, {
+                "epoch": epochs_done, "step": step, "train_seconds": train_seconds,
+                "history": self.history})
 
     def _write_start(self):
         if self.model_dir:

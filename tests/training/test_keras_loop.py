@@ -52,8 +52,8 @@ def test_the_keras_loop_refuses_what_it_lacks_in_one_line():
                                      "clipping by the global norm is done by the tensorflow "
                                      "loop only; use --backend=tensorflow."),
         (dict(checkpoint_every_steps=5), "checkpoint_every_steps is not available on the jax "
-                                         "backend: the Keras loop checkpoints nothing yet; use "
-                                         "--backend=tensorflow."),
+                                         "backend: the Keras loop checkpoints at the end of each "
+                                         "epoch only; use --backend=tensorflow."),
     ]:
         config = config_lib.from_settings(tiny_settings(**settings))
         with pytest.raises(ValueError) as error:
@@ -62,14 +62,14 @@ def test_the_keras_loop_refuses_what_it_lacks_in_one_line():
     keras_loop.check_supported(config_lib.from_settings(tiny_settings()), "jax")
 
 
-def test_a_model_dir_with_a_run_is_refused_on_jax(tmp_path):
+def test_a_model_dir_with_other_settings_is_refused_on_jax(tmp_path):
     pytest.importorskip("jax")
     (tmp_path / "config.json").write_text("{}")
     result = run_cli("training.fit", *TINY, f"--model_dir={tmp_path}", "--backend=jax")
     assert result.returncode == 2
     assert result.stderr == (
-        f"training.fit: error: model_dir='{tmp_path}' holds a run already; the Keras loop on "
-        "jax does not resume yet: use a new model_dir.\n")
+        f"training.fit: error: model_dir='{tmp_path}' holds a run with other settings; the "
+        "Keras loop resumes only the same settings: use a new model_dir.\n")
 
 
 def _tiny(**settings):
@@ -137,3 +137,27 @@ def test_a_diverging_run_stops_with_training_diverged_and_results_say_so(tmp_pat
     results = json.loads((tmp_path / "results.json").read_text())
     assert (results["status"], results["steps"], results["message"]) == (
         "diverged", 1, str(error.value))
+
+
+class _StopAfterFirstEpoch(keras_loop.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_a_stopped_run_resumes_to_the_weights_and_history_of_an_uninterrupted_one(tmp_path):
+    config = _tiny(weight_decay=0.01, deterministic=True, model_dir=str(tmp_path / "whole"))
+    whole = keras_loop.KerasTrainer(config)
+    whole.fit()
+    parts = config.replace(model_dir=str(tmp_path / "parts"))
+    first = keras_loop.KerasTrainer(parts)
+    first.fit([_StopAfterFirstEpoch()])
+    assert first.results["status"] == "stopped" and first.results["steps"] == 4
+    second = keras_loop.KerasTrainer(parts)
+    assert second._resumed["epoch"] == 1 and second._resumed["step"] == 4
+    second.fit()
+    assert second.results["status"] == "completed" and second.results["steps"] == 8
+    for mine, reference in zip(second.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_array_equal(mine, reference)
+    for key in ("epoch", "step", "loss", "accuracy", "test_loss", "test_accuracy"):
+        assert [row[key] for row in second.history] == [row[key] for row in whole.history], key
+    assert sorted(os.listdir(tmp_path / "parts")) == sorted(os.listdir(tmp_path / "whole"))
