@@ -12,6 +12,12 @@ overrides the recipe (the defaults shown by `--help` apply without `--recipe`):
     python -m training.fit --recipe=finetune --dataset=~/photos --model_dir=runs/photos
     python -m training.fit --model=resnet20 --dataset=../shared/data/cifar10 --epochs=5 \
         --init_weights=runs/resnet20 --trainable_from=stage3 --model_dir=runs/finetuned
+    python -m training.fit --backend=jax --model=resnet20 --dataset=synthetic --epochs=2
+
+`--backend` (default: `KERAS_BACKEND`, else tensorflow) picks the Keras backend before Keras is
+imported (`training.backends`): tensorflow trains with the package's loop (`training.trainer`),
+jax and torch with Keras' `model.fit` (`training.keras_loop`); a setting that exists only on
+TensorFlow (a tf.distribute strategy, `--cpu_devices`, a SavedModel export) exits with code 2.
 
 Rerunning the same command resumes from the model directory's latest checkpoint. A bad flag, a
 model directory in use by another run or not writable, or a failed write (a full disk) exits
@@ -23,7 +29,7 @@ import json
 
 from absl import app, flags
 
-from training import cli, setting_flags
+from training import backends, cli, setting_flags
 from training import config as config_lib
 from training.setting_flags import define_flags, settings_from_flags
 
@@ -59,9 +65,16 @@ def main(argv):
     cli.quiet_logs(debug)
 
     def set_up():
+        backend = backends.select(FLAGS.backend)  # before anything imports Keras
+        config = backends.for_backend(config_from_flags(), backend,
+                                      FLAGS["export_format"].present)
+        if backend != "tensorflow":
+            from training import keras_loop
+
+            return keras_loop.KerasTrainer(config)
         from training import trainer
 
-        return trainer.Trainer(config_from_flags())
+        return trainer.Trainer(config)
 
     run = cli.set_up_or_fail(PROGRAM, set_up, native_logs=debug)
     from training.images import CorruptImageError
@@ -81,7 +94,9 @@ def main(argv):
 def run_main():
     """The console entry point."""
     define_flags()
+    backends.define_flag()  # a process setting, not a config field (training.setting_flags)
     flags.adopt_module_key_flags(setting_flags)  # --help lists the flags defined there
+    flags.adopt_module_key_flags(backends)
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
 
 

@@ -78,6 +78,35 @@ _CURVE_COLUMNS = ("epoch", "step", "loss", "accuracy", "error", "learning_rate",
                   "images_per_second", "epoch_seconds")
 
 
+def to_json(value) -> str:
+    """`value` as indented JSON (NumPy scalars and tuples included), as results.json holds it."""
+    return json.dumps(value, indent=2, default=_json_default)
+
+
+def history_csv(rows: List[Dict[str, float]]) -> bytes:
+    """The contents of history.csv: one row per epoch, the columns of `_CURVE_COLUMNS` that
+    some row has."""
+    columns = [c for c in _CURVE_COLUMNS if any(c in row for row in rows)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def write_history(model_dir: str, rows: List[Dict[str, float]], title: str = "",
+                  plot: bool = True) -> None:
+    """Writes `model_dir`'s history.csv and, with `plot`, curves.png (`training.keras_loop`,
+    which has no `RunDirectory`)."""
+    try:
+        atomic_write(os.path.join(model_dir, "history.csv"), history_csv(rows))
+        if plot:
+            plot_curves(rows, os.path.join(model_dir, "curves.png"), title=title)
+    except OSError as error:
+        raise RunDirectoryError(f"Could not write the history to {model_dir}: "
+                                f"{error.strerror or error}.") from None
+
+
 def plot_curves(rows: List[Dict[str, float]], path: str, title: str = "") -> None:
     """Saves the training curves like the papers' figures: loss and error (%) against
     iterations, training thin and dashed, validation and test bold."""
@@ -376,12 +405,7 @@ class RunDirectory:
         passed since the last drawing (a drawing costs ~0.1 s, 1% of a 10 s epoch)."""
         if not self.is_chief or not rows:
             return
-        columns = [c for c in _CURVE_COLUMNS if any(c in row for row in rows)]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        self._write("history.csv", buffer.getvalue().encode())
+        self._write("history.csv", history_csv(rows))
         if final or time.monotonic() - self._plotted >= PLOT_EVERY_S:
             try:
                 plot_curves(rows, os.path.join(self.model_dir, "curves.png"), title=self.title)
@@ -394,7 +418,7 @@ class RunDirectory:
     def write_results(self, results):
         if self.is_chief:
             self._write("results.json",
-                        json.dumps(results, indent=2, default=_json_default).encode())
+                        to_json(results).encode())
 
     def save_model(self, model, preprocessing, class_names,
                    formats=("keras", "saved_model")) -> Dict[str, str]:

@@ -224,7 +224,7 @@ def finished_line(status: str, results: Dict[str, Any], model_dir: Optional[str]
     return f"Finished ({status}): {results['steps']} steps, {summary}{where}."
 
 
-def _split_results(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+def split_results(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The final and best accuracy and error of each evaluated split."""
     results = {}
     for split, prefix in (("test", "test_"), ("validation", "val_")):
@@ -247,6 +247,12 @@ def _split_results(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     if evaluated:
         results["final_test_loss"] = evaluated[-1]["test_loss"]
     return results
+
+
+def monitor_of(info) -> str:
+    """The log key that picks a run's best checkpoint: validation accuracy where the data
+    (a `training.sources` info) has a validation split, else test accuracy."""
+    return "val_accuracy" if info.validation_examples else "test_accuracy"
 
 
 def optimizer_summary(optimization) -> Dict[str, Any]:
@@ -296,7 +302,7 @@ def results(trainer, state, status: str, message: str = "") -> Dict[str, Any]:
         "skipped_files": len(getattr(trainer.pipeline, "skipped_files", ())),
         "monitor": trainer.monitor,
         "best_epoch": state.best_epoch,
-        **_split_results(rows),
+        **split_results(rows),
     }
     outputs = trainer.outputs
     if outputs:

@@ -196,7 +196,7 @@ class Trainer:
     @property
     def monitor(self) -> str:
         """The log key that picks the best checkpoint: validation accuracy, else test."""
-        return "val_accuracy" if self.info.validation_examples else "test_accuracy"
+        return report.monitor_of(self.info)
 
     def _regularization(self):
         """Weight decay and model losses of one replica's step."""
