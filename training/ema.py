@@ -15,20 +15,12 @@ only and starts from the weights after the first update, hence this small class.
 """
 
 import contextlib
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import keras
 import tensorflow as tf
 
-
-def averaged_variables(model: keras.Model) -> List[keras.Variable]:
-    """The variables the average follows: every trainable weight, then the moving mean and
-    variance of every trainable batch norm (in layer order)."""
-    statistics = []
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
-            statistics += [layer.moving_mean, layer.moving_variance]
-    return list(model.trainable_variables) + statistics
+from training.keras_ema import averaged_variables  # shared with the Keras loop
 
 
 class WeightAverage:

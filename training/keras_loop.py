@@ -5,23 +5,32 @@ Keras backends the train step is Keras' (`keras.Model.fit`, one call per epoch),
 package's loop promises about the numbers: the optimizer of `training.optimizers` over the
 schedule of `training.schedules`, the papers' coupled weight decay as the loss term
 `0.5 * wd * sum(w**2)` over the same variables (`training.steps.decayed_variables`), label
-smoothing of sparse and soft (MixUp / CutMix) targets, the dtype policy of
+smoothing of sparse and soft (MixUp / CutMix) targets, clipping by the global norm (Keras'
+`global_clipnorm`: the TF loop's rule, `min(1, clip / norm)` of the unscaled gradients), the
+weight average of `ema_decay` (`training.keras_ema`; evaluation, the best epoch and the exports
+use it), the first weights of `init_weights` (`training.initial_weights`), the dtype policy of
 `runtime.mixed_precision`, evaluation of every example of the validation and test splits (the
 ten crops averaged with `eval_crops=10`), and in the model directory `config.json`,
 `history.csv`, `curves.png`, `results.json` and the `model.keras` export (`training.outputs`,
-`training.report`, `training.export`), and a checkpoint at the end of each epoch
-(`training.keras_checkpoints`: weights, optimizer, epoch, step, history) from which rerunning
-the same settings resumes. tf.data feeds every backend, as Keras allows
-(https://keras.io/getting_started/#multi-backend-keras).
+`training.report`, `training.export`).
 
-What the package's loop adds and this one does not yet do, `UNSUPPORTED` lists;
-`KerasTrainer` refuses such settings with one line.
+It checkpoints (`training.keras_checkpoints`: weights, optimizer, average, position, history)
+at the end of each epoch and every `checkpoint_every_steps` within one (`training.
+keras_callbacks`); rerunning the same settings resumes there, within an epoch by skipping the
+batches done (`pipeline.train(epoch, batch, skip_batches=k)`: the order is a pure function of
+`(seed, epoch)`). A SIGKILL at any moment leaves a directory that resumes. SIGINT and SIGTERM
+stop the run after the current step with a checkpoint of it and `TrainingInterrupted`
+(`python -m training.fit` exits with 130 / 143), as on TensorFlow. tf.data feeds every backend,
+as Keras allows (https://keras.io/getting_started/#multi-backend-keras).
+
+What the package's loop adds and this one does not do, `UNSUPPORTED` lists; `KerasTrainer`
+refuses such settings with one line.
 """
-
 import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -31,21 +40,23 @@ from keras import ops
 
 from training import export as export_lib
 from training import finetune as finetune_lib
-from training import optimizers, report, schedules, serving
+from training import (
+    keras_callbacks,
+    keras_checkpoints,
+    keras_ema,
+    optimizers,
+    report,
+    schedules,
+    serving,
+)
 from training import runtime as runtime_lib
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
 
 # Setting -> (is it set?, why it is refused) on the Keras loop.
 UNSUPPORTED = {
-    "ema_decay": (lambda c: c.optimization.ema_decay is not None,
-                  "the weight average is kept by the tensorflow loop only"),
-    "clip_global_norm": (lambda c: c.optimization.clip_global_norm is not None,
-                         "clipping by the global norm is done by the tensorflow loop only"),
-    "init_weights": (lambda c: bool(c.finetune.init_weights),
-                     "initial weights are loaded by the tensorflow loop only"),
-    "checkpoint_every_steps": (lambda c: c.runtime.checkpoint_every_steps > 0,
-                               "the Keras loop checkpoints at the end of each epoch only"),
+    "head_lr_multiplier": (lambda c: c.finetune.head_lr_multiplier != 1,
+                           "Keras' optimizers have no learning rate per variable"),
 }
 
 
@@ -76,12 +87,15 @@ class CrossEntropy(keras.losses.Loss):
 
 
 class _DecayedLossModel(keras.Model):
-    """A functional model whose training loss adds the coupled weight decay of `decayed`."""
+    """A functional model whose training loss adds the coupled weight decay of `decayed` and
+    whose train step updates the weight average `average` (a `keras_ema.OptimizerAverage`,
+    set after the optimizer is built) after each update."""
 
     def __init__(self, inputs, outputs, name, decayed=(), weight_decay=0.0):
         super().__init__(inputs=inputs, outputs=outputs, name=name)
         self._decayed_ids = {id(v) for v in decayed}
         self._weight_decay = weight_decay
+        self.average = None
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training)
@@ -91,20 +105,16 @@ class _DecayedLossModel(keras.Model):
         penalty = sum(ops.sum(ops.square(ops.cast(v, "float32"))) for v in decayed)
         return loss + 0.5 * self._weight_decay * penalty
 
-
-class _DivergenceGuard(keras.callbacks.Callback):
-    """Stops `fit` after a batch whose running mean loss (Keras' batch logs) is not finite or
-    exceeds `max_loss`; `problem` then says what, `batch` where."""
-
-    def __init__(self, max_loss: float):
-        super().__init__()
-        self.max_loss, self.problem, self.batch = max_loss, None, None
-
-    def on_train_batch_end(self, batch, logs=None):
-        problem = report.loss_problem(float(logs["loss"]), self.max_loss)
-        if problem and self.problem is None:
-            self.problem, self.batch = problem, batch
-            self.model.stop_training = True
+    def train_step(self, *args):
+        # JAX: train_step(state, data) -> (logs, state), pure; the others: train_step(data).
+        if self.average is None:
+            return super().train_step(*args)
+        if keras.backend.backend() == "jax":
+            logs, state = super().train_step(*args)
+            return logs, self.average.stateless_update(state)
+        logs = super().train_step(*args)
+        self.average.update()
+        return logs
 
 
 def _one_hot(num_classes):
@@ -148,6 +158,8 @@ class KerasTrainer:
         self.backend = keras.backend.backend()
         backends.check_settings(config, self.backend)
         check_supported(config, self.backend)
+        # A pretrained source fixes the layer settings and the input normalisation.
+        config, self.finetune_notes = finetune_lib.resolve(config)
         self.config = config
         optimization, settings = config.optimization, config.runtime
         self.model_dir = settings.model_dir
@@ -156,6 +168,8 @@ class KerasTrainer:
         try:
             self._set_up(pipeline or make_pipeline(config.data), optimization, settings)
             self._resumed = self._restore()
+            if self._resumed is None:
+                self._initialize()
         except BaseException:
             self.close()
             raise
@@ -184,6 +198,13 @@ class KerasTrainer:
                 optimization.weight_decay if coupled else 0.0)
             self.optimizer = optimizers.build(optimization, self.schedule, self.policy,
                                               self.model, decayed)
+            # Keras clips the unscaled gradients (inside a LossScaleOptimizer) by
+            # min(1, clip / global norm), as training.optimizers.clip_by_global_norm does.
+            getattr(self.optimizer, "inner_optimizer", self.optimizer).global_clipnorm = (
+                optimization.clip_global_norm)
+            self.optimizer.build(self.model.trainable_variables)
+            self.average = self.model.average = None if optimization.ema_decay is None else (
+                keras_ema.OptimizerAverage(self.model, self.optimizer, optimization.ema_decay))
         smoothing = optimization.label_smoothing
         self.model.compile(
             optimizer=self.optimizer, loss=CrossEntropy(smoothing),
@@ -193,13 +214,13 @@ class KerasTrainer:
             jit_compile={"auto": "auto", "true": True, "false": False}[settings.jit_compile])
         self.results: Dict[str, Any] = {}
         self.history: List[Dict[str, Any]] = []
+        self.initialization: Optional[Dict[str, Any]] = None
+        self._signal, self._latest = None, None
 
     def _restore(self) -> Optional[Dict[str, Any]]:
-        """The state of the model directory's checkpoint, its weights and optimizer loaded;
-        `None` for a new run. A directory of another run or of the tensorflow loop is
-        refused."""
-        from training import keras_checkpoints
-
+        """The state of the model directory's checkpoint, its weights, optimizer and average
+        loaded; `None` for a new run (also one stopped before its first checkpoint). A
+        directory of another run or of the tensorflow loop is refused."""
         if not (self.model_dir and os.path.exists(os.path.join(self.model_dir, "config.json"))):
             return None
         with open(os.path.join(self.model_dir, "config.json")) as file:
@@ -208,14 +229,28 @@ class KerasTrainer:
             raise ValueError(f"model_dir={self.model_dir!r} holds a run with other settings; "
                              "the Keras loop resumes only the same settings: use a new "
                              "model_dir.")
-        self.optimizer.build(self.model.trainable_variables)  # its variables, to load into
         state = keras_checkpoints.load(self.model_dir, self.model)
-        if state is None:
+        if state is None and os.path.isdir(os.path.join(self.model_dir, "checkpoints")):
             raise ValueError(f"model_dir={self.model_dir!r} holds a run without a checkpoint "
                              f"of the Keras loop (keras_state.json); on {self.backend} use a "
                              "new model_dir.")
-        self.history = state["history"]
+        if state is not None:
+            self.history, self._latest = state["history"], state["weights"]
+            self.initialization = state.get("initialization")
         return state
+
+    def _initialize(self) -> None:
+        """A new run's first weights: those of `init_weights`, if any; the average starts
+        from them."""
+        source = self.config.finetune.init_weights
+        if source:
+            from training import initial_weights
+
+            start = initial_weights.load(self.model, source, self.info.class_names)
+            self.initialization = start.to_dict()
+            self._log(start.line())
+        if self.average is not None:
+            self.average.reset()
 
     def close(self) -> None:
         """Releases the model directory's lock."""
@@ -225,10 +260,17 @@ class KerasTrainer:
     def evaluate(self, split: str = "test") -> Dict[str, float]:
         """Evaluates the current weights on every example of a split once (as
         `training.trainer.Trainer.evaluate`): `loss` (without label smoothing), `accuracy`,
-        `error`, `examples` and, with more than five classes, `top5_accuracy`, `top5_error`."""
+        `error`, `examples` and, with more than five classes, `top5_accuracy`, `top5_error`.
+        With `ema_decay`, of the averaged weights."""
         from training.steps import evaluation_metrics
 
-        sums = np.zeros(4)  # loss, correct, correct in the top 5, count
+        with keras_ema.averaged(self.average):
+            sums = self._evaluation_sums(split)
+        return evaluation_metrics(sums, self.info.num_classes, split, self.info.name)
+
+    def _evaluation_sums(self, split):
+        """Loss, correct, correct in the top 5 and count over a split."""
+        sums = np.zeros(4)
         for images, labels in self.pipeline.evaluation(split, self.batch).as_numpy_iterator():
             crops = images.shape[1] if images.ndim == 5 else 1
             flat = images.reshape((-1, *images.shape[-3:]))
@@ -240,74 +282,31 @@ class KerasTrainer:
             sums += (-np.log(np.clip(picked, 1e-7, 1.0)).sum(),
                      (probs.argmax(axis=1) == labels).sum(), (top5 == labels[:, None]).sum(),
                      len(labels))
-        return evaluation_metrics(sums, self.info.num_classes, split, self.info.name)
+        return sums
 
     def fit(self, callbacks: Optional[Sequence[keras.callbacks.Callback]] = None
             ) -> keras.callbacks.History:
-        """Trains to the end, evaluating every `eval_every_epochs`; `self.results` then holds
-        the contents of `results.json`.
+        """Trains to the end (or resumes and finishes), evaluating every `eval_every_epochs`;
+        `self.results` then holds the contents of `results.json`.
 
         Args:
-            callbacks: Keras callbacks, given to `model.fit`.
+            callbacks: Keras callbacks, given to each epoch's `model.fit`.
 
         Returns:
             A `keras.callbacks.History` with the rows of `history.csv` (one per epoch).
 
         Raises:
-            TrainingDiverged: the epoch's running mean loss (with the coupled decay) became
+            TrainingDiverged: the running mean loss (with the coupled decay) became
                 non-finite or exceeded `max_loss` (results.json then says "diverged").
+            TrainingInterrupted: SIGINT or SIGTERM stopped it (after a checkpoint).
         """
-        from training.steps import epoch_logs
+        from training.interrupts import interruptible
 
-        settings = self.config.runtime
         if self._lock is not None:
             self._lock.acquire()
         try:
-            self._write_start()
-            self._log(f"Training {self.model.name} on {self.info.name} with Keras' fit on "
-                      f"{self.backend}: {self.epochs} epochs of {self.steps_per_epoch} steps, "
-                      f"batch {self.batch}, {self.policy}.")
-            resumed = self._resumed or {"epoch": 0, "step": 0, "train_seconds": 0.0}
-            if self._resumed:
-                self._log(f"Resuming after epoch {resumed['epoch']} (step {resumed['step']}).")
-            started, train_seconds, step = (time.time(), resumed["train_seconds"],
-                                            resumed["step"])
-            for epoch in range(resumed["epoch"], self.epochs):
-                steps = min(self.steps_per_epoch, self.total_steps - step)
-                data = self.pipeline.train(epoch, self.batch).map(
-                    _one_hot(self.info.num_classes))
-                tick, guard = time.time(), _DivergenceGuard(settings.max_loss)
-                logs = self.model.fit(data, initial_epoch=epoch, epochs=epoch + 1,
-                                      steps_per_epoch=steps,
-                                      callbacks=[guard, *(callbacks or [])],
-                                      shuffle=False,  # the pipeline shuffles, per epoch
-                                      verbose=1 if settings.verbose == 1 else 0).history
-                seconds = time.time() - tick
-                train_seconds += seconds
-                if guard.problem:
-                    self._diverged(epoch, step + guard.batch + 1, guard.problem,
-                                   train_seconds, time.time() - started)
-                step += steps
-                row = {"epoch": epoch + 1, "step": step, "loss": logs["cross_entropy"][-1],
-                       "accuracy": logs["accuracy"][-1], "error": 1 - logs["accuracy"][-1],
-                       "learning_rate": float(self.schedule(step - 1)),
-                       "images_per_second": self.batch * steps / seconds,
-                       "epoch_seconds": seconds}
-                if (epoch + 1) % settings.eval_every_epochs == 0 or epoch + 1 == self.epochs:
-                    for split in (["validation"] if self.info.validation_examples else []) + (
-                            ["test"] if settings.evaluate_test else []):
-                        row.update(epoch_logs(split, self.evaluate(split)))
-                self.history.append(row)
-                self._log(report.epoch_line(epoch + 1, self.epochs, row, seconds, None))
-                self._write_epoch(final=epoch + 1 == self.epochs)
-                self._save(epoch + 1, step, train_seconds)
-                if self.model.stop_training:
-                    break
-            status = "completed" if step >= self.total_steps else "stopped"
-            self.results = self._results(status, step, train_seconds, time.time() - started)
-            self._export()
-            self._write("results.json", self.results)
-            self._log(report.finished_line(status, self.results, self.model_dir))
+            with interruptible(self._interrupt):
+                self._fit(list(callbacks or []))
         finally:
             self.close()
         history = keras.callbacks.History()
@@ -315,16 +314,115 @@ class KerasTrainer:
                            for key in self.history[0]} if self.history else {}
         return history
 
-    def _diverged(self, epoch, update, problem, train_seconds, wall_seconds):
+    def _interrupt(self, signum):
+        """SIGINT / SIGTERM: finish the current step, checkpoint it and stop (`fit` raises
+        `TrainingInterrupted`); a second signal acts at once."""
+        self._signal = signum
+        self.model.stop_training = True
+        print(report.interrupt_notice(signum), file=sys.stderr, flush=True)
+
+    def _fit(self, callbacks):
+        from training.interrupts import TrainingInterrupted
+
+        self._write_start()
+        self._log(f"Training {self.model.name} on {self.info.name} with Keras' fit on "
+                  f"{self.backend}: {self.epochs} epochs of {self.steps_per_epoch} steps, "
+                  f"batch {self.batch}, {self.policy}.")
+        at = self._resumed or {"epoch": 0, "batch": 0, "step": 0, "train_seconds": 0.0}
+        if self._resumed:
+            self._log(f"Resuming in epoch {at['epoch'] + 1} after batch {at['batch']} (step "
+                      f"{at['step']})." if at["batch"] else
+                      f"Resuming after epoch {at['epoch']} (step {at['step']}).")
+        self.step, self.train_seconds = at["step"], at["train_seconds"]
+        self._clock = time.time() - at.get("wall_seconds", 0.0)
+        epoch, batch, metrics, seconds = (at["epoch"], at["batch"], at.get("metrics"),
+                                          at.get("epoch_seconds", 0.0))
+        status = None
+        while status is None and epoch < self.epochs:
+            status = self._train_epoch(epoch, batch, metrics, seconds, callbacks)
+            epoch, batch, metrics, seconds = epoch + 1, 0, None, 0.0
+        if status is None or (status == "stopped" and self.step >= self.total_steps):
+            status = "completed"
+        self.results = self._results(status, self.step, self.train_seconds,
+                                     time.time() - self._clock)
+        if status == "interrupted":
+            self.results["message"] = report.interrupted_message(
+                self._signal, self.step, self.total_steps, self._latest_path())
+        else:
+            self._export()
+        if self.model_dir:
+            self._write("results.json", self.results)
+        self._log(report.finished_line(status, self.results, self.model_dir))
+        if status == "interrupted":
+            raise TrainingInterrupted(self.results["message"], self._signal)
+
+    def _train_epoch(self, epoch, first_batch, metrics, seconds_before, callbacks):
+        """Trains `epoch` from batch `first_batch` (with the running `metrics` of the batches
+        before), then evaluates and checkpoints it. Returns how the run ends when it ends
+        here (`"stopped"` or `"interrupted"`), else `None`."""
+        from training.steps import epoch_logs
+
+        settings = self.config.runtime
+        epoch_steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+        first_step = epoch * self.steps_per_epoch + first_batch
+        watch = keras_callbacks.StepWatch(
+            settings.max_loss, first_batch, first_step, epoch_steps,
+            settings.checkpoint_every_steps if self.model_dir else 0,
+            lambda done, step, seconds: self._save(epoch, done, step, seconds_before + seconds,
+                                                   self.train_seconds + seconds),
+            lambda: self._signal is not None, metrics)
+        tick = time.time()
+        if first_batch < epoch_steps and self._signal is None:
+            data = self.pipeline.train(epoch, self.batch, skip_batches=first_batch).map(
+                _one_hot(self.info.num_classes))
+            self.model.fit(data, initial_epoch=epoch, epochs=epoch + 1,
+                           steps_per_epoch=epoch_steps - first_batch,
+                           callbacks=[watch, *callbacks],
+                           shuffle=False,  # the pipeline shuffles, per epoch
+                           verbose=1 if settings.verbose == 1 else 0)
+        elif metrics is not None:  # the whole epoch was done before an interruption
+            keras_callbacks.set_metric_state(self.model, metrics)
+        seconds = time.time() - tick - watch.paused
+        self.train_seconds += seconds
+        seconds += seconds_before
+        if watch.problem:
+            self._diverged(epoch, watch.update, watch.problem, self.train_seconds)
+        self.step = epoch * self.steps_per_epoch + watch.done
+        if watch.done < epoch_steps or self._signal is not None:  # stopped within the epoch
+            self._save(epoch, watch.done, self.step, seconds, self.train_seconds)
+            return "interrupted" if self._signal is not None else "stopped"
+        logs = self.model.get_metrics_result()
+        accuracy = float(logs["accuracy"])
+        row = {"epoch": epoch + 1, "step": self.step, "loss": float(logs["cross_entropy"]),
+               "accuracy": accuracy, "error": 1 - accuracy,
+               "learning_rate": float(self.schedule(self.step - 1)),
+               "images_per_second": self.batch * epoch_steps / seconds,
+               "epoch_seconds": seconds}
+        if (epoch + 1) % settings.eval_every_epochs == 0 or epoch + 1 == self.epochs:
+            for split in (["validation"] if self.info.validation_examples else []) + (
+                    ["test"] if settings.evaluate_test else []):
+                row.update(epoch_logs(split, self.evaluate(split)))
+        self.history.append(row)
+        self._log(report.epoch_line(epoch + 1, self.epochs, row, seconds, None))
+        self._write_epoch(final=epoch + 1 == self.epochs)
+        self._save(epoch + 1, 0, self.step, 0.0, self.train_seconds)
+        if self._signal is not None:
+            return "interrupted"
+        return "stopped" if self.model.stop_training else None
+
+    def _diverged(self, epoch, update, problem, train_seconds):
         """Writes results.json with status "diverged" and raises `TrainingDiverged`."""
         from training.interrupts import TrainingDiverged
 
+        last = self._latest_path()
+        kept = (f"the last checkpoint, {last}, is from before" if last else
+                "it had saved no checkpoint")
         message = (f"Training diverged in update {update} of {self.total_steps} (epoch "
-                   f"{epoch + 1}): {problem}. Stopped; the Keras loop keeps no checkpoint. "
-                   f"Lower the learning rate (now {self.config.optimization.learning_rate}) "
-                   "or check the data.")
+                   f"{epoch + 1}): {problem}. Stopped; {kept}. Lower the learning rate (now "
+                   f"{self.config.optimization.learning_rate}) or check the data.")
         self._log(message)
-        self.results = self._results("diverged", update, train_seconds, wall_seconds)
+        self.results = self._results("diverged", update, train_seconds,
+                                     time.time() - self._clock)
         self.results["message"] = message
         if self.model_dir:
             self._write("results.json", self.results)
@@ -342,6 +440,9 @@ class KerasTrainer:
                              **dataclasses.asdict(self.architecture)},
             "parameters": int(self.model.count_params()),
             "trainable_parameters": self.freezing.trainable_parameters,
+            "frozen_parameters": self.freezing.frozen_parameters,
+            "frozen_groups": list(self.freezing.frozen_groups),
+            "initialization": self.initialization,
             "dataset": self.info.name, "class_names": list(self.info.class_names),
             "epochs": len(rows), "epochs_planned": self.epochs, "steps": step,
             "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
@@ -350,17 +451,24 @@ class KerasTrainer:
             "train_seconds": train_seconds, "wall_seconds": wall_seconds,
             "images_per_second": self.batch * step / train_seconds if train_seconds else None,
             "monitor": self.monitor, "best_epoch": best["epoch"] if best else None,
-            **report.split_results(rows),
+            **report.split_results(rows), "latest_checkpoint": self._latest_path(),
             "config": self.config.to_dict(),
         }
 
-    def _save(self, epochs_done, step, train_seconds):
-        if self.model_dir:
-            from training import keras_checkpoints
+    def _save(self, epoch, batch, step, epoch_seconds, train_seconds):
+        """Checkpoints the run at `batch` of `epoch` (0: its start) after `step` updates; the
+        running metrics of a part-done epoch go with it."""
+        if not self.model_dir:
+            return
+        self._latest = keras_checkpoints.save(self.model_dir, self.model, {
+            "epoch": epoch, "batch": batch, "step": step,
+            "metrics": keras_callbacks.metric_state(self.model) if batch else None,
+            "epoch_seconds": epoch_seconds, "train_seconds": train_seconds,
+            "wall_seconds": time.time() - self._clock, "initialization": self.initialization,
+            "history": self.history})
 
-            keras_checkpoints.save(self.model_dir, self.model, {
-                "epoch": epochs_done, "step": step, "train_seconds": train_seconds,
-                "history": self.history})
+    def _latest_path(self) -> Optional[str]:
+        return os.path.join(self.model_dir, self._latest) if self._latest else None
 
     def _write_start(self):
         if self.model_dir:
@@ -379,7 +487,8 @@ class KerasTrainer:
         settings = self.config.runtime
         if not (self.model_dir and settings.save_model):
             return
-        network = export_lib.float32_copy(self.model, self.config.model, self.info)
+        with keras_ema.averaged(self.average):  # the exports have the averaged weights
+            network = export_lib.float32_copy(self.model, self.config.model, self.info)
         self.results["exports"] = export_lib.export(
             network, serving.Preprocessing.from_pipeline(self.pipeline),
             self.info.class_names, self.model_dir, settings.export_format)
