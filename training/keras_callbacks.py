@@ -33,6 +33,15 @@ def metric_state(model: keras.Model) -> List[list]:
     return [np.asarray(ops.convert_to_numpy(v)).tolist() for v in model.metrics_variables]
 
 
+def build_metrics(model: keras.Model) -> None:
+    """Creates the compiled metrics' variables now (TensorFlow's `fit` creates them when it
+    traces its first step, after `on_epoch_begin`), from one image of zeros, and resets them."""
+    images = np.zeros((1, *model.input_shape[1:]), "float32")
+    outputs = model(images, training=False)
+    model.compute_metrics(images, np.zeros((1, model.output_shape[-1]), "float32"), outputs)
+    model.reset_metrics()
+
+
 def set_metric_state(model: keras.Model, values: List[list]) -> None:
     """Gives the compiled metrics the running totals of `metric_state`."""
     for variable, value in zip(model.metrics_variables, values):

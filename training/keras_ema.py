@@ -86,19 +86,20 @@ class OptimizerAverage:
     def reset(self) -> None:
         """Starts the averages at the model's current weights."""
         for source, average in zip(self.sources, self.averages):
-            average.assign(ops.cast(source.value, "float32"))
+            # A copy: on JAX, two variables sharing a buffer cannot both be donated to a step.
+            average.assign(ops.copy(ops.cast(source.value, "float32")))
 
     def swap(self) -> None:
         """Exchanges the model's weights and the averages (exactly: a second call undoes it)."""
         for source, average in zip(self.sources, self.averages):
             value = np.array(ops.convert_to_numpy(source.value))  # a copy (torch shares)
-            source.assign(average.value)
+            source.assign(ops.copy(average.value))
             average.assign(value)
 
     def load_into_model(self) -> None:
         """Gives the model the averaged weights (the averages stay)."""
         for source, average in zip(self.sources, self.averages):
-            source.assign(average.value)
+            source.assign(ops.copy(average.value))
 
 
 @contextlib.contextmanager

@@ -235,6 +235,8 @@ class KerasTrainer:
                              f"of the Keras loop (keras_state.json); on {self.backend} use a "
                              "new model_dir.")
         if state is not None:
+            if state["batch"]:  # an epoch to finish: its metrics' running sums go back in
+                keras_callbacks.build_metrics(self.model)
             self.history, self._latest = state["history"], state["weights"]
             self.initialization = state.get("initialization")
         return state

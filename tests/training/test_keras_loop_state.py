@@ -1,0 +1,204 @@
+"""`training.keras_loop`'s checkpoints, signals, weight average, clipping and first weights.
+
+The tests run on the backend of the test process (TensorFlow in the default suite: the Keras
+loop's code is the same on every backend); `test_on_jax` reruns the backend-neutral ones in a
+`KERAS_BACKEND=jax` pytest subprocess (and `test_on_torch`, slow, on PyTorch).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.training.conftest import subprocess_env, tiny_settings
+from training import config as config_lib
+from training import keras_checkpoints, keras_loop
+from training.interrupts import TrainingInterrupted
+
+NEUTRAL = "interrupted_within or average_is or init_weights or kill_at_any_moment"
+
+
+def _tiny(**settings):
+    """4 steps per epoch, 2 epochs."""
+    return config_lib.from_settings(tiny_settings(
+        synthetic_examples=64, image_size=8, num_classes=4, deterministic=True, **settings))
+
+
+class _SignalAt(keras.callbacks.Callback):
+    """Sends `signum` to this process at the end of batch `batch` of epoch `epoch`."""
+
+    def __init__(self, epoch, batch, signum):
+        super().__init__()
+        self.at, self.signum, self.epoch = (epoch, batch), signum, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
+def _arrays(trainer):
+    return [keras.ops.convert_to_numpy(v) for v in
+            trainer.model.weights + trainer.optimizer.variables]
+
+
+def test_a_run_interrupted_within_an_epoch_resumes_to_the_uninterrupted_run(tmp_path):
+    settings = dict(ema_decay=0.9, clip_global_norm=0.5, weight_decay=0.001,
+                    checkpoint_every_steps=3)
+    whole = keras_loop.KerasTrainer(_tiny(model_dir=str(tmp_path / "whole"), **settings))
+    whole.fit()
+    config = _tiny(model_dir=str(tmp_path / "parts"), **settings)
+    first = keras_loop.KerasTrainer(config)
+    with pytest.raises(TrainingInterrupted) as error:
+        first.fit([_SignalAt(1, 0, signal.SIGINT)])  # epoch 2's first batch: step 5
+    assert error.value.exit_code == 130
+    state = keras_checkpoints.read_state(config.runtime.model_dir)
+    assert (state["epoch"], state["batch"], state["step"], state["weights"]) == (
+        1, 1, 5, "keras_step5.weights.h5")
+    assert first.results["status"] == "interrupted" and first.results["steps"] == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    second = keras_loop.KerasTrainer(config)
+    second.fit()
+    assert second.results["status"] == "completed" and second.results["steps"] == 8
+    for mine, reference in zip(_arrays(second), _arrays(whole), strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-6)
+    for key in ("epoch", "step", "loss", "accuracy", "test_loss", "test_accuracy"):
+        assert [row[key] for row in second.history] == pytest.approx(
+            [row[key] for row in whole.history], rel=1e-6), key
+    assert second.results["latest_checkpoint"] == os.path.join(
+        config.runtime.model_dir, "keras_step8.weights.h5")
+
+
+def test_the_average_is_evaluated_exported_and_differs_from_the_weights(tmp_path):
+    run = keras_loop.KerasTrainer(_tiny(ema_decay=0.5, epochs=1, save_model=True,
+                                        export_format="keras", model_dir=str(tmp_path)))
+    before = [keras.ops.convert_to_numpy(v) for v in run.average.sources]
+    run.fit()
+    sources = [keras.ops.convert_to_numpy(v) for v in run.average.sources]
+    averages = [keras.ops.convert_to_numpy(v) for v in run.average.averages]
+    assert len(averages) == len(run.model.trainable_variables) + 14  # 7 batch norms' statistics
+    assert not all(np.array_equal(a, s) for a, s in zip(averages, sources))
+    raw = run._evaluation_sums("test")
+    with keras_ema_swap(run):
+        averaged = run._evaluation_sums("test")
+    assert run.evaluate("test")["loss"] == pytest.approx(averaged[0] / averaged[3], rel=1e-6)
+    assert raw[0] != averaged[0]
+    assert run.history[-1]["test_loss"] == pytest.approx(averaged[0] / averaged[3], rel=1e-6)
+    exported = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    kernel = exported.get_layer("conv1_conv").kernel
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), averages[0], atol=1e-7)
+    assert not np.array_equal(before[0], sources[0])  # the weights trained
+
+
+def keras_ema_swap(run):
+    from training import keras_ema
+
+    return keras_ema.averaged(run.average)
+
+
+def test_the_average_and_clipping_give_the_tensorflow_loops_numbers():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("compares with training.trainer, which runs on TensorFlow")
+    from training import trainer
+
+    config = _tiny(ema_decay=0.9, clip_global_norm=0.05, epochs=1, evaluate_test=True)
+    ours, theirs = keras_loop.KerasTrainer(config), trainer.Trainer(config)
+    theirs.model.set_weights(ours.model.get_weights())
+    theirs.average.reset()
+    ours.fit()
+    theirs.fit()
+    assert ours.average.decay == theirs.average.decay == 0.9
+    for mine, reference in zip(ours.average.averages, theirs.average.averages, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), reference.numpy(),
+                                   rtol=1e-4, atol=1e-6)
+    for mine, reference in zip(ours.model.weights, theirs.model.weights, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), reference.numpy(),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_init_weights_from_a_keras_file_start_the_run(tmp_path):
+    keras.utils.set_random_seed(7)  # other first weights than the run's own (seed 0)
+    source = _tiny().model.build(4, (8, 8, 3))
+    path = str(tmp_path / "source.keras")
+    source.save(path)
+    run = keras_loop.KerasTrainer(_tiny(init_weights=path, trainable_from="stage3", epochs=1,
+                                        model_dir=str(tmp_path / "run")))
+    fresh = keras_loop.KerasTrainer(_tiny()).model
+    assert not np.array_equal(fresh.get_layer("conv1_conv").get_weights()[0],
+                              source.get_layer("conv1_conv").get_weights()[0])
+    run.fit()
+    for name in ("conv1_conv", "conv2_block1_1_conv"):  # frozen: still the source's weights
+        np.testing.assert_array_equal(run.model.get_layer(name).get_weights()[0],
+                                      source.get_layer(name).get_weights()[0])
+    assert run.results["initialization"] == {
+        "source": path, "path": path, "source_classes": 4, "classifier_reinitialized": False,
+        "reason": ""}
+    assert run.results["frozen_groups"] == ["stem", "stage1", "stage2"]
+
+
+def test_a_checkpoint_survives_a_kill_at_any_moment_of_its_writing(tmp_path, monkeypatch):
+    """Each write of `save` in turn fails as a kill there would stop it; the directory then
+    still holds the previous checkpoint whole (or the new one), named by the state."""
+    run = keras_loop.KerasTrainer(_tiny())
+    model_dir = str(tmp_path)
+    keras_checkpoints.save(model_dir, run.model, {"step": 1, "history": []})
+    first = _arrays(run)
+    run.model.get_layer("conv1_conv").kernel.assign(
+        np.ones(run.model.get_layer("conv1_conv").kernel.shape, "float32"))
+
+    class Killed(BaseException):
+        pass
+
+    def kill(*args, **kwargs):
+        raise Killed()
+
+    stages = [(run.model, "save_weights"), (os, "replace"), (keras_checkpoints, "atomic_write"),
+              (os, "remove")]
+    for stage, (owner, name) in enumerate(stages):
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, name, kill)
+            with pytest.raises(Killed):
+                keras_checkpoints.save(model_dir, run.model, {"step": 2, "history": []})
+        fresh = keras_loop.KerasTrainer(_tiny())
+        state = keras_checkpoints.load(model_dir, fresh.model)
+        expected = 1 if stage < 3 else 2
+        assert state["step"] == expected, stage
+        if expected == 1:
+            for mine, reference in zip(_arrays(fresh), first, strict=True):
+                np.testing.assert_array_equal(mine, reference)
+        if stage < 3:
+            assert state["weights"] == "keras_step1.weights.h5"
+        keras_checkpoints.save(model_dir, run.model, {"step": 1, "history": []}) if (
+            stage == 3) else None
+    names = sorted(os.listdir(model_dir))
+    assert "keras_step1.weights.h5" in names and "keras_state.json" in names
+
+
+def _pytest_on(backend, tmp_path):
+    pytest.importorskip(backend)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider",
+         f"--basetemp={tmp_path}", __file__, "-k", NEUTRAL], cwd=REPO_ROOT,
+        env=subprocess_env(KERAS_BACKEND=backend), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert " 4 passed" in result.stdout
+
+
+def test_on_jax(tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the wrapper runs in the default (TensorFlow) process only")
+    _pytest_on("jax", tmp_path)
+
+
+@pytest.mark.slow
+def test_on_torch(tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the wrapper runs in the default (TensorFlow) process only")
+    _pytest_on("torch", tmp_path)
