@@ -52,6 +52,7 @@ from training import (
 from training import runtime as runtime_lib
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
+from training.keras_model import CrossEntropy, TrainingModel, one_hot
 
 # Setting -> (is it set?, why it is refused) on the Keras loop.
 UNSUPPORTED = {
@@ -66,67 +67,6 @@ def check_supported(config: ExperimentConfig, backend: str) -> None:
         if is_set(config):
             raise ValueError(f"{name} is not available on the {backend} backend: {why}; "
                              "use --backend=tensorflow.")
-
-
-class CrossEntropy(keras.losses.Loss):
-    """Cross-entropy of one-hot or soft targets with label smoothing, as
-    `training.steps.cross_entropy` computes it (targets smoothed towards uniform).
-
-    Args:
-        label_smoothing: float. Defaults to `0.0`.
-    """
-
-    def __init__(self, label_smoothing: float = 0.0, name: str = "cross_entropy"):
-        super().__init__(name=name)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        return keras.losses.categorical_crossentropy(
-            ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"),
-            label_smoothing=self.label_smoothing)
-
-
-class _DecayedLossModel(keras.Model):
-    """A functional model whose training loss adds the coupled weight decay of `decayed` and
-    whose train step updates the weight average `average` (a `keras_ema.OptimizerAverage`,
-    set after the optimizer is built) after each update."""
-
-    def __init__(self, inputs, outputs, name, decayed=(), weight_decay=0.0):
-        super().__init__(inputs=inputs, outputs=outputs, name=name)
-        self._decayed_ids = {id(v) for v in decayed}
-        self._weight_decay = weight_decay
-        self.average = None
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
-        if not self._weight_decay:
-            return loss
-        decayed = [v for v in self.trainable_variables if id(v) in self._decayed_ids]
-        penalty = sum(ops.sum(ops.square(ops.cast(v, "float32"))) for v in decayed)
-        return loss + 0.5 * self._weight_decay * penalty
-
-    def train_step(self, *args):
-        # JAX: train_step(state, data) -> (logs, state), pure; the others: train_step(data).
-        if self.average is None:
-            return super().train_step(*args)
-        if keras.backend.backend() == "jax":
-            logs, state = super().train_step(*args)
-            return logs, self.average.stateless_update(state)
-        logs = super().train_step(*args)
-        self.average.update()
-        return logs
-
-
-def _one_hot(num_classes):
-    """A tf.data map to float one-hot targets (soft targets pass unchanged)."""
-    import tensorflow as tf
-
-    def convert(images, labels):
-        if labels.shape.rank == 1:
-            labels = tf.one_hot(labels, num_classes)
-        return images, tf.cast(labels, tf.float32)
-
-    return convert
 
 
 class KerasTrainer:
@@ -193,7 +133,7 @@ class KerasTrainer:
             decayed = decayed_variables(built, optimization.decay_bn_and_bias)
             coupled = optimization.decay_mode() == "coupled"
             single = len(built.inputs) == 1  # a one-input model takes a tensor, not a list
-            self.model = _DecayedLossModel(
+            self.model = TrainingModel(
                 built.inputs[0] if single else built.inputs, built.outputs, built.name, decayed,
                 optimization.weight_decay if coupled else 0.0)
             self.optimizer = optimizers.build(optimization, self.schedule, self.policy,
@@ -376,7 +316,7 @@ class KerasTrainer:
         tick = time.time()
         if first_batch < epoch_steps and self._signal is None:
             data = self.pipeline.train(epoch, self.batch, skip_batches=first_batch).map(
-                _one_hot(self.info.num_classes))
+                one_hot(self.info.num_classes))
             self.model.fit(data, initial_epoch=epoch, epochs=epoch + 1,
                            steps_per_epoch=epoch_steps - first_batch,
                            callbacks=[watch, *callbacks],
