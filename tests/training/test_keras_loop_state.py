@@ -145,41 +145,46 @@ def test_init_weights_from_a_keras_file_start_the_run(tmp_path):
 
 
 def test_a_checkpoint_survives_a_kill_at_any_moment_of_its_writing(tmp_path, monkeypatch):
-    """Each write of `save` in turn fails as a kill there would stop it; the directory then
-    still holds the previous checkpoint whole (or the new one), named by the state."""
+    """Each write of `save` in turn is cut short as a kill there would leave it; the state then
+    still names a whole checkpoint (the previous one until the new state is written), and the
+    next save removes what the cut one left."""
     run = keras_loop.KerasTrainer(_tiny())
     model_dir = str(tmp_path)
     keras_checkpoints.save(model_dir, run.model, {"step": 1, "history": []})
     first = _arrays(run)
-    run.model.get_layer("conv1_conv").kernel.assign(
-        np.ones(run.model.get_layer("conv1_conv").kernel.shape, "float32"))
+    kernel = run.model.get_layer("conv1_conv").kernel
+    kernel.assign(np.ones(kernel.shape, "float32"))
 
     class Killed(BaseException):
         pass
 
+    def half_written(path, **kwargs):
+        with open(path, "wb") as file:
+            file.write(b"\x89HDF")
+        raise Killed()
+
     def kill(*args, **kwargs):
         raise Killed()
 
-    stages = [(run.model, "save_weights"), (os, "replace"), (keras_checkpoints, "atomic_write"),
-              (os, "remove")]
-    for stage, (owner, name) in enumerate(stages):
+    for stage, (owner, name, cut) in enumerate([
+            (run.model, "save_weights", half_written), (os, "replace", kill),
+            (keras_checkpoints, "atomic_write", kill), (os, "remove", kill)]):
         with monkeypatch.context() as patch:
-            patch.setattr(owner, name, kill)
+            patch.setattr(owner, name, cut)
             with pytest.raises(Killed):
                 keras_checkpoints.save(model_dir, run.model, {"step": 2, "history": []})
         fresh = keras_loop.KerasTrainer(_tiny())
         state = keras_checkpoints.load(model_dir, fresh.model)
-        expected = 1 if stage < 3 else 2
-        assert state["step"] == expected, stage
-        if expected == 1:
-            for mine, reference in zip(_arrays(fresh), first, strict=True):
-                np.testing.assert_array_equal(mine, reference)
-        if stage < 3:
-            assert state["weights"] == "keras_step1.weights.h5"
-        keras_checkpoints.save(model_dir, run.model, {"step": 1, "history": []}) if (
-            stage == 3) else None
-    names = sorted(os.listdir(model_dir))
-    assert "keras_step1.weights.h5" in names and "keras_state.json" in names
+        assert state["step"] == (1 if stage < 3 else 2), stage
+        expected = first if stage < 3 else _arrays(run)
+        for mine, reference in zip(_arrays(fresh), expected, strict=True):
+            np.testing.assert_array_equal(mine, reference)
+    assert sorted(os.listdir(model_dir)) == [
+        "keras_state.json", "keras_step1.weights.h5", "keras_step2.weights.h5"]
+    with open(os.path.join(model_dir, "partial.keras_step9.weights.h5"), "wb") as file:
+        file.write(b"\x89HDF")  # what a kill within save_weights leaves
+    keras_checkpoints.save(model_dir, run.model, {"step": 3, "history": []})
+    assert sorted(os.listdir(model_dir)) == ["keras_state.json", "keras_step3.weights.h5"]
 
 
 def _pytest_on(backend, tmp_path, tests):

@@ -106,8 +106,7 @@ def test_a_killed_then_interrupted_run_resumes_to_the_uninterrupted_result(backe
     assert code == -signal.SIGKILL
     killed = _state(model_dir)
     assert killed["epoch"] == 0 and 4 <= killed["step"] < 6 and killed["batch"] == killed["step"]
-    assert [name for name in os.listdir(model_dir) if name.endswith(".weights.h5")] == [
-        killed["weights"]]
+    assert os.path.isfile(os.path.join(model_dir, killed["weights"]))
 
     code, stderr = _stop_after(model_dir, 8, signal.SIGTERM, backend)  # resumes, then SIGTERM
     assert code == 143, stderr[-3000:]
