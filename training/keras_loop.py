@@ -26,6 +26,7 @@ as Keras allows (https://keras.io/getting_started/#multi-backend-keras).
 What the package's loop adds and this one does not do, `UNSUPPORTED` lists; `KerasTrainer`
 refuses such settings with one line.
 """
+
 import dataclasses
 import json
 import math
@@ -175,6 +176,7 @@ class KerasTrainer:
                              f"of the Keras loop (keras_state.json); on {self.backend} use a "
                              "new model_dir.")
         if state is not None:
+            state.setdefault("batch", 0)  # states of epoch checkpoints only had none
             if state["batch"]:  # an epoch to finish: its metrics' running sums go back in
                 keras_callbacks.build_metrics(self.model)
             self.history, self._latest = state["history"], state["weights"]
@@ -246,6 +248,7 @@ class KerasTrainer:
 
         if self._lock is not None:
             self._lock.acquire()
+        self._signal = None
         try:
             with interruptible(self._interrupt):
                 self._fit(list(callbacks or []))
@@ -270,6 +273,8 @@ class KerasTrainer:
         self._log(f"Training {self.model.name} on {self.info.name} with Keras' fit on "
                   f"{self.backend}: {self.epochs} epochs of {self.steps_per_epoch} steps, "
                   f"batch {self.batch}, {self.policy}.")
+        for note in self.finetune_notes:
+            self._log(note)
         at = self._resumed or {"epoch": 0, "batch": 0, "step": 0, "train_seconds": 0.0}
         if self._resumed:
             self._log(f"Resuming in epoch {at['epoch'] + 1} after batch {at['batch']} (step "
