@@ -6,6 +6,7 @@ loop's code is the same on every backend); `test_on_jax` reruns the interrupted 
 on JAX and on PyTorch.
 """
 
+import doctest
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.training.conftest import subprocess_env, tiny_settings
 from training import config as config_lib
-from training import keras_checkpoints, keras_loop
+from training import keras_checkpoints, keras_ema, keras_loop
 from training.interrupts import TrainingInterrupted
 
 NEUTRAL = ["interrupted_within", "average_is", "init_weights", "kill_at_any_moment"]
@@ -99,9 +100,14 @@ def test_the_average_is_evaluated_exported_and_differs_from_the_weights(tmp_path
 
 
 def keras_ema_swap(run):
-    from training import keras_ema
-
     return keras_ema.averaged(run.average)
+
+
+def test_the_average_example_runs():
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(keras_ema):
+        runner.run(test)
+    assert runner.summarize(verbose=False) == doctest.TestResults(failed=0, attempted=6)
 
 
 def test_the_average_and_clipping_give_the_tensorflow_loops_numbers():
