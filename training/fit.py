@@ -29,7 +29,7 @@ import json
 
 from absl import app, flags
 
-from training import backends, cli, setting_flags
+from training import backends, cli, jax_distribution, setting_flags
 from training import config as config_lib
 from training.setting_flags import define_flags, settings_from_flags
 
@@ -66,6 +66,7 @@ def main(argv):
 
     def set_up():
         backend = backends.select(FLAGS.backend)  # before anything imports Keras
+        jax_distribution.apply_flags(backend)
         config = backends.for_backend(config_from_flags(), backend,
                                       FLAGS["export_format"].present)
         if backend != "tensorflow":
@@ -95,8 +96,10 @@ def run_main():
     """The console entry point."""
     define_flags()
     backends.define_flag()  # a process setting, not a config field (training.setting_flags)
+    jax_distribution.define_flags()  # process settings too: they differ between processes
     flags.adopt_module_key_flags(setting_flags)  # --help lists the flags defined there
     flags.adopt_module_key_flags(backends)
+    flags.adopt_module_key_flags(jax_distribution)
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
 
 
