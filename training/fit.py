@@ -18,6 +18,9 @@ overrides the recipe (the defaults shown by `--help` apply without `--recipe`):
 imported (`training.backends`): tensorflow trains with the package's loop (`training.trainer`),
 jax and torch with Keras' `model.fit` (`training.keras_loop`); a setting that exists only on
 TensorFlow (a tf.distribute strategy, `--cpu_devices`, a SavedModel export) exits with code 2.
+On jax, `--strategy=auto` trains data-parallel over every device, and `--coordinator_address`,
+`--num_processes` and `--process_id` join several processes (hosts) into one run
+(`training.jax_distribution`).
 
 Rerunning the same command resumes from the model directory's latest checkpoint. A bad flag, a
 model directory in use by another run or not writable, or a failed write (a full disk) exits

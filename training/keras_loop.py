@@ -31,8 +31,7 @@ from keras import ops
 
 from training import export as export_lib
 from training import finetune as finetune_lib
-from training import jax_distribution
-from training import optimizers, report, schedules, serving
+from training import jax_distribution, optimizers, report, schedules, serving
 from training import runtime as runtime_lib
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock

@@ -20,8 +20,8 @@ from training import config as config_lib
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jax_devices_worker.py")
 TWO_DEVICES = "--xla_force_host_platform_device_count=2"
 # The run of these tests: 64 synthetic examples, 1 epoch of 4 steps of 16, deterministic.
-SETTINGS = tiny_settings(epochs=1, synthetic_examples=64, image_size=8, num_classes=4, deterministic=True,
-                         verbose=2, save_model=True, export_format="keras")
+SETTINGS = tiny_settings(epochs=1, synthetic_examples=64, image_size=8, num_classes=4,
+                         deterministic=True, verbose=2, save_model=True, export_format="keras")
 TINY = ["--model=resnet20", '--model_overrides={"depth": 8, "stage_widths": [4, 8, 16]}',
         "--dataset=synthetic", "--synthetic_examples=64", "--image_size=8", "--num_classes=4",
         "--batch_size=16", "--epochs=1", "--deterministic", "--verbose=2",
