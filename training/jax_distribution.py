@@ -1,18 +1,22 @@
 """Data-parallel training on JAX: Keras' `DataParallel` over every device of every process.
 
 `--strategy` maps onto JAX as follows (`setup`): `auto` is `keras.distribution.DataParallel`
-over all devices when there are several (every local GPU, or the `--xla_force_host_platform_
-device_count` CPU devices of `XLA_FLAGS`), else no distribution; `one_device` is no
+over all devices when there are several (every local GPU, or the CPU devices of
+`XLA_FLAGS=--xla_force_host_platform_device_count=N`), else no distribution; `one_device` is no
 distribution. Several processes (one per host, or per GPU) join through
 `keras.distribution.initialize` (https://keras.io/api/distribution/), configured by
 `--coordinator_address`, `--num_processes` and `--process_id` of `python -m training.fit` or by
 Keras' own variables `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES` and
 `KERAS_DISTRIBUTION_PROCESS_ID` (the flags set them). Every process then runs the same command.
 
-What each process sees: Keras' fit gives each process its slice of every global batch
-(`Distribution.distribute_tf_dataset`: `rebatch(global / processes)` then `shard(processes,
-process_id)`), and `jax.make_array_from_process_local_data` joins the slices in process order,
-so the global batches equal a one-process run's. The step is one XLA program over the global
+What each process sees: Keras' own sharding (`Distribution.distribute_tf_dataset`: every
+process reads the whole global batch, then keeps its slice) would make each host decode and
+augment every image; instead each process reads only its share (`ProcessShare`: the package's
+`tf.distribute.InputContext` sharding, as the tensorflow loop's workers read) and
+`jax.make_array_from_process_local_data` joins the shares in process order. For the sources
+that list their examples (synthetic data, image folders, cached TFDS and TFRecord data) the
+global batches hold the examples of a one-process run's; streamed (uncached) records are dealt
+out between the processes record by record instead. The step is one XLA program over the global
 batch (GSPMD): batch normalization's statistics are those of the whole global batch, not of
 each device's part, so a data-parallel run computes what one device computes with the same
 global batch, to float rounding. Only process 0 writes the model directory; resuming needs that
@@ -66,6 +70,16 @@ def _integer(name, raw, low):
 
 def cluster(environ=None) -> Cluster:
     """The `Cluster` of `KERAS_DISTRIBUTION_*` in `environ` (default: `os.environ`).
+
+    Args:
+        environ: mapping or `None`. The environment variables to read.
+
+    Returns:
+        A `Cluster`.
+
+    >>> cluster({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "10.0.0.1:1234,10.0.0.2:1234",
+    ...          "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "1"})
+    Cluster(coordinator_address='10.0.0.1:1234', num_processes=2, process_id=1)
 
     Raises:
         ValueError: a value that is not a number, a process id outside the processes, or
@@ -239,8 +253,9 @@ class ProcessShare:
     global batch: with `P` processes, process `i` reads the examples `i, i + P, i + 2P, ...` of
     every global batch (the pipeline's sharding of `tf.distribute.InputContext`, as the
     tensorflow loop's workers read), so each process decodes and augments `1 / P` of the input
-    and the processes together train on the global batches of a one-process run (in another
-    order within each batch). Everything else is the pipeline's.
+    and, for the sources that list their examples, the processes together train on the global
+    batches of a one-process run (in another order within each batch); streamed records are
+    dealt out record by record. Everything else is the pipeline's.
 
     Args:
         pipeline: `training.data.Pipeline`.

@@ -1,6 +1,7 @@
 """`training.jax_distribution`: data-parallel training on JAX over 2 CPU devices of one process
 and over 2 processes joined by `keras.distribution.initialize`."""
 
+import doctest
 import io
 import json
 import os
@@ -121,6 +122,13 @@ def test_two_processes_train_the_one_process_run_and_only_process_0_writes(two_d
     assert sorted(weights) == sorted(want)
     for name in want:
         np.testing.assert_allclose(weights[name], want[name], rtol=1e-5, atol=1e-6)
+
+
+def test_docstring_examples_run():
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for test in doctest.DocTestFinder().find(jax_distribution):
+        runner.run(test)
+    assert runner.summarize(verbose=False) == (0, 1)
 
 
 def test_the_processes_come_from_keras_variables():
