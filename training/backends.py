@@ -79,6 +79,9 @@ def check_settings(config, backend: str) -> None:
     """
     if backend == "tensorflow":
         return
+    from training import jax_distribution
+
+    jax_distribution.check_settings(config.runtime, backend)  # processes, TF_CONFIG
     runtime = config.runtime
     if runtime.strategy in _TF_STRATEGIES:
         raise ValueError(f"strategy={runtime.strategy!r} is a tf.distribute strategy and exists "

@@ -18,6 +18,9 @@ overrides the recipe (the defaults shown by `--help` apply without `--recipe`):
 imported (`training.backends`): tensorflow trains with the package's loop (`training.trainer`),
 jax and torch with Keras' `model.fit` (`training.keras_loop`); a setting that exists only on
 TensorFlow (a tf.distribute strategy, `--cpu_devices`, a SavedModel export) exits with code 2.
+On jax, `--strategy=auto` trains data-parallel over every device, and `--coordinator_address`,
+`--num_processes` and `--process_id` join several processes (hosts) into one run
+(`training.jax_distribution`).
 
 Rerunning the same command resumes from the model directory's latest checkpoint. A bad flag, a
 model directory in use by another run or not writable, or a failed write (a full disk) exits
@@ -29,7 +32,7 @@ import json
 
 from absl import app, flags
 
-from training import backends, cli, setting_flags
+from training import backends, cli, jax_distribution, setting_flags
 from training import config as config_lib
 from training.setting_flags import define_flags, settings_from_flags
 
@@ -66,6 +69,7 @@ def main(argv):
 
     def set_up():
         backend = backends.select(FLAGS.backend)  # before anything imports Keras
+        jax_distribution.apply_flags(backend)
         config = backends.for_backend(config_from_flags(), backend,
                                       FLAGS["export_format"].present)
         if backend != "tensorflow":
@@ -95,8 +99,10 @@ def run_main():
     """The console entry point."""
     define_flags()
     backends.define_flag()  # a process setting, not a config field (training.setting_flags)
+    jax_distribution.define_flags()  # process settings too: they differ between processes
     flags.adopt_module_key_flags(setting_flags)  # --help lists the flags defined there
     flags.adopt_module_key_flags(backends)
+    flags.adopt_module_key_flags(jax_distribution)
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
 
 

@@ -42,6 +42,7 @@ from keras import ops
 from training import export as export_lib
 from training import finetune as finetune_lib
 from training import (
+    jax_distribution,
     keras_callbacks,
     keras_checkpoints,
     keras_ema,
@@ -105,10 +106,11 @@ class KerasTrainer:
         optimization, settings = config.optimization, config.runtime
         self.model_dir = settings.model_dir
         self._lock = DirectoryLock(self.model_dir, argument="model_dir").acquire() if (
-            self.model_dir) else None
+            self.model_dir and jax_distribution.process_id() == 0) else None
         try:
             self._set_up(pipeline or make_pipeline(config.data), optimization, settings)
             self._resumed = self._restore()
+            self.model_dir = jax_distribution.output_dir(self.placement, self.model_dir)
             if self._resumed is None:
                 self._initialize()
         except BaseException:
@@ -121,6 +123,11 @@ class KerasTrainer:
         self.pipeline, self.info = pipeline, pipeline.info
         self.monitor = report.monitor_of(self.info)  # the key of the best epoch
         self.batch = optimization.global_batch_size
+        # Before the model is built: its variables are placed on the devices of the run.
+        self.placement = jax_distribution.setup(settings, self.batch, keras.backend.backend())
+        self.pipeline = jax_distribution.process_share(pipeline, self.placement)
+        if self.placement.num_replicas > 1:
+            self._log(self.placement.line())
         self.steps_per_epoch = int(pipeline.steps_per_epoch(self.batch))
         self.total_steps = optimization.steps(self.steps_per_epoch)
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -394,6 +401,7 @@ class KerasTrainer:
             "epochs": len(rows), "epochs_planned": self.epochs, "steps": step,
             "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
             "global_batch_size": self.batch, "dtype_policy": self.policy,
+            **self.placement.results(),
             **report.optimizer_summary(self.config.optimization),
             "train_seconds": train_seconds, "wall_seconds": wall_seconds,
             "images_per_second": self.batch * step / train_seconds if train_seconds else None,
