@@ -306,7 +306,8 @@ class KerasTrainer:
             status = "completed" if step >= self.total_steps else "stopped"
             self.results = self._results(status, step, train_seconds, time.time() - started)
             self._export()
-            self._write("results.json", self.results)
+            if self.model_dir:  # without one (a benchmark's run), nothing is written
+                self._write("results.json", self.results)
             self._log(report.finished_line(status, self.results, self.model_dir))
         finally:
             self.close()
