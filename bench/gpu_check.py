@@ -97,7 +97,8 @@ def run(models: Sequence[str] = DEFAULT_MODELS, backend: str = "jax", batch_size
     Args:
         torch: bool or `None`. Time the PyTorch baselines; `None`: when torch is installed.
         time_budget_s: float. The whole check's limit; every job gets what is left less a
-            reserve of `time_budget_s / (2 * jobs)` for each job after it.
+            reserve of `time_budget_s / (2 * jobs)` for each job after it, and is skipped when
+            that is less than one reserve.
         allow_cpu: bool. Run without a GPU (a smoke run); otherwise a CPU-only backend stops
             the check with an `error`.
         runner, clock: `harness.run_isolated` and `time.monotonic`, replaceable in tests.
@@ -137,7 +138,7 @@ def run(models: Sequence[str] = DEFAULT_MODELS, backend: str = "jax", batch_size
         timeout = deadline - clock() - reserve * (len(jobs) - index - 1)
         if contender == TORCH_COMPILE:
             extra = {**extra, "compile_backend": compile_backend}
-        if timeout <= 0:
+        if timeout < reserve:  # less than a fair share left: it would only time out
             figures[model][contender] = {"error": "skipped: the time budget was spent"}
             continue
         harness.log(f"{model}: {contender} (at most {timeout:.0f} s)")
