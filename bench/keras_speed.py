@@ -158,8 +158,8 @@ def bare_fit(model: str, batch_size: int, steps: int, epochs: int, image_size: i
             yield images, labels
 
     timer = StepTimer()
-    network.fit(batches(), steps_per_epoch=steps, epochs=epochs,
-                callbacks=[timer], verbose=0)
+    network.fit(batches(), steps_per_epoch=steps, epochs=epochs, callbacks=[timer],
+                shuffle=False, verbose=0)
     return {"contender": BARE_FIT, "model": model, "batch_size": batch_size, "policy": policy,
             "parameters": int(network.count_params()), **device_description(),
             **timer.summary(batch_size)}

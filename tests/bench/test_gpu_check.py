@@ -107,6 +107,35 @@ def test_flags_are_checked_before_anything_runs(capsys):
         assert capsys.readouterr().err.strip().endswith(message)
 
 
+def test_main_passes_every_flag_to_run_and_writes_the_json(tmp_path, monkeypatch, capsys):
+    runner, calls, real_run = FakeRunner(), [], gpu_check.run
+
+    def fake_run(*args):
+        calls.append(args)
+        return real_run(*args, runner=runner, clock=runner.clock)
+
+    monkeypatch.setattr(gpu_check, "run", fake_run)
+    output = tmp_path / "check.json"
+    code = gpu_check.main([
+        "--models=resnet18, resnet34", "--backend=torch", "--batch_size=8", "--steps=4",
+        "--epochs=3", "--image_size=64", "--classes=10", "--policy=float32", "--torch",
+        "--compile_backend=eager", "--time_budget_s=500", "--allow_cpu", f"--output={output}"])
+    assert code == 0
+    assert calls == [(["resnet18", "resnet34"], "torch", 8, 4, 3, 64, 10, "float32", True,
+                      "eager", 500.0, True)]
+    result = json.loads(output.read_text())
+    assert result["settings"]["policy"] == "float32"
+    assert runner.calls[3][1] == dict(model="resnet18", batch_size=8, steps=4, epochs=3,
+                                      image_size=64, classes=10, policy="float32",
+                                      compiled=True, compile_backend="eager")
+    assert "| resnet34 | 90 | 100 | 60 | 75 |" in capsys.readouterr().out
+    assert gpu_check.main(["--no-torch", f"--output={output}"]) == 0
+    assert calls[-1][8] is False and len(runner.calls) == 14  # 1 + 2 * 4, then 1 + 2 * 2
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name: None)
+    assert gpu_check.main([f"--output={output}"]) == 0  # torch: when it is installed
+    assert calls[-1][8] is None and json.loads(output.read_text())["settings"]["torch"] is False
+
+
 def test_step_timer_times_every_epoch_after_the_first_from_its_second_step():
     import keras
     import numpy as np
@@ -136,31 +165,33 @@ def test_torch_counterparts_have_torchvision_parameter_counts():
         torch_speed.build("plain20")
 
 
-@pytest.mark.slow  # about 2 minutes on 2 busy cores: four processes import JAX or PyTorch
-def test_the_check_runs_end_to_end_on_the_cpu_with_jax(tmp_path):
-    pytest.importorskip("jax")
+@pytest.mark.slow  # 2-3 minutes on 2 busy cores: each process imports JAX or PyTorch
+@pytest.mark.parametrize("backend, torch", [("jax", "--torch"), ("torch", "--no-torch")])
+def test_the_check_runs_end_to_end_on_the_cpu(tmp_path, backend, torch):
+    pytest.importorskip(backend)
     pytest.importorskip("torch")
     output = tmp_path / "gpu.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.gpu_check", "--allow_cpu", "--models=resnet20",
-         "--batch_size=4", "--image_size=16", "--steps=3", "--epochs=2",
-         "--compile_backend=eager", f"--output={output}"],
+         f"--backend={backend}", torch, "--batch_size=4", "--image_size=16", "--steps=3",
+         "--epochs=2", "--compile_backend=eager", f"--output={output}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
     assert list(result) == ["benchmark", "created", "machine", "settings", "device", "results",
                             "targets", "seconds"]
-    assert result["device"] == {"backend": "jax", "platform": "cpu", "device": "cpu"}
+    assert result["device"] == {"backend": backend, "platform": "cpu", "device": "cpu"}
     found = result["results"]["resnet20"]
     figures = found["contenders"]
-    assert list(figures) == ["training", "bare_fit", "torch_compile", "torch_eager"]
-    assert [figures[name]["timed_steps"] for name in figures] == [2, 2, 3, 3]
+    names = ["training", "bare_fit"] + (["torch_compile", "torch_eager"] if backend == "jax"
+                                        else [])
+    assert list(figures) == names
+    assert [figures[name]["timed_steps"] for name in names] == [2, 2, 3, 3][:len(names)]
     assert figures["training"]["parameters"] == figures["bare_fit"]["parameters"] == 335_448
     rates = {name: figure["images_per_s"] for name, figure in figures.items()}
-    assert found["ratios"] == {
-        "training/bare_fit": rates["training"] / rates["bare_fit"],
-        "training/torch_compile": rates["training"] / rates["torch_compile"],
-        "bare_fit/torch_compile": rates["bare_fit"] / rates["torch_compile"],
-        "torch_compile/torch_eager": rates["torch_compile"] / rates["torch_eager"]}
+    expected = {f"{a}/{b}": rates[a] / rates[b] if a in rates and b in rates else None
+                for a, b in [("training", "bare_fit"), ("training", "torch_compile"),
+                             ("bare_fit", "torch_compile"), ("torch_compile", "torch_eager")]}
+    assert found["ratios"] == expected
     assert "| resnet20 | " in done.stdout
