@@ -72,4 +72,3 @@ def load(experiment, model_dir: str, checkpoint: str = "best", pipeline=None):
     except (OSError, ValueError) as error:
         raise ValueError(f"checkpoint={path!r} cannot be read: {error}") from None
     return trainer, path, step
-

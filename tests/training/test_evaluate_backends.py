@@ -45,6 +45,10 @@ def test_a_jax_run_evaluates_on_tensorflow_too(jax_run):
     metrics = evaluate.evaluate(folder, checkpoint="latest")
     assert metrics["accuracy"] == pytest.approx(results["final_test_accuracy"], abs=1 / 24)
     assert metrics["loss"] == pytest.approx(results["final_test_loss"], rel=1e-3)
+    with pytest.raises(ValueError) as error:
+        evaluate.evaluate(folder, strategy=object())
+    assert str(error.value) == (f"strategy applies to runs of the tensorflow loop; the run in "
+                                f"{folder} was trained with Keras' fit.")
 
 
 def test_a_tensorflow_loop_run_is_refused_off_tensorflow(tmp_path, monkeypatch):
