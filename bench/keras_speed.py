@@ -111,7 +111,8 @@ def _check(steps, epochs):
 def training_loop(model: str, batch_size: int, steps: int, epochs: int, image_size: int,
                   classes: int = 1000, policy: str = "mixed_bfloat16") -> Dict[str, Any]:
     """`KerasTrainer` on `dataset="synthetic"`: `epochs` epochs of `steps` steps (the synthetic
-    split holds `batch_size * steps` images, fed by the loop's own input pipeline), SGD with
+    split holds `batch_size * steps` images, fed by the loop's own input pipeline without
+    augmentation or normalization, whose CPU cost `bench.pipeline` measures), SGD with
     momentum 0.9, no weight decay or label smoothing, nothing evaluated or written."""
     from training import config as config_lib
     from training import keras_loop
@@ -119,7 +120,8 @@ def training_loop(model: str, batch_size: int, steps: int, epochs: int, image_si
     _check(steps, epochs)
     config = config_lib.from_settings(dict(
         model=model, dataset="synthetic", synthetic_examples=batch_size * steps,
-        image_size=image_size, num_classes=classes, global_batch_size=batch_size,
+        image_size=image_size, augmentation="none", normalization="none",
+        num_classes=classes, global_batch_size=batch_size,
         epochs=epochs, mixed_precision=MIXED_PRECISION[policy], optimizer="sgd",
         momentum=0.9, weight_decay=0.0, label_smoothing=0.0, evaluate_test=False,
         save_model=False, verbose=0))
