@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from bench import harness
 
+# The contenders' names as bench/keras_speed.py and bench/torch_speed.py return them, not
+# imported from there: this process never imports Keras, JAX or PyTorch (JAX would take the GPU).
 TRAINING, BARE_FIT, TORCH_EAGER, TORCH_COMPILE = (
     "training", "bare_fit", "torch_eager", "torch_compile")
 KERAS_CONTENDERS = (TRAINING, BARE_FIT)

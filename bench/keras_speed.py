@@ -18,7 +18,6 @@ import keras
 
 TRAINING = "training"
 BARE_FIT = "bare_fit"
-POLICIES = ("mixed_bfloat16", "float32")
 # bench.gpu_check's dtype policy -> training.config's mixed_precision setting.
 MIXED_PRECISION = {"mixed_bfloat16": "bfloat16", "float32": "none"}
 
@@ -29,12 +28,10 @@ def settled_iterations(model) -> int:
     On JAX, `fit` keeps the state outside the model's variables during an epoch;
     `jax_state_sync` writes it back (the loop then re-reads it, as after any callback that
     syncs). Converting the count to NumPy waits for the step that produced it."""
-    from keras import ops
-
     sync = getattr(model, "jax_state_sync", None)
     if sync is not None:
         sync()
-    return int(ops.convert_to_numpy(model.optimizer.iterations))
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 class StepTimer(keras.callbacks.Callback):
