@@ -35,6 +35,7 @@ KERAS_CONTENDERS = (TRAINING, BARE_FIT)
 TORCH_CONTENDERS = (TORCH_COMPILE, TORCH_EAGER)
 BACKENDS = ("jax", "torch")
 POLICIES = ("mixed_bfloat16", "float32")
+GPU_PACKAGES = ("jax", "jaxlib", "jax-cuda12-plugin", "torchvision")  # beside harness.PACKAGES
 DEFAULT_MODELS = ("resnet50", "resnext50_32x4d")
 # (candidate, baseline, threshold or None): ratio = candidate images/s / baseline images/s.
 RATIOS = ((TRAINING, BARE_FIT, 0.97), (TRAINING, TORCH_COMPILE, 1.0),
@@ -118,6 +119,7 @@ def run(models: Sequence[str] = DEFAULT_MODELS, backend: str = "jax", batch_size
                 "time_budget_s": time_budget_s, "allow_cpu": allow_cpu}
     result = {"benchmark": "gpu_check", "created": harness.timestamp(),
               "machine": harness.machine_info(), "settings": settings}
+    result["machine"]["versions"].update(harness.package_versions(GPU_PACKAGES))
     env = {"KERAS_BACKEND": backend}
     try:
         result["device"] = runner("bench.keras_speed:device_description", {}, timeout=120,

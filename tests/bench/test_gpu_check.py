@@ -63,6 +63,8 @@ def test_run_times_each_contender_in_its_own_process_and_computes_the_ratios():
         {"target": "resnet50: training / torch_compile >= 1", "value": 1.2, "threshold": 1.0,
          "met": True}]
     assert result["seconds"] == 50.0 and result["device"]["platform"] == "gpu"
+    assert {"keras", "jax", "jaxlib", "torch", "torchvision"} <= set(
+        result["machine"]["versions"])
     markdown = gpu_check.to_markdown(result)
     assert "| resnet50 | 90 | 100 | 60 | 75 | 0.900 | 1.200 | 1.333 | 1.250 |" in markdown
     assert "| resnet50: training / bare_fit >= 0.97 | 0.900 | **no** |" in markdown
