@@ -7,7 +7,7 @@ median rate and the median of the per-round ratios. Peak memory is the resident-
 mark of a fresh subprocess per contender, since TensorFlow and PyTorch never hand memory back.
 
 This module imports only the standard library, so any benchmark (and `bench/gpu_check.py` on a
-machine with only TensorFlow installed) can use it. A benchmark module is a `main(argv)` that
+machine without TensorFlow) can use it. A benchmark module is a `main(argv)` that
 builds `Workload`s, times them with `time_interleaved`, and writes its dict with `write_results`.
 """
 
@@ -288,14 +288,18 @@ def peak_rss_mib() -> float:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-def run_isolated(target: str, kwargs: Mapping[str, object], timeout: float = 1800) -> dict:
+def run_isolated(target: str, kwargs: Mapping[str, object], timeout: float = 1800,
+                 env: Optional[Mapping[str, str]] = None) -> dict:
     """Call `module:function(**kwargs)` in a fresh Python process and return its dict result.
 
     The child adds `peak_rss_mib`, its resident-set high-water mark at the end of the call. The
     result crosses the process boundary as JSON, so kwargs and the result must be JSON-able.
+    `env` adds environment variables to the child's (e.g. `KERAS_BACKEND`). Past `timeout`
+    seconds the child is killed and `subprocess.TimeoutExpired` raised.
     """
     command = [sys.executable, "-m", "bench.harness", target, json.dumps(dict(kwargs))]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+           **(env or {})}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,

@@ -2,10 +2,14 @@ r"""`python -m training.evaluate`: evaluates a model directory's best or latest 
 
     python -m training.evaluate --model_dir=runs/resnet50 --eval_crops=10
     python -m training.evaluate --model_dir=runs/resnet20 --checkpoint=latest --split=validation
+    python -m training.evaluate --backend=jax --model_dir=runs/r20_jax --checkpoint=latest
 
 The run's `config.json` gives the model and the data; `--eval_crops`, `--split`, `--batch_size`,
-`--dataset` and `--data_dir` change what is evaluated. The metrics are printed as one JSON line
-and written to `<model_dir>/evaluation_<checkpoint>_<split>_<crops>crop.json`. The model
+`--dataset` and `--data_dir` change what is evaluated. `--backend` (default: `KERAS_BACKEND`,
+else tensorflow; `training.backends`) picks the Keras backend: a run of Keras' fit (trained on
+JAX or PyTorch; `training.keras_evaluate`) evaluates on any of the three, a run of the
+tensorflow loop (TensorFlow checkpoints) on tensorflow only. The metrics are printed as one
+JSON line and written to `<model_dir>/evaluation_<checkpoint>_<split>_<crops>crop.json`. The model
 directory is locked meanwhile (a training run on it makes this stop at once, with exit code 2);
 a read-only model directory still gets its metrics printed, then one line saying the file could
 not be written (exit code 2).
@@ -17,7 +21,7 @@ from typing import Any, Dict, Optional
 
 from absl import app, flags
 
-from training import cli
+from training import backends, cli
 from training import config as config_lib
 from training.dirlock import DirectoryLock, DirectoryLocked
 
@@ -91,6 +95,24 @@ def find_checkpoint(model_dir: str, checkpoint: str = "best") -> str:
     return checkpoint
 
 
+def _experiment(model_dir, eval_crops, overrides):
+    """The run's config, to evaluate with: `overrides` applied, nothing to write."""
+    experiment = load_config(model_dir)
+    if eval_crops is not None:
+        overrides = {**overrides, "eval_crops": eval_crops}
+    # The trainer writes nothing here: no model_dir.
+    # No init_weights: the checkpoint gives the weights (and the source may be gone).
+    return experiment.replace(model_dir=None, verbose=0, cpu_devices=0, init_weights=None,
+                              **overrides)
+
+
+def _check_split(trainer, split, model_dir):
+    if split == "validation" and not trainer.info.validation_examples:
+        raise ValueError(
+            f"split='validation': the run in {model_dir} has no validation split "
+            f"(validation_images={trainer.config.data.validation_images}); use split='test'.")
+
+
 def load(model_dir: str, checkpoint: str = "best", eval_crops: Optional[int] = None,
          pipeline=None, strategy=None, split: Optional[str] = None, **overrides):
     """A `training.trainer.Trainer` of a model directory's run with a checkpoint's weights.
@@ -101,21 +123,38 @@ def load(model_dir: str, checkpoint: str = "best", eval_crops: Optional[int] = N
     """
     from training import trainer as trainer_lib
 
-    experiment = load_config(model_dir)
-    if eval_crops is not None:
-        overrides["eval_crops"] = eval_crops
-    # The trainer writes nothing here: no model_dir.
-    # No init_weights: the checkpoint gives the weights (and the source may be gone).
-    experiment = experiment.replace(model_dir=None, verbose=0, cpu_devices=0, init_weights=None,
-                                    **overrides)
+    experiment = _experiment(model_dir, eval_crops, overrides)
     path = find_checkpoint(model_dir, checkpoint)
     trainer = trainer_lib.Trainer(experiment, pipeline=pipeline, strategy=strategy)
-    if split == "validation" and not trainer.info.validation_examples:
-        raise ValueError(
-            f"split='validation': the run in {model_dir} has no validation split "
-            f"(validation_images={experiment.data.validation_images}); use split='test'.")
+    _check_split(trainer, split, model_dir)
     trainer.restore_weights(path)
     return trainer, path
+
+
+def load_any(model_dir: str, checkpoint: str = "best", eval_crops: Optional[int] = None,
+             pipeline=None, strategy=None, split: Optional[str] = None, **overrides):
+    """`(trainer, checkpoint_path, step)` of a run of either loop, on the current Keras
+    backend: a Keras-loop run (`training.keras_evaluate`) on any backend, a run of the
+    tensorflow loop (`load`) on TensorFlow. Arguments as in `evaluate`."""
+    from training import keras_evaluate
+
+    experiment = _experiment(model_dir, eval_crops, overrides)  # first: is it a run at all?
+    if keras_evaluate.is_keras_run(model_dir):
+        if strategy is not None:
+            raise ValueError(f"strategy applies to runs of the tensorflow loop; the run in "
+                             f"{model_dir} was trained with Keras' fit.")
+        trainer, path, step = keras_evaluate.load(experiment, model_dir, checkpoint, pipeline)
+        _check_split(trainer, split, model_dir)
+        return trainer, path, step
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"model_dir={model_dir!r} holds TensorFlow checkpoints of the "
+                         "tensorflow loop (training.trainer), which only the tensorflow "
+                         "backend reads; use --backend=tensorflow.")
+    trainer, path = load(model_dir, checkpoint, eval_crops, pipeline, strategy, split,
+                         **overrides)
+    return trainer, path, _checkpoint_step(path)
 
 
 def _checkpoint_step(path):
@@ -127,12 +166,15 @@ def _checkpoint_step(path):
 def evaluate(model_dir: str, checkpoint: str = "best", split: str = "test",
              eval_crops: Optional[int] = None, pipeline=None, strategy=None,
              **overrides) -> Dict[str, Any]:
-    """Evaluates a checkpoint of a `training.fit` model directory.
+    """Evaluates a checkpoint of a `training.fit` model directory on the current Keras backend
+    (a run of Keras' fit on any backend, one of the tensorflow loop on TensorFlow).
 
     Args:
         model_dir: str. The run's model directory.
         checkpoint: str. `"best"` (by validation accuracy, or test accuracy without a
-            validation split), `"latest"`, or a checkpoint path. Defaults to `"best"`.
+            validation split), `"latest"`, or a checkpoint path (of a Keras-fit run: its
+            `keras_epoch<N>.weights.h5`; that loop keeps the latest epoch's only, so `"best"`
+            is an error when another epoch was best). Defaults to `"best"`.
         split: str. `"test"` or `"validation"`. Defaults to `"test"`.
         eval_crops: int or `None`. `1` or `10`; `None` keeps the run's. Defaults to `None`.
         pipeline: optional input pipeline; defaults to `training.data.Pipeline` of the run's
@@ -145,13 +187,13 @@ def evaluate(model_dir: str, checkpoint: str = "best", split: str = "test",
         A dict: `checkpoint`, `step`, `split`, `eval_crops`, `loss`, `accuracy`, `error`,
         `examples` and, with more than five classes, `top5_accuracy` and `top5_error`.
     """
-    trainer, path = load(model_dir, checkpoint, eval_crops, pipeline, strategy, split,
-                         **overrides)
-    return _metrics(trainer, path, split)
+    trainer, path, step = load_any(model_dir, checkpoint, eval_crops, pipeline, strategy,
+                                   split, **overrides)
+    return _metrics(trainer, path, step, split)
 
 
-def _metrics(trainer, path, split):
-    return {"checkpoint": path, "step": _checkpoint_step(path), "split": split,
+def _metrics(trainer, path, step, split):
+    return {"checkpoint": path, "step": step, "split": split,
             "eval_crops": trainer.config.data.eval_crops, **trainer.evaluate(split)}
 
 
@@ -168,6 +210,7 @@ def main(argv):
     lock = DirectoryLock(FLAGS.model_dir, argument="model_dir")
 
     def set_up():
+        backends.select(FLAGS.backend)  # before anything imports Keras
         try:
             if os.path.isdir(FLAGS.model_dir):  # else `load` says what is missing
                 lock.acquire()  # a training run writing there would change what is evaluated
@@ -175,15 +218,15 @@ def main(argv):
             raise
         except ValueError:
             pass  # a read-only model directory: evaluate, then say the result stays unsaved
-        return load(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_crops, split=FLAGS.split,
-                    **overrides)
+        return load_any(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_crops,
+                        split=FLAGS.split, **overrides)
 
     try:
-        trainer, path = cli.set_up_or_fail(PROGRAM, set_up)
+        trainer, path, step = cli.set_up_or_fail(PROGRAM, set_up)
         from training.images import CorruptImageError
 
         try:
-            metrics = _metrics(trainer, path, FLAGS.split)
+            metrics = _metrics(trainer, path, step, FLAGS.split)
         except CorruptImageError as error:  # a file that changed since set-up
             cli.fail(PROGRAM, error)
         print(json.dumps(metrics), flush=True)
@@ -206,6 +249,8 @@ def main(argv):
 def run_main():
     """The console entry point."""
     define_flags()
+    backends.define_flag()
+    flags.adopt_module_key_flags(backends)  # --help lists it
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
 
 
