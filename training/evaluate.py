@@ -173,7 +173,7 @@ def evaluate(model_dir: str, checkpoint: str = "best", split: str = "test",
         model_dir: str. The run's model directory.
         checkpoint: str. `"best"` (by validation accuracy, or test accuracy without a
             validation split), `"latest"`, or a checkpoint path (of a Keras-fit run: its
-            `keras_epoch<N>.weights.h5`; that loop keeps the latest epoch's only, so `"best"`
+            `keras_step<N>.weights.h5`; that loop keeps the latest weights only, so `"best"`
             is an error when another epoch was best). Defaults to `"best"`.
         split: str. `"test"` or `"validation"`. Defaults to `"test"`.
         eval_crops: int or `None`. `1` or `10`; `None` keeps the run's. Defaults to `None`.

@@ -8,14 +8,13 @@ else test accuracy, as `training.report.monitor_of` picks it) is the latest one,
 naming both epochs otherwise.
 """
 
-import json
 import os
 import re
 from typing import Tuple
 
 from training import keras_checkpoints
 
-_WEIGHTS = re.compile(r"keras_epoch(\d+)\.weights\.h5$")
+_WEIGHTS = re.compile(r"keras_step(\d+)\.weights\.h5$")
 
 
 def is_keras_run(model_dir: str) -> bool:
@@ -23,20 +22,13 @@ def is_keras_run(model_dir: str) -> bool:
     return os.path.isfile(os.path.join(model_dir, keras_checkpoints.STATE))
 
 
-def _state(model_dir):
-    path = os.path.join(model_dir, keras_checkpoints.STATE)
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path} cannot be read ({error}); the run's checkpoint is "
-                         "unusable.") from None
-
-
 def find_checkpoint(model_dir: str, checkpoint: str = "best") -> Tuple[str, int]:
     """`(path, step)` of the `"best"` or `"latest"` weights of a Keras-loop model directory,
-    or of an explicit `keras_epoch<N>.weights.h5` path of the run."""
-    state = _state(model_dir)
+    or of an explicit `keras_step<N>.weights.h5` path of the run."""
+    state = keras_checkpoints.read_state(model_dir)
+    if state is None:
+        raise ValueError(f"model_dir={model_dir!r} holds no checkpoint of the Keras loop "
+                         f"({keras_checkpoints.STATE}).")
     rows = state["history"]
     latest = os.path.join(model_dir, state["weights"])
     if checkpoint == "latest":
@@ -46,17 +38,20 @@ def find_checkpoint(model_dir: str, checkpoint: str = "best") -> Tuple[str, int]
             "test_accuracy")
         evaluated = [row for row in rows if monitor in row]
         best = max(evaluated, key=lambda row: row[monitor])["epoch"] if evaluated else None
-        if best in (None, state["epoch"]):  # before the first evaluation: the latest
-            return latest, state["step"]
-        raise ValueError(f"checkpoint='best': the Keras loop keeps the weights of the latest "
-                         f"epoch only (epoch {state['epoch']}), and the best epoch by {monitor} "
-                         f"was epoch {best}; use checkpoint='latest'.")
+        at_epoch_end = not state.get("batch")  # a checkpoint within an epoch is no epoch's
+        if best is None or (best == state["epoch"] and at_epoch_end):
+            return latest, state["step"]  # before the first evaluation: the latest
+        where = f"epoch {state['epoch']}" if at_epoch_end else (
+            f"step {state['step']}, within epoch {state['epoch'] + 1}")
+        raise ValueError(f"checkpoint='best': the Keras loop keeps the latest weights only "
+                         f"({where}), and the best epoch by {monitor} was epoch {best}; use "
+                         "checkpoint='latest'.")
     match = _WEIGHTS.search(os.path.basename(checkpoint))
-    steps = {row["epoch"]: row["step"] for row in rows}
-    if not (match and os.path.isfile(checkpoint) and int(match.group(1)) in steps):
-        raise ValueError(f"checkpoint must be 'best', 'latest' or a keras_epoch<N>.weights.h5 "
+    if not (match and os.path.isfile(checkpoint)
+            and os.path.samefile(os.path.dirname(os.path.abspath(checkpoint)), model_dir)):
+        raise ValueError(f"checkpoint must be 'best', 'latest' or a keras_step<N>.weights.h5 "
                          f"file of the run in {model_dir}; {checkpoint!r} is none of them.")
-    return checkpoint, steps[int(match.group(1))]
+    return checkpoint, int(match.group(1))
 
 
 def load(experiment, model_dir: str, checkpoint: str = "best", pipeline=None):
