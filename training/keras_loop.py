@@ -12,7 +12,8 @@ ten crops averaged with `eval_crops=10`), and in the model directory `config.jso
 `training.report`, `training.export`), and a checkpoint at the end of each epoch
 (`training.keras_checkpoints`: weights, optimizer, epoch, step, history) from which rerunning
 the same settings resumes. tf.data feeds every backend, as Keras allows
-(https://keras.io/getting_started/#multi-backend-keras).
+(https://keras.io/getting_started/#multi-backend-keras); where TensorFlow is not installed,
+`training.numpy_data` does (`training.loaders.make_pipeline`).
 
 What the package's loop adds and this one does not yet do, `UNSUPPORTED` lists;
 `KerasTrainer` refuses such settings with one line.
@@ -31,7 +32,7 @@ from keras import ops
 
 from training import export as export_lib
 from training import finetune as finetune_lib
-from training import optimizers, report, schedules, serving
+from training import loaders, optimizers, report, schedules, serving
 from training import runtime as runtime_lib
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
@@ -107,18 +108,6 @@ class _DivergenceGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _one_hot(num_classes):
-    """A tf.data map to float one-hot targets (soft targets pass unchanged)."""
-    import tensorflow as tf
-
-    def convert(images, labels):
-        if labels.shape.rank == 1:
-            labels = tf.one_hot(labels, num_classes)
-        return images, tf.cast(labels, tf.float32)
-
-    return convert
-
-
 class KerasTrainer:
     """Trains an `ExperimentConfig` with Keras' `model.fit` on the current Keras backend.
 
@@ -141,7 +130,7 @@ class KerasTrainer:
 
     def __init__(self, config: ExperimentConfig, pipeline=None):
         from training import backends
-        from training.trainer import make_pipeline
+        from training.loaders import make_pipeline
 
         if not isinstance(config, ExperimentConfig):
             raise ValueError(f"config must be an ExperimentConfig; got {config!r}.")
@@ -161,7 +150,7 @@ class KerasTrainer:
             raise
 
     def _set_up(self, pipeline, optimization, settings):
-        from training.steps import decayed_variables
+        from training.loop_common import decayed_variables
 
         self.pipeline, self.info = pipeline, pipeline.info
         self.monitor = report.monitor_of(self.info)  # the key of the best epoch
@@ -226,10 +215,10 @@ class KerasTrainer:
         """Evaluates the current weights on every example of a split once (as
         `training.trainer.Trainer.evaluate`): `loss` (without label smoothing), `accuracy`,
         `error`, `examples` and, with more than five classes, `top5_accuracy`, `top5_error`."""
-        from training.steps import evaluation_metrics
+        from training.loop_common import evaluation_metrics
 
         sums = np.zeros(4)  # loss, correct, correct in the top 5, count
-        for images, labels in self.pipeline.evaluation(split, self.batch).as_numpy_iterator():
+        for images, labels in loaders.numpy_batches(self.pipeline.evaluation(split, self.batch)):
             crops = images.shape[1] if images.ndim == 5 else 1
             flat = images.reshape((-1, *images.shape[-3:]))
             probs = ops.convert_to_numpy(self.model(flat, training=False)).astype("float64")
@@ -257,7 +246,7 @@ class KerasTrainer:
             TrainingDiverged: the epoch's running mean loss (with the coupled decay) became
                 non-finite or exceeded `max_loss` (results.json then says "diverged").
         """
-        from training.steps import epoch_logs
+        from training.loop_common import epoch_logs
 
         settings = self.config.runtime
         if self._lock is not None:
@@ -274,8 +263,8 @@ class KerasTrainer:
                                             resumed["step"])
             for epoch in range(resumed["epoch"], self.epochs):
                 steps = min(self.steps_per_epoch, self.total_steps - step)
-                data = self.pipeline.train(epoch, self.batch).map(
-                    _one_hot(self.info.num_classes))
+                data = loaders.fit_input(self.pipeline.train(epoch, self.batch),
+                                         self.info.num_classes)
                 tick, guard = time.time(), _DivergenceGuard(settings.max_loss)
                 logs = self.model.fit(data, initial_epoch=epoch, epochs=epoch + 1,
                                       steps_per_epoch=steps,

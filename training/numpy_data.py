@@ -1,0 +1,409 @@
+"""The input pipeline without TensorFlow: NumPy batches from PIL-decoded images.
+
+`NumpyPipeline(DataConfig(...))` has the interface of `training.data.Pipeline` that the Keras
+loop (`training.keras_loop`) uses: `info`, `steps_per_epoch`, `train(epoch, batch,
+skip_batches=0)`, `evaluation(split, batch)`, `normalizer`, `fit_size` and
+`eval_center_crop`. It reads `"synthetic"` and image folders, where TensorFlow is not
+installed (`pip install keras-resnets[jax]`), with what `training.data.Pipeline` does:
+
+- the same plan (`training.sources.plan`: output size, geometry, caching, normalisation), the
+  same examples in each split (`training.sources.base.select`: the validation carve-out,
+  `max_train_examples`, `max_test_examples`), the same normalisation statistics;
+- the same order of each epoch (`training.draws.train_order`) and, with the `"cifar"`
+  augmentation, the same crops and flips (`training.draws.cifar_crop_ids`): a batch of a run
+  equals the tf.data pipeline's up to the image decoders (PIL here, TensorFlow's there);
+- the same evaluation geometry (`training.pil_images`: TensorFlow's resize in NumPy) and ten
+  crops. The `"imagenet"` and `"inception"` crops and flips have the tf.data pipeline's
+  distributions but NumPy's draws (from `(seed, epoch, IMAGENET_CROPS, index)`): TensorFlow's
+  stateless random ops cannot be reproduced without it.
+
+RandAugment, random erasing, MixUp and CutMix are drawn by TensorFlow ops; this pipeline refuses
+them (and TFRecord and TFDS data) with one line naming the setting. Batches are a
+`keras.utils.PyDataset` whose worker threads prepare the next ones while the model trains.
+"""
+
+import logging
+import os
+import time
+from typing import Optional, Tuple
+
+import keras
+import numpy as np
+
+from training import draws, pil_images
+from training.data_config import (
+    EVAL_SPLITS,
+    FIXED_STATISTICS,
+    DataConfig,
+    DatasetInfo,
+    check_int,
+)
+from training.image_folders import CorruptImageError
+from training.sources import base
+from training.sources.folder import ImageFolderSource
+from training.sources.synthetic import SyntheticSource
+
+logger = logging.getLogger(__name__)
+
+STATS_SAMPLE = 512  # as training.data.STATS_SAMPLE
+# Batches prepared ahead of the one the model trains on, by this many threads.
+WORKERS = min(4, os.cpu_count() or 1)
+# Settings drawn by TensorFlow ops: (is it on?, the setting as the error names it).
+TF_ONLY = (
+    (lambda c: bool(c.randaugment), lambda c: f"randaugment={c.randaugment!r}"),
+    (lambda c: c.erasing_prob > 0, lambda c: f"erasing_prob={c.erasing_prob}"),
+    (lambda c: c.mixup_alpha > 0, lambda c: f"mixup_alpha={c.mixup_alpha}"),
+    (lambda c: c.cutmix_alpha > 0, lambda c: f"cutmix_alpha={c.cutmix_alpha}"),
+)
+
+
+class _PilFolderSource(ImageFolderSource):
+    """An image folder whose probe decodes with PIL."""
+
+    _probe_size = staticmethod(pil_images.probe_size)
+
+
+class _Split:
+    """One split in memory: decoded arrays (`images`) or, for larger images, file paths or
+    encoded images (`sources`, decoded when a batch is made)."""
+
+    def __init__(self, labels, names, images=None, sources=None, from_files=False):
+        self.labels, self.names = np.asarray(labels, np.int32), np.asarray(names)
+        self.images, self.sources, self.from_files = images, sources, from_files
+
+    def __len__(self):
+        return len(self.labels)
+
+    def image(self, i, channels):
+        if self.images is not None:
+            return self.images[i]
+        source = self.sources[i]
+        return pil_images.decode(pil_images.read(source) if self.from_files else source,
+                                 channels)
+
+
+def check_config(config: DataConfig) -> None:
+    """Raises one `ValueError` naming the first setting of `config` that needs TensorFlow."""
+    for is_on, named in TF_ONLY:
+        if is_on(config):
+            raise ValueError(f"{named(config)} is drawn by TensorFlow ops, which the "
+                             "TensorFlow-free input pipeline (input_pipeline='numpy') does not "
+                             "have; turn it off or install TensorFlow.")
+    if not (SyntheticSource.accepts(config) or ImageFolderSource.accepts(config)) or (
+            os.path.isdir(os.path.expanduser(config.dataset))
+            and not os.path.isdir(os.path.join(os.path.expanduser(config.dataset), "train"))):
+        raise ValueError(f"dataset={config.dataset!r}: the TensorFlow-free input pipeline "
+                         "(input_pipeline='numpy') reads 'synthetic' and image folders "
+                         "(<folder>/train/<class>/*.jpg); TFDS names and TFRecord folders need "
+                         "TensorFlow.")
+
+
+class NumpyPipeline:
+    """NumPy batches of one data set, without TensorFlow (see the module's docstring).
+
+    Args:
+        config: `DataConfig`. What to read and how to prepare it.
+
+    Attributes:
+        info, augmentation, normalization, cached, mean, std, skipped_files, test_source,
+        load_seconds: as in `training.data.Pipeline`.
+
+    Example:
+
+    >>> pipeline = NumpyPipeline(DataConfig(dataset="synthetic", synthetic_examples=64))
+    >>> images, labels = pipeline.train(epoch=0, global_batch_size=16)[0]
+    >>> images.shape, images.dtype.name, labels.dtype.name
+    ((16, 32, 32, 3), 'float32', 'int32')
+    >>> pipeline.steps_per_epoch(16)
+    4
+    """
+
+    def __init__(self, config: DataConfig):
+        if not isinstance(config, DataConfig):
+            raise ValueError(f"config must be a DataConfig; got {type(config).__name__}.")
+        check_config(config)
+        self.config = config
+        start = time.perf_counter()
+        synthetic = SyntheticSource.accepts(config)
+        source = SyntheticSource(config) if synthetic else _PilFolderSource(config)
+        description = source.describe()
+        self._plan = plan = base.plan(config, description)
+        skipped = []
+        if synthetic:
+            self._splits = {split: _Split(labels, names, images=images)
+                            for split, (images, labels, names) in source.arrays().items()}
+        else:
+            self._splits = self._folder_splits(source, plan, skipped)
+        self.skipped_files = tuple(skipped)
+        if skipped:
+            logger.warning("Skipped %d corrupt image file(s): %s%s", len(skipped),
+                           ", ".join(skipped[:10]), " ..." if len(skipped) > 10 else "")
+        self.load_seconds = time.perf_counter() - start
+        self.augmentation, self.normalization = plan.augmentation, plan.normalization
+        self.cached, self.test_source = plan.cached, description.test_source
+        self.mean, self.std = self._statistics(description.name)
+        self._scale, self._offset = self._normalizer()
+        h, w = plan.out_hw
+        self.info = DatasetInfo(
+            name=description.name, num_classes=description.num_classes,
+            image_shape=(h, w, plan.channels),
+            train_examples=len(self._splits["train"]),
+            validation_examples=len(self._splits["validation"]),
+            test_examples=len(self._splits["test"]), class_names=description.class_names)
+
+    def _folder_splits(self, source, plan, skipped):
+        """The folder's splits (`training.sources.base.pools` without tf.data)."""
+        train, test = source._lists
+        selection = base.select(self.config, train.labels, test.labels)
+        made = {}
+        for split, listed in (("train", train), ("validation", train), ("test", test)):
+            idx = selection[split]
+            paths, labels = listed.paths[idx], listed.labels[idx]
+            if plan.arrays:
+                images, bad = pil_images.decode_all(paths, plan.store_hw, plan.channels, True)
+            else:
+                images, bad = None, pil_images.verify_all(paths, from_files=True)
+            if len(bad):
+                if not self.config.skip_corrupt:
+                    raise CorruptImageError([str(paths[i]) for i in bad])
+                skipped.extend(str(paths[i]) for i in bad)
+                keep = np.ones(len(labels), bool)
+                keep[bad] = False
+                paths, labels = paths[keep], labels[keep]
+                images = None if images is None else images[keep]
+            sources = None
+            if images is None:
+                sources = np.array(pil_images.map_threads(pil_images.read, list(paths)),
+                                   object) if plan.cached else paths
+            made[split] = _Split(labels, paths, images, sources, not plan.cached)
+        return made
+
+    # ---------------------------------------------------------------- public interface
+
+    @property
+    def normalizer(self) -> Tuple[np.ndarray, np.ndarray]:
+        """`(scale, offset)`: normalised image = pixels (0-255) * scale + offset."""
+        return self._scale, self._offset
+
+    @property
+    def fit_size(self) -> Optional[Tuple[int, int]]:
+        """As `training.data.Pipeline.fit_size`."""
+        if self._plan.whole:
+            return self._plan.out_hw
+        return self._plan.store_hw if self._plan.arrays else None
+
+    @property
+    def eval_center_crop(self) -> bool:
+        """As `training.data.Pipeline.eval_center_crop`."""
+        return not self._plan.whole
+
+    def steps_per_epoch(self, global_batch_size: int) -> int:
+        """Training batches per epoch: `train_examples // global_batch_size`."""
+        check_int("global_batch_size", global_batch_size, minimum=1)
+        steps = self.info.train_examples // global_batch_size
+        if steps == 0:
+            raise ValueError(
+                f"global_batch_size {global_batch_size} is larger than the training split "
+                f"({self.info.train_examples} images).")
+        return steps
+
+    def train(self, epoch: int, global_batch_size: int, skip_batches: int = 0) -> "Batches":
+        """One epoch of shuffled, augmented `(images, labels)` batches (float32 `[b, H, W, C]`,
+        int32 `[b]`), the last partial batch dropped; the first `skip_batches` are left out."""
+        check_int("epoch", epoch, minimum=0)
+        steps = self.steps_per_epoch(global_batch_size)
+        check_int("skip_batches", skip_batches, minimum=0)
+        if skip_batches > steps:
+            raise ValueError(f"skip_batches must be at most {steps} (steps per epoch); "
+                             f"got {skip_batches}.")
+        config, split = self.config, self._splits["train"]
+        order = draws.train_order(config.seed, epoch, config.shuffle_buffer, len(split))
+        keys = order[skip_batches * global_batch_size:steps * global_batch_size]
+        crop_ids = (draws.cifar_crop_ids(config.seed, epoch, len(split), self._plan.out_hw)
+                    if self._plan.whole and self.augmentation == "cifar" else None)
+        return Batches(self, split, keys, global_batch_size, train=True, epoch=epoch,
+                       crop_ids=crop_ids)
+
+    def evaluation(self, split: str, global_batch_size: int) -> "Batches":
+        """Every example of a split once, in the split's order, without augmentation
+        (`[b, 10, H, W, C]` with `eval_crops=10`); the last batch may be smaller."""
+        if split not in EVAL_SPLITS:
+            raise ValueError(f"split must be one of {list(EVAL_SPLITS)}; got {split!r}.")
+        check_int("global_batch_size", global_batch_size, minimum=1)
+        examples = self._splits[split]
+        if len(examples) == 0:
+            raise ValueError(
+                "The validation split is empty: set DataConfig.validation_images (e.g. 5000 "
+                "for CIFAR's 45k/5k split)." if split == "validation"
+                else f"The {split} split is empty.")
+        return Batches(self, examples, np.arange(len(examples)), global_batch_size,
+                       train=False, epoch=0)
+
+    # ---------------------------------------------------------------- preparation
+
+    def raw(self, split, index) -> np.ndarray:
+        """One image of a split (`_Split`) before normalisation: fitted (CIFAR-style) or the
+        evaluation centre crop (ImageNet-style), as the tf.data pipeline's raw images."""
+        image = split.image(index, self._plan.channels)
+        if self._plan.whole:
+            return pil_images.fit(image, self._plan.out_hw)
+        return pil_images.center_crop(image, self._plan.out_hw[0])
+
+    def prepare(self, split, index, train, epoch, crop_id=None) -> np.ndarray:
+        """One normalised example (`training.augment`'s geometry)."""
+        plan, scale, offset = self._plan, self._scale, self._offset
+        size = plan.out_hw[0]
+        if plan.whole:
+            x = self.raw(split, index).astype(np.float32) * scale + offset
+            if crop_id is not None:
+                return cifar_crop(x, crop_id)
+            if not train and self.config.eval_crops == 10:
+                return ten_crop_padded(x)
+            return x
+        image = split.image(index, plan.channels)
+        if not train:
+            crops = (pil_images.ten_crop(image, size) if self.config.eval_crops == 10
+                     else pil_images.center_crop(image, size))
+            return crops * scale + offset
+        if self.augmentation == "none":
+            return pil_images.center_crop(image, size) * scale + offset
+        rng = np.random.default_rng([self.config.seed, epoch, draws.IMAGENET_CROPS, index])
+        crop = scale_crop if self.augmentation == "imagenet" else inception_crop
+        x = crop(image, size, rng)
+        if rng.random() < 0.5:
+            x = x[:, ::-1]
+        return x * scale + offset
+
+    def _statistics(self, name):
+        """As `training.data.Pipeline._statistics` (exact integer sums over the whole split in
+        the CIFAR-style geometry, else the first `STATS_SAMPLE` centre crops)."""
+        if self.normalization == "none":
+            return None, None
+        channels = self._plan.channels
+        if self.normalization in FIXED_STATISTICS:
+            if channels != 3:
+                raise ValueError(
+                    f"normalization={self.normalization!r} is for RGB images; {name} has "
+                    f"{channels} channel(s).")
+            return tuple(np.array(values, np.float32)
+                         for values in FIXED_STATISTICS[self.normalization])
+        split = self._splits["train"]
+        if self._plan.whole:
+            total = total_sq = 0
+            for start in range(0, len(split), 1024):
+                wide = np.stack([self.raw(split, i) for i in range(
+                    start, min(start + 1024, len(split)))]).astype(np.int64)
+                total = total + wide.sum(axis=0)
+                total_sq = total_sq + (wide * wide).sum(axis=0)
+            mean_image = total / len(split)
+            if self.normalization == "per_pixel_mean":
+                return mean_image.astype(np.float32), None
+            pixels = len(split) * mean_image.shape[0] * mean_image.shape[1]
+            mean = total.reshape(-1, channels).sum(axis=0) / pixels
+            var = total_sq.reshape(-1, channels).sum(axis=0) / pixels - mean ** 2
+        else:
+            crops = pil_images.map_threads(lambda i: self.raw(split, i),
+                                           list(range(min(STATS_SAMPLE, len(split)))))
+            flat = np.concatenate([c.reshape(-1, channels) for c in crops]).astype(np.float64)
+            mean = flat.mean(axis=0)
+            var = (flat * flat).sum(axis=0) / len(flat) - mean ** 2
+        std = np.sqrt(np.maximum(var, 1.0))
+        return mean.astype(np.float32), std.astype(np.float32)
+
+    def _normalizer(self):
+        """As `training.data.Pipeline._normalizer`."""
+        if self.normalization == "none":
+            return np.float32(1 / 255), np.float32(0)
+        if self.normalization == "per_pixel_mean":
+            return np.float32(1 / 255), (-self.mean / 255).astype(np.float32)
+        return (1 / self.std).astype(np.float32), (-self.mean / self.std).astype(np.float32)
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches `(float32 images, int32 labels)` of the examples `keys` of a split, made by
+    `workers` threads ahead of use (`keras.utils.PyDataset`): `len()` batches, `batches[i]`,
+    iteration in order. `model.fit` and `model.evaluate` take it on every backend."""
+
+    def __init__(self, pipeline, split, keys, batch, train, epoch, crop_ids=None,
+                 workers=WORKERS, num_classes=None):
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.pipeline, self.split, self.keys, self.batch = pipeline, split, keys, batch
+        self.train, self.epoch, self.crop_ids = train, epoch, crop_ids
+        self.num_classes = num_classes
+
+    def one_hot(self, num_classes: int) -> "Batches":
+        """These batches with float32 one-hot targets `[b, num_classes]` (for `model.fit`)."""
+        return Batches(self.pipeline, self.split, self.keys, self.batch, self.train,
+                       self.epoch, self.crop_ids, self.workers, num_classes)
+
+    def __len__(self):
+        return (len(self.keys) // self.batch if self.train
+                else -(-len(self.keys) // self.batch))
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch {i} of {len(self)}")
+        keys = self.keys[i * self.batch:(i + 1) * self.batch]
+        images = np.stack([self.pipeline.prepare(
+            self.split, int(k), self.train, self.epoch,
+            None if self.crop_ids is None else int(self.crop_ids[k])) for k in keys])
+        labels = self.split.labels[keys]
+        if self.num_classes is not None:
+            labels = np.eye(self.num_classes, dtype=np.float32)[labels]
+        return images.astype(np.float32, copy=False), labels
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
+def cifar_crop(x: np.ndarray, crop_id: int) -> np.ndarray:
+    """The CIFAR crop `crop_id` (`training.draws.cifar_crop_ids`) of a normalised image: a
+    window of the image zero-padded by 1/8 of its size, mirrored for odd ids (as
+    `training.augment.cifar_augmenter`)."""
+    h, w = x.shape[:2]
+    ph, pw = draws.padding((h, w))
+    top, left, flip = crop_id // (2 * (2 * pw + 1)), (crop_id // 2) % (2 * pw + 1), crop_id % 2
+    padded = np.pad(x, [(ph, ph), (pw, pw), (0, 0)])
+    crop = padded[top:top + h, left:left + w]
+    return crop[:, ::-1] if flip else crop
+
+
+def ten_crop_padded(x: np.ndarray) -> np.ndarray:
+    """`[10, h, w, c]`: corners and centre of the padded image, then their mirror images
+    (`training.augment.ten_crop_padded`)."""
+    h, w = x.shape[:2]
+    ph, pw = draws.padding((h, w))
+    padded = np.pad(x, [(ph, ph), (pw, pw), (0, 0)])
+    corners = [(0, 0), (0, 2 * pw), (2 * ph, 0), (2 * ph, 2 * pw), (ph, pw)]
+    crops = [padded[top:top + h, left:left + w] for top, left in corners]
+    return np.stack(crops + [crop[:, ::-1] for crop in crops])
+
+
+def scale_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """He et al. 2015 scale augmentation (`training.augment.scale_crop`): the shorter side to
+    a uniform length in [8/7, 15/7] size, a random `size` crop; float32."""
+    h, w = image.shape[:2]
+    short = min(h, w)
+    target = rng.integers(round(size * 256 / 224), round(size * 480 / 224) + 1)
+    side = min(max(int(np.round(np.float32(short) * size / np.float32(target))), 1), short)
+    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    return pil_images.crop_resize(image, int(top), int(left), side, side, size)
+
+
+def inception_crop(image: np.ndarray, size: int, rng: np.random.Generator,
+                   attempts: int = 10) -> np.ndarray:
+    """Szegedy et al. 2015 random-resized crop, as `tf.image.sample_distorted_bounding_box`
+    draws it in `training.augment.inception_crop`: area 8-100% of the image (and at least
+    the 10% that `min_object_covered` asks), aspect ratio uniform in [3/4, 4/3], at most
+    `attempts` tries, else the whole image; float32."""
+    h, w = image.shape[:2]
+    for _ in range(attempts):
+        aspect = rng.uniform(3 / 4, 4 / 3)
+        area = rng.uniform(0.08, 1.0) * h * w
+        crop_h = int(round(np.sqrt(area / aspect)))
+        crop_w = int(round(crop_h * aspect))
+        if 0 < crop_h <= h and 0 < crop_w <= w and crop_h * crop_w >= 0.1 * h * w:
+            top, left = rng.integers(0, h - crop_h + 1), rng.integers(0, w - crop_w + 1)
+            return pil_images.crop_resize(image, int(top), int(left), crop_h, crop_w, size)
+    return pil_images.crop_resize(image, 0, 0, h, w, size)
