@@ -22,8 +22,10 @@ them (and TFRecord and TFDS data) with one line naming the setting. Batches are 
 `keras.utils.PyDataset` whose worker threads prepare the next ones while the model trains.
 """
 
+import concurrent.futures
 import logging
 import os
+import threading
 import time
 from typing import Optional, Tuple
 
@@ -46,8 +48,10 @@ from training.sources.synthetic import SyntheticSource
 logger = logging.getLogger(__name__)
 
 STATS_SAMPLE = 512  # as training.data.STATS_SAMPLE
-# Batches prepared ahead of the one the model trains on, by this many threads.
-WORKERS = min(4, os.cpu_count() or 1)
+# Batches prepared ahead of the one the model trains on (keras.utils.PyDataset's threads), and
+# the threads that decode and crop the images of a batch (PIL and NumPy release the GIL).
+WORKERS = 2
+THREADS = min(16, os.cpu_count() or 1)
 # Settings drawn by TensorFlow ops: (is it on?, the setting as the error names it).
 TF_ONLY = (
     (lambda c: bool(c.randaugment), lambda c: f"randaugment={c.randaugment!r}"),
@@ -143,6 +147,7 @@ class NumpyPipeline:
         self.cached, self.test_source = plan.cached, description.test_source
         self.mean, self.std = self._statistics(description.name)
         self._scale, self._offset = self._normalizer()
+        self._threads, self._threads_lock = None, threading.Lock()
         h, w = plan.out_hw
         self.info = DatasetInfo(
             name=description.name, num_classes=description.num_classes,
@@ -153,7 +158,7 @@ class NumpyPipeline:
 
     def _folder_splits(self, source, plan, skipped):
         """The folder's splits (`training.sources.base.pools` without tf.data)."""
-        train, test = source._lists
+        train, test = source.listing()
         selection = base.select(self.config, train.labels, test.labels)
         made = {}
         for split, listed in (("train", train), ("validation", train), ("test", test)):
@@ -248,6 +253,23 @@ class NumpyPipeline:
         if self._plan.whole:
             return pil_images.fit(image, self._plan.out_hw)
         return pil_images.center_crop(image, self._plan.out_hw[0])
+
+    def prepare_batch(self, split, keys, train, epoch, crop_ids=None) -> np.ndarray:
+        """float32 examples `keys` of a split (`_Split`), normalised and augmented: in one
+        NumPy pass for decoded images of the output size, else by `THREADS` threads."""
+        plan, ten = self._plan, not train and self.config.eval_crops == 10
+        if plan.whole and split.images is not None:
+            x = split.images[keys].astype(np.float32) * self._scale + self._offset
+            if crop_ids is not None:
+                return np.stack([cifar_crop(image, int(crop_ids[k])) for image, k in zip(
+                    x, keys)])
+            return np.stack([ten_crop_padded(image) for image in x]) if ten else x
+        with self._threads_lock:
+            if self._threads is None:
+                self._threads = concurrent.futures.ThreadPoolExecutor(THREADS)
+        return np.stack(list(self._threads.map(lambda k: self.prepare(
+            split, int(k), train, epoch, None if crop_ids is None else int(crop_ids[k])),
+            keys))).astype(np.float32, copy=False)
 
     def prepare(self, split, index, train, epoch, crop_id=None) -> np.ndarray:
         """One normalised example (`training.augment`'s geometry)."""
@@ -344,13 +366,12 @@ class Batches(keras.utils.PyDataset):
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} of {len(self)}")
         keys = self.keys[i * self.batch:(i + 1) * self.batch]
-        images = np.stack([self.pipeline.prepare(
-            self.split, int(k), self.train, self.epoch,
-            None if self.crop_ids is None else int(self.crop_ids[k])) for k in keys])
+        images = self.pipeline.prepare_batch(self.split, keys, self.train, self.epoch,
+                                             self.crop_ids)
         labels = self.split.labels[keys]
         if self.num_classes is not None:
             labels = np.eye(self.num_classes, dtype=np.float32)[labels]
-        return images.astype(np.float32, copy=False), labels
+        return images, labels
 
     def __iter__(self):
         for i in range(len(self)):

@@ -209,7 +209,8 @@ def test_input_pipeline_choice(monkeypatch):
         loaders.input_pipeline("pil")
 
 
-@pytest.mark.parametrize("dataset", ["synthetic", "folder"])
+@pytest.mark.parametrize("dataset", [pytest.param("synthetic", marks=pytest.mark.slow),
+                                     "folder"])  # ~50 s each on 2 busy cores
 def test_fit_on_jax_trains_where_tensorflow_cannot_be_imported(dataset, tmp_path):
     pytest.importorskip("jax")
     from PIL import Image

@@ -68,9 +68,13 @@ class ImageFolderSource(base.Source):
 
         return image_files.probe_size(paths)
 
-    def splits(self, plan):
+    def listing(self):
+        """`(train, test)`: the `training.image_folders.Split` listings of the two folders."""
         self.describe()
-        train, test = self._lists
+        return self._lists
+
+    def splits(self, plan):
+        train, test = self.listing()
         return base.pools(self.config, plan, (train.paths, train.labels),
                           (test.paths, test.labels), True,
                           lambda split, i: (train if split == "train" else test).paths[i])
