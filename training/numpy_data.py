@@ -27,27 +27,21 @@ import logging
 import os
 import threading
 import time
-from typing import Optional, Tuple
 
 import keras
 import numpy as np
 
-from training import draws, pil_images
-from training.data_config import (
-    EVAL_SPLITS,
-    FIXED_STATISTICS,
-    DataConfig,
-    DatasetInfo,
-    check_int,
-)
+from training import draws, normalization, pil_images
+from training.data_config import DataConfig, DatasetInfo
 from training.image_folders import CorruptImageError
+from training.normalization import STATS_SAMPLE
+from training.pipeline_base import PipelineBase
 from training.sources import base
 from training.sources.folder import ImageFolderSource
 from training.sources.synthetic import SyntheticSource
 
 logger = logging.getLogger(__name__)
 
-STATS_SAMPLE = 512  # as training.data.STATS_SAMPLE
 # Batches prepared ahead of the one the model trains on (keras.utils.PyDataset's threads), and
 # the threads that decode and crop the images of a batch (PIL and NumPy release the GIL).
 WORKERS = 2
@@ -102,7 +96,7 @@ def check_config(config: DataConfig) -> None:
                          "TensorFlow.")
 
 
-class NumpyPipeline:
+class NumpyPipeline(PipelineBase):
     """NumPy batches of one data set, without TensorFlow (see the module's docstring).
 
     Args:
@@ -110,7 +104,8 @@ class NumpyPipeline:
 
     Attributes:
         info, augmentation, normalization, cached, mean, std, skipped_files, test_source,
-        load_seconds: as in `training.data.Pipeline`.
+        load_seconds: as in `training.data.Pipeline`; `normalizer`, `fit_size`,
+        `eval_center_crop` and `steps_per_epoch` are `training.pipeline_base`'s.
 
     Example:
 
@@ -183,44 +178,10 @@ class NumpyPipeline:
             made[split] = _Split(labels, paths, images, sources, not plan.cached)
         return made
 
-    # ---------------------------------------------------------------- public interface
-
-    @property
-    def normalizer(self) -> Tuple[np.ndarray, np.ndarray]:
-        """`(scale, offset)`: normalised image = pixels (0-255) * scale + offset."""
-        return self._scale, self._offset
-
-    @property
-    def fit_size(self) -> Optional[Tuple[int, int]]:
-        """As `training.data.Pipeline.fit_size`."""
-        if self._plan.whole:
-            return self._plan.out_hw
-        return self._plan.store_hw if self._plan.arrays else None
-
-    @property
-    def eval_center_crop(self) -> bool:
-        """As `training.data.Pipeline.eval_center_crop`."""
-        return not self._plan.whole
-
-    def steps_per_epoch(self, global_batch_size: int) -> int:
-        """Training batches per epoch: `train_examples // global_batch_size`."""
-        check_int("global_batch_size", global_batch_size, minimum=1)
-        steps = self.info.train_examples // global_batch_size
-        if steps == 0:
-            raise ValueError(
-                f"global_batch_size {global_batch_size} is larger than the training split "
-                f"({self.info.train_examples} images).")
-        return steps
-
     def train(self, epoch: int, global_batch_size: int, skip_batches: int = 0) -> "Batches":
         """One epoch of shuffled, augmented `(images, labels)` batches (float32 `[b, H, W, C]`,
         int32 `[b]`), the last partial batch dropped; the first `skip_batches` are left out."""
-        check_int("epoch", epoch, minimum=0)
-        steps = self.steps_per_epoch(global_batch_size)
-        check_int("skip_batches", skip_batches, minimum=0)
-        if skip_batches > steps:
-            raise ValueError(f"skip_batches must be at most {steps} (steps per epoch); "
-                             f"got {skip_batches}.")
+        steps = self._check_train(epoch, global_batch_size, skip_batches)
         config, split = self.config, self._splits["train"]
         order = draws.train_order(config.seed, epoch, config.shuffle_buffer, len(split))
         keys = order[skip_batches * global_batch_size:steps * global_batch_size]
@@ -232,15 +193,7 @@ class NumpyPipeline:
     def evaluation(self, split: str, global_batch_size: int) -> "Batches":
         """Every example of a split once, in the split's order, without augmentation
         (`[b, 10, H, W, C]` with `eval_crops=10`); the last batch may be smaller."""
-        if split not in EVAL_SPLITS:
-            raise ValueError(f"split must be one of {list(EVAL_SPLITS)}; got {split!r}.")
-        check_int("global_batch_size", global_batch_size, minimum=1)
-        examples = self._splits[split]
-        if len(examples) == 0:
-            raise ValueError(
-                "The validation split is empty: set DataConfig.validation_images (e.g. 5000 "
-                "for CIFAR's 45k/5k split)." if split == "validation"
-                else f"The {split} split is empty.")
+        examples = self._check_evaluation(split, global_batch_size)
         return Batches(self, examples, np.arange(len(examples)), global_batch_size,
                        train=False, epoch=0)
 
@@ -297,48 +250,21 @@ class NumpyPipeline:
         return x * scale + offset
 
     def _statistics(self, name):
-        """As `training.data.Pipeline._statistics` (exact integer sums over the whole split in
-        the CIFAR-style geometry, else the first `STATS_SAMPLE` centre crops)."""
-        if self.normalization == "none":
-            return None, None
-        channels = self._plan.channels
-        if self.normalization in FIXED_STATISTICS:
-            if channels != 3:
-                raise ValueError(
-                    f"normalization={self.normalization!r} is for RGB images; {name} has "
-                    f"{channels} channel(s).")
-            return tuple(np.array(values, np.float32)
-                         for values in FIXED_STATISTICS[self.normalization])
+        """As `training.data.Pipeline._statistics`: every train image (CIFAR-style), else the
+        first `STATS_SAMPLE` centre crops."""
         split = self._splits["train"]
-        if self._plan.whole:
-            total = total_sq = 0
-            for start in range(0, len(split), 1024):
-                wide = np.stack([self.raw(split, i) for i in range(
-                    start, min(start + 1024, len(split)))]).astype(np.int64)
-                total = total + wide.sum(axis=0)
-                total_sq = total_sq + (wide * wide).sum(axis=0)
-            mean_image = total / len(split)
-            if self.normalization == "per_pixel_mean":
-                return mean_image.astype(np.float32), None
-            pixels = len(split) * mean_image.shape[0] * mean_image.shape[1]
-            mean = total.reshape(-1, channels).sum(axis=0) / pixels
-            var = total_sq.reshape(-1, channels).sum(axis=0) / pixels - mean ** 2
-        else:
-            crops = pil_images.map_threads(lambda i: self.raw(split, i),
-                                           list(range(min(STATS_SAMPLE, len(split)))))
-            flat = np.concatenate([c.reshape(-1, channels) for c in crops]).astype(np.float64)
-            mean = flat.mean(axis=0)
-            var = (flat * flat).sum(axis=0) / len(flat) - mean ** 2
-        std = np.sqrt(np.maximum(var, 1.0))
-        return mean.astype(np.float32), std.astype(np.float32)
+        count = len(split) if self._plan.whole else min(STATS_SAMPLE, len(split))
+
+        def raw_batches():
+            for start in range(0, count, 1024):
+                yield np.stack(pil_images.map_threads(lambda i: self.raw(split, i), list(
+                    range(start, min(start + 1024, count)))))
+
+        return normalization.statistics(self.normalization, self._plan.channels, name,
+                                        self._plan.whole, raw_batches)
 
     def _normalizer(self):
-        """As `training.data.Pipeline._normalizer`."""
-        if self.normalization == "none":
-            return np.float32(1 / 255), np.float32(0)
-        if self.normalization == "per_pixel_mean":
-            return np.float32(1 / 255), (-self.mean / 255).astype(np.float32)
-        return (1 / self.std).astype(np.float32), (-self.mean / self.std).astype(np.float32)
+        return normalization.normalizer(self.normalization, self.mean, self.std)
 
 
 class Batches(keras.utils.PyDataset):
