@@ -6,11 +6,17 @@ order of each epoch, the CIFAR crops, the seeds of the other streams, and the si
 same CIFAR crops and flips.
 """
 
+import math
+
 import numpy as np
 
 # Stream names of the NumPy / TensorFlow random draws, so that they never share a seed.
 ORDER, CIFAR_CROPS, IMAGENET_CROPS, SYNTHETIC = 1, 2, 3, 4
 RANDAUGMENT, ERASING, MIXING = 5, 6, 7
+# Random erasing's boxes (timm's RandomErasing): area, log aspect ratio, attempts to fit.
+ERASE_AREA = (0.02, 1 / 3)
+ERASE_LOG_ASPECT = (math.log(0.3), math.log(1 / 0.3))
+ERASE_ATTEMPTS = 10
 
 
 def base_seed(seed, epoch, stream):

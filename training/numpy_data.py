@@ -17,8 +17,9 @@ installed (`pip install keras-resnets[jax]`), with what `training.data.Pipeline`
   distributions but NumPy's draws (from `(seed, epoch, IMAGENET_CROPS, index)`): TensorFlow's
   stateless random ops cannot be reproduced without it.
 
-RandAugment, random erasing, MixUp and CutMix are drawn by TensorFlow ops; this pipeline refuses
-them (and TFRecord and TFDS data) with one line naming the setting. Batches are a
+Random erasing, MixUp and CutMix are `training.numpy_mixing`'s (timm's, as `training.mixing`,
+with NumPy's draws). RandAugment is made of TensorFlow image ops; this pipeline refuses it (and
+TFRecord and TFDS data) with one line naming the setting. Batches are a
 `keras.utils.PyDataset` whose worker threads prepare the next ones while the model trains.
 """
 
@@ -31,7 +32,7 @@ import time
 import keras
 import numpy as np
 
-from training import draws, normalization, pil_images
+from training import draws, normalization, numpy_mixing, pil_images
 from training.data_config import DataConfig, DatasetInfo
 from training.image_folders import CorruptImageError
 from training.normalization import STATS_SAMPLE
@@ -47,12 +48,7 @@ logger = logging.getLogger(__name__)
 WORKERS = 2
 THREADS = min(16, os.cpu_count() or 1)
 # Settings drawn by TensorFlow ops: (is it on?, the setting as the error names it).
-TF_ONLY = (
-    (lambda c: bool(c.randaugment), lambda c: f"randaugment={c.randaugment!r}"),
-    (lambda c: c.erasing_prob > 0, lambda c: f"erasing_prob={c.erasing_prob}"),
-    (lambda c: c.mixup_alpha > 0, lambda c: f"mixup_alpha={c.mixup_alpha}"),
-    (lambda c: c.cutmix_alpha > 0, lambda c: f"cutmix_alpha={c.cutmix_alpha}"),
-)
+TF_ONLY = ((lambda c: bool(c.randaugment), lambda c: f"randaugment={c.randaugment!r}"),)
 
 
 class _PilFolderSource(ImageFolderSource):
@@ -207,9 +203,29 @@ class NumpyPipeline(PipelineBase):
             return pil_images.fit(image, self._plan.out_hw)
         return pil_images.center_crop(image, self._plan.out_hw[0])
 
-    def prepare_batch(self, split, keys, train, epoch, crop_ids=None) -> np.ndarray:
-        """float32 examples `keys` of a split (`_Split`), normalised and augmented: in one
-        NumPy pass for decoded images of the output size, else by `THREADS` threads."""
+    def prepare_batch(self, split, keys, train, epoch, crop_ids=None):
+        """`(images, labels)` of the examples `keys` of a split (`_Split`): float32 images,
+        normalised and augmented (random erasing of each, then MixUp / CutMix of the batch
+        in training, as `training.augment.train_components`), int32 labels or, mixed, float32
+        targets `[b, classes]`."""
+        config, labels = self.config, split.labels[keys]
+        images = self._prepare_images(split, keys, train, epoch, crop_ids)
+        if not train:
+            return images, labels
+        if config.erasing_prob > 0:
+            images = np.stack([numpy_mixing.erase(image, np.random.default_rng(
+                [config.seed, epoch, draws.ERASING, int(k)]), config.erasing_prob)
+                for image, k in zip(images, keys)])
+        if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
+            rng = np.random.default_rng([config.seed, epoch, draws.MIXING, int(keys[0])])
+            images, labels = numpy_mixing.mix_batch(
+                images, labels, self.info.num_classes, rng, config.mixup_alpha,
+                config.cutmix_alpha, config.mix_prob, config.mix_switch_prob)
+        return images, labels
+
+    def _prepare_images(self, split, keys, train, epoch, crop_ids):
+        """float32 examples `keys`, normalised and cropped: in one NumPy pass for decoded
+        images of the output size, else by `THREADS` threads."""
         plan, ten = self._plan, not train and self.config.eval_crops == 10
         if plan.whole and split.images is not None:
             x = split.images[keys].astype(np.float32) * self._scale + self._offset
@@ -268,7 +284,8 @@ class NumpyPipeline(PipelineBase):
 
 
 class Batches(keras.utils.PyDataset):
-    """Batches `(float32 images, int32 labels)` of the examples `keys` of a split, made by
+    """Batches `(float32 images, int32 labels)` (with MixUp or CutMix, float32 targets
+    `[b, classes]`) of the examples `keys` of a split, made by
     `workers` threads ahead of use (`keras.utils.PyDataset`): `len()` batches, `batches[i]`,
     iteration in order. `model.fit` and `model.evaluate` take it on every backend."""
 
@@ -292,10 +309,9 @@ class Batches(keras.utils.PyDataset):
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} of {len(self)}")
         keys = self.keys[i * self.batch:(i + 1) * self.batch]
-        images = self.pipeline.prepare_batch(self.split, keys, self.train, self.epoch,
-                                             self.crop_ids)
-        labels = self.split.labels[keys]
-        if self.num_classes is not None:
+        images, labels = self.pipeline.prepare_batch(self.split, keys, self.train, self.epoch,
+                                                     self.crop_ids)
+        if self.num_classes is not None and labels.ndim == 1:  # mixed targets are soft already
             labels = np.eye(self.num_classes, dtype=np.float32)[labels]
         return images, labels
 

@@ -181,16 +181,55 @@ def test_imagenet_style_training_crops_have_the_output_size_and_replay_per_epoch
     assert whole.shape == (50, 50, 3)
 
 
+def _plain_and_augmented(**settings):
+    """The first training batch of epoch 1 without and with `settings` (no crops: random
+    pixels everywhere, so that no two images share a pixel by chance)."""
+    base = dict(dataset="synthetic", synthetic_examples=32, num_classes=4, seed=2,
+                augmentation="none")
+    plain = NumpyPipeline(DataConfig(**base)).train(1, 8)[0]
+    return plain, NumpyPipeline(DataConfig(**base, **settings)).train(1, 8)[0]
+
+
+def test_mixup_mixes_the_batch_with_itself_reversed_and_the_targets_alike():
+    (x, y), (images, targets) = _plain_and_augmented(mixup_alpha=0.4)
+    one_hot = np.eye(4, dtype=np.float32)[y]
+    difference = x - x[::-1]  # least squares of images - x[::-1] = lam * difference
+    lam = float(np.sum((images - x[::-1]) * difference) / np.sum(difference ** 2))
+    assert 0.0 < lam < 1.0 and targets.shape == (8, 4) and targets.dtype == np.float32
+    np.testing.assert_allclose(images, lam * x + (1 - lam) * x[::-1], atol=1e-4)
+    np.testing.assert_allclose(targets, lam * one_hot + (1 - lam) * one_hot[::-1], atol=1e-4)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_cutmix_pastes_one_box_of_the_reversed_batch_weighted_by_its_area():
+    (x, y), (images, targets) = _plain_and_augmented(cutmix_alpha=1.0)
+    rows, cols = np.nonzero(np.any(images[0] != x[0], axis=-1))
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    expected = x.copy()
+    expected[:, top:bottom, left:right] = x[::-1][:, top:bottom, left:right]
+    np.testing.assert_array_equal(images, expected)
+    lam = 1 - (bottom - top) * (right - left) / (32 * 32)
+    one_hot = np.eye(4, dtype=np.float32)[y]
+    np.testing.assert_allclose(targets, lam * one_hot + (1 - lam) * one_hot[::-1], atol=1e-6)
+
+
+def test_random_erasing_replaces_one_box_of_each_image_by_noise():
+    (x, _), (images, labels) = _plain_and_augmented(erasing_prob=1.0)
+    assert labels.dtype == np.int32
+    for before, after in zip(x, images):
+        rows, cols = np.nonzero(np.any(before != after, axis=-1))
+        area = (rows.max() + 1 - rows.min()) * (cols.max() + 1 - cols.min())
+        assert area == len(rows) and 0.02 * 32 * 32 * 0.8 <= area <= 32 * 32 / 3 * 1.2
+    _, (kept, _) = _plain_and_augmented(erasing_prob=1e-9)
+    np.testing.assert_array_equal(kept, x)
+
+
 def test_tensorflow_only_settings_and_data_are_refused_in_one_line(tmp_path):
-    for settings, named in [(dict(randaugment="rand-m9-n2"), "randaugment='rand-m9-n2'"),
-                            (dict(erasing_prob=0.25), "erasing_prob=0.25"),
-                            (dict(mixup_alpha=0.2), "mixup_alpha=0.2"),
-                            (dict(cutmix_alpha=1.0), "cutmix_alpha=1.0")]:
-        with pytest.raises(ValueError) as error:
-            NumpyPipeline(DataConfig(dataset="synthetic", **settings))
-        assert str(error.value) == (
-            f"{named} is drawn by TensorFlow ops, which the TensorFlow-free input pipeline "
-            "(input_pipeline='numpy') does not have; turn it off or install TensorFlow.")
+    with pytest.raises(ValueError) as error:
+        NumpyPipeline(DataConfig(dataset="synthetic", randaugment="rand-m9-n2"))
+    assert str(error.value) == (
+        "randaugment='rand-m9-n2' is drawn by TensorFlow ops, which the TensorFlow-free input "
+        "pipeline (input_pipeline='numpy') does not have; turn it off or install TensorFlow.")
     (tmp_path / "train-00000-of-00001").write_bytes(b"")
     for dataset in ("cifar10", str(tmp_path)):
         with pytest.raises(ValueError, match=rf"^dataset={dataset!r}: the TensorFlow-free "
