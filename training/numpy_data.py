@@ -69,11 +69,17 @@ class _Split:
         return len(self.labels)
 
     def image(self, i, channels):
+        """uint8 `[h, w, c]` of example `i`; a file that no longer decodes (it changed on disk
+        since the pipeline checked it) raises a `CorruptImageError` naming it."""
         if self.images is not None:
             return self.images[i]
         source = self.sources[i]
-        return pil_images.decode(pil_images.read(source) if self.from_files else source,
-                                 channels)
+        try:
+            return pil_images.decode(pil_images.read(source) if self.from_files else source,
+                                     channels)
+        except ValueError:
+            raise CorruptImageError([str(self.names[i])], "It changed on disk after the "
+                                    "pipeline checked it; restart to read it again. ") from None
 
 
 def check_config(config: DataConfig) -> None:

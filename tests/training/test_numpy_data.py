@@ -10,6 +10,7 @@ from tests.conftest import CIFAR10_DIR
 from tests.training.conftest import run_cli
 from training import loaders, numpy_data, pil_images
 from training.data import DataConfig, Pipeline
+from training.image_folders import CorruptImageError
 from training.numpy_data import NumpyPipeline
 
 needs_cifar = pytest.mark.skipif(not os.path.isdir(CIFAR10_DIR), reason="no CIFAR-10 folder")
@@ -235,6 +236,24 @@ def test_tensorflow_only_settings_and_data_are_refused_in_one_line(tmp_path):
         with pytest.raises(ValueError, match=rf"^dataset={dataset!r}: the TensorFlow-free "
                                              r"input pipeline \(input_pipeline='numpy'\) reads "):
             NumpyPipeline(DataConfig(dataset=dataset))
+
+
+def test_a_file_that_stops_decoding_is_named(tmp_path):
+    root = _png_folder(tmp_path, sizes=((80, 90),))
+    pipeline = NumpyPipeline(DataConfig(dataset=root, image_size=64))  # files read per batch
+    (tmp_path / "test" / "b" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(CorruptImageError, match=r"^Corrupt or unreadable image file: "
+                                                rf"{tmp_path}/test/b/0\.png\. It changed on disk"):
+        list(pipeline.evaluation("test", 2))
+
+
+def test_fit_refuses_the_numpy_pipeline_on_the_tensorflow_backend():
+    result = run_cli("training.fit", "--backend=tensorflow", "--input_pipeline=numpy",
+                     "--dataset=synthetic")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "input_pipeline='numpy' feeds the jax and torch backends; the tensorflow backend's "
+        "loop reads tf.data (use input_pipeline='tf_data' or 'auto').")
 
 
 def test_input_pipeline_choice(monkeypatch):
