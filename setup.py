@@ -16,17 +16,19 @@ setup(
     packages=find_packages(include=["keras_resnets*", "training*", "tuning*"]),
     # The table of published weights (keras_resnets.list_weights()) is data, not code.
     package_data={"keras_resnets": ["weights.json"]},
+    # TensorFlow is an extra: `pip install keras-resnets[jax]` (or [torch]) trains without it
+    # (training.numpy_data feeds the Keras loop); [tensorflow] adds the tf.data pipeline, the
+    # TensorFlow loop with tf.distribute, TFDS and the SavedModel / ONNX / LiteRT exports.
     install_requires=[
         "keras>=3.0",
-        "tensorflow>=2.16",
         "numpy",
+        "pillow",  # training.pil_images: decoding without TensorFlow
         "h5py",
         "absl-py",
         "keras-tuner>=1.4.7,<1.5",  # tuning/kt_adapter.py: the private API it uses
         "packaging",
         "scipy",
         "scikit-learn",  # KerasTuner's Bayesian optimisation
-        "tensorflow-datasets",
         "matplotlib",
         "grpcio",
         "protobuf",
@@ -35,12 +37,15 @@ setup(
     extras_require={
         # pytest-xdist: the suite runs in 2 processes (pytest.ini), 1.5x faster on 2 cores.
         # The export packages: the tests run every export format in its own runtime.
-        "test": ["pytest>=7", "pytest-xdist>=3", "tf2onnx", "onnx", "onnxruntime",
-                 "ai-edge-litert"],
+        "test": ["tensorflow>=2.16", "tensorflow-datasets", "pytest>=7", "pytest-xdist>=3",
+                 "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"],
+        "tensorflow": ["tensorflow>=2.16", "tensorflow-datasets"],
+        "jax": ["jax"],  # the CPU wheel; on NVIDIA GPUs: pip install "jax[cuda12]"
+        "torch": ["torch"],
         # --export_format=onnx needs tf2onnx (and onnx); onnxruntime and ai-edge-litert run
         # the ONNX and LiteRT files.
         "export": ["tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"],
-        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        "gpu": ["tensorflow[and-cuda]>=2.16", "tensorflow-datasets"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -13,7 +13,10 @@ The pieces, each usable on its own:
 - `training.data`: tf.data pipelines over a data source, with `training.data_config`
   (`DataConfig`), `training.sources` (synthetic data, image folders, TFRecord files, TFDS),
   `training.splits` (listing, sharding and loading examples) and `training.augment` (with
-  `training.randaugment` and `training.mixing`: RandAugment, random erasing, MixUp, CutMix).
+  `training.randaugment` and `training.mixing`: RandAugment, random erasing, MixUp, CutMix);
+  `training.numpy_data`: the same input without TensorFlow (PIL and NumPy, for synthetic data
+  and image folders), which `training.loaders.make_pipeline` picks where TensorFlow is not
+  installed (`training.optional` keeps the Keras loop's imports free of it).
 - `training.analysis`: gradient measurements per residual unit.
 - `training.trainer`: one custom training loop for every strategy, with checkpoints, resume,
   logs and exports (`trainer.run(config)`); its compiled steps are `training.steps`, its

@@ -31,35 +31,22 @@ import tensorflow as tf
 
 from training import images as image_files
 from training import mixing, randaugment
+from training.draws import (  # noqa: F401 (re-exported: what this module offered)
+    CIFAR_CROPS,
+    ERASING,
+    IMAGENET_CROPS,
+    MIXING,
+    ORDER,
+    RANDAUGMENT,
+    SYNTHETIC,
+    base_seed,
+    cifar_crop_ids,
+    eval_resize_side,
+    padding,
+)
 
-# Stream names of the NumPy / TensorFlow random draws, so that they never share a seed.
-ORDER, CIFAR_CROPS, IMAGENET_CROPS, SYNTHETIC = 1, 2, 3, 4
-RANDAUGMENT, ERASING, MIXING = 5, 6, 7
 # Above this many index-table entries the CIFAR crops use two gathers instead of one table.
 MAX_CROP_TABLE = 1 << 24
-
-
-def base_seed(seed, epoch, stream):
-    """One int64 drawn from (seed, epoch, stream): the first half of per-example seeds."""
-    return int(np.random.default_rng([seed, epoch, stream]).integers(0, 2 ** 62))
-
-
-def eval_resize_side(size: int) -> int:
-    """The shorter side that ImageNet-style evaluation resizes an image to before it takes the
-    centre `size` crop: 8/7 of it (256 at 224, He et al. 2015)."""
-    return round(size * 256 / 224)
-
-
-def padding(hw):
-    """The CIFAR-style zero padding of each side: 1/8 of the size (4 pixels at 32x32)."""
-    return max(1, hw[0] // 8), max(1, hw[1] // 8)
-
-
-def cifar_crop_ids(seed, epoch, keys, hw):
-    """int32 crop id (see `cifar_augmenter`) of each of `keys` examples in epoch `epoch`."""
-    ph, pw = padding(hw)
-    rng = np.random.default_rng([seed, epoch, CIFAR_CROPS])
-    return rng.integers(0, (2 * ph + 1) * (2 * pw + 1) * 2, keys).astype(np.int32)
 
 
 def cifar_augmenter(hw, channels, scale, offset, max_table=MAX_CROP_TABLE):

@@ -22,10 +22,9 @@ import logging
 import time
 from typing import Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 
-from training import augment, sources, splits
+from training import augment, normalization, sources, splits
 from training.augment import eval_resize_side  # noqa: F401 (re-exported)
 from training.data_config import (  # noqa: F401 (re-exported)
     AUGMENTATIONS,
@@ -39,18 +38,18 @@ from training.data_config import (  # noqa: F401 (re-exported)
     check_int,
 )
 from training.images import CorruptImageError, decode_dataset  # noqa: F401 (re-exported)
+from training.normalization import STATS_SAMPLE  # noqa: F401 (re-exported)
+from training.pipeline_base import PipelineBase
 from training.splits import STREAM_SHUFFLE_BUFFER  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-# Per-channel statistics of data that is not held in memory come from this many train images.
-STATS_SAMPLE = 512
 _DECODE_BATCH = 256
 # The CIFAR crops' index tables may hold this many entries (training.augment.cifar_augmenter).
 _MAX_CROP_TABLE = augment.MAX_CROP_TABLE
 
 
-class Pipeline:
+class Pipeline(PipelineBase):
     """tf.data pipelines over one data set.
 
     Building a `Pipeline` opens the source, checks the folders, splits and files (a
@@ -136,42 +135,8 @@ class Pipeline:
     # ---------------------------------------------------------------- public interface
 
     @property
-    def normalizer(self) -> Tuple[np.ndarray, np.ndarray]:
-        """`(scale, offset)`: normalised image = pixels (0-255) * scale + offset, for every
-        normalisation (exports put the same step in front of the trained model)."""
-        return self._scale, self._offset
-
-    @property
-    def fit_size(self) -> Optional[Tuple[int, int]]:
-        """`(height, width)` that every image is fitted to first (`training.images.fit`:
-        resized, shorter side first, and centre cropped unless it has that size): the output
-        size in the CIFAR-style geometry, the data's own size where small ImageNet-style data
-        is held in memory, else `None` (images keep their own size until the crop).
-        Exports put the same steps in front of the trained model."""
-        if self._plan.whole:
-            return self._plan.out_hw
-        return self._plan.store_hw if self._plan.arrays else None
-
-    @property
-    def eval_center_crop(self) -> bool:
-        """Whether evaluation (one crop) takes the ImageNet-style centre crop of the output
-        size after resizing the shorter side to `eval_resize_side(size)`."""
-        return not self._plan.whole
-
-    @property
     def skipped_files(self) -> Tuple[str, ...]:
         return self._guard.skipped
-
-    def steps_per_epoch(self, global_batch_size: int) -> int:
-        """Training batches per epoch: `train_examples // global_batch_size`."""
-        check_int("global_batch_size", global_batch_size, minimum=1)
-        steps = self.info.train_examples // global_batch_size
-        if steps == 0:
-            raise ValueError(
-                f"global_batch_size {global_batch_size} is larger than the training split "
-                f"({self.info.train_examples} images)."
-            )
-        return steps
 
     def train(
         self,
@@ -198,12 +163,7 @@ class Pipeline:
                 first `skip_batches` global batches are left out without being read. Defaults
                 to `0`.
         """
-        check_int("epoch", epoch, minimum=0)
-        steps = self.steps_per_epoch(global_batch_size)
-        check_int("skip_batches", skip_batches, minimum=0)
-        if skip_batches > steps:
-            raise ValueError(f"skip_batches must be at most {steps} (steps per epoch); "
-                             f"got {skip_batches}.")
+        steps = self._check_train(epoch, global_batch_size, skip_batches)
         pipelines, pipeline_id, batch = _sharding(input_context, global_batch_size)
         split, config = self._splits["train"], self.config
         keys = split.train_keys(epoch, config.seed, config.shuffle_buffer,
@@ -234,16 +194,7 @@ class Pipeline:
                 input pipelines (disjoint, together complete) and batches per replica.
                 Defaults to `None`.
         """
-        if split not in EVAL_SPLITS:
-            raise ValueError(f"split must be one of {list(EVAL_SPLITS)}; got {split!r}.")
-        check_int("global_batch_size", global_batch_size, minimum=1)
-        examples = self._splits[split]
-        if len(examples) == 0:
-            raise ValueError(
-                "The validation split is empty: set DataConfig.validation_images (e.g. 5000 "
-                "for CIFAR's 45k/5k split)."
-                if split == "validation" else f"The {split} split is empty."
-            )
+        examples = self._check_evaluation(split, global_batch_size)
         pipelines, pipeline_id, batch = _sharding(input_context, global_batch_size)
         keys = examples.eval_keys((pipelines, pipeline_id))
         ds = self._batches(examples, keys, batch, train=False, epoch=0)
@@ -253,54 +204,21 @@ class Pipeline:
 
     def _statistics(self):
         """Mean image, or channel means and standard deviations, of the train split (0-255)."""
-        if self.normalization == "none":
-            return None, None
-        if self.normalization in FIXED_STATISTICS:
-            if self._channels != 3:
-                raise ValueError(
-                    f"normalization={self.normalization!r} is for RGB images; {self._name} "
-                    f"has {self._channels} channel(s).")
-            return tuple(np.array(values, np.float32)
-                         for values in FIXED_STATISTICS[self.normalization])
-        split, channels = self._splits["train"], self._channels
-        keys = split.eval_keys((1, 0))
-        if self._plan.whole:  # exact integer sums over the whole split
-            batches = self._batches(split, keys, _DECODE_BATCH, train=False, epoch=0, raw=True)
-            squares = self.normalization == "per_channel"
-            total, total_sq, count = 0.0, 0.0, 0
-            for images in batches.as_numpy_iterator():
-                wide = images.astype(np.int64)
-                total = total + wide.sum(axis=0)
-                if squares:
-                    total_sq = total_sq + (wide * wide).sum(axis=0)
-                count += len(images)
-            mean_image = total / count
-            if self.normalization == "per_pixel_mean":
-                return mean_image.astype(np.float32), None
-            pixels = count * mean_image.shape[0] * mean_image.shape[1]
-            mean = total.reshape(-1, channels).sum(axis=0) / pixels
-            var = total_sq.reshape(-1, channels).sum(axis=0) / pixels - mean ** 2
-        else:
-            ds = self._batches(split, keys.take(STATS_SAMPLE), _DECODE_BATCH, train=False,
-                               epoch=0, raw=True)
-            sums, sums_sq, pixels = np.zeros(channels), np.zeros(channels), 0
-            for images in ds.as_numpy_iterator():
-                flat = images.reshape(-1, channels).astype(np.float64)
-                sums += flat.sum(axis=0)
-                sums_sq += (flat * flat).sum(axis=0)
-                pixels += len(flat)
-            mean = sums / pixels
-            var = sums_sq / pixels - mean ** 2
-        std = np.sqrt(np.maximum(var, 1.0))
-        return mean.astype(np.float32), std.astype(np.float32)
+        split = self._splits["train"]
+
+        def raw_batches():
+            keys = split.eval_keys((1, 0))
+            if not self._plan.whole:
+                keys = keys.take(STATS_SAMPLE)
+            return self._batches(split, keys, _DECODE_BATCH, train=False, epoch=0,
+                                 raw=True).as_numpy_iterator()
+
+        return normalization.statistics(self.normalization, self._channels, self._name,
+                                        self._plan.whole, raw_batches)
 
     def _normalizer(self):
         """(scale, offset) with normalised = pixel * scale + offset."""
-        if self.normalization == "none":
-            return np.float32(1 / 255), np.float32(0)
-        if self.normalization == "per_pixel_mean":
-            return np.float32(1 / 255), (-self.mean / 255).astype(np.float32)
-        return (1 / self.std).astype(np.float32), (-self.mean / self.std).astype(np.float32)
+        return normalization.normalizer(self.normalization, self.mean, self.std)
 
     # ---------------------------------------------------------------- dataset building
 

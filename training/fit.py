@@ -21,6 +21,8 @@ TensorFlow (a tf.distribute strategy, `--cpu_devices`, a SavedModel export) exit
 On jax, `--strategy=auto` trains data-parallel over every device, and `--coordinator_address`,
 `--num_processes` and `--process_id` join several processes (hosts) into one run
 (`training.jax_distribution`).
+`--input_pipeline` (default: `KERAS_RESNETS_INPUT_PIPELINE`, else auto) picks tf.data or, where
+TensorFlow is not installed, the NumPy pipeline of `training.numpy_data` (`training.loaders`).
 
 Rerunning the same command resumes from the model directory's latest checkpoint. A bad flag, a
 model directory in use by another run or not writable, or a failed write (a full disk) exits
@@ -29,10 +31,11 @@ checkpoint of the current step and exit with 130 / 143.
 """
 
 import json
+import os
 
 from absl import app, flags
 
-from training import backends, cli, jax_distribution, setting_flags
+from training import backends, cli, jax_distribution, loaders, setting_flags
 from training import config as config_lib
 from training.setting_flags import define_flags, settings_from_flags
 
@@ -70,6 +73,12 @@ def main(argv):
     def set_up():
         backend = backends.select(FLAGS.backend)  # before anything imports Keras
         jax_distribution.apply_flags(backend)
+        if FLAGS.input_pipeline:  # read by training.loaders.make_pipeline
+            os.environ[loaders.ENVIRONMENT] = FLAGS.input_pipeline
+        if backend == "tensorflow" and loaders.input_pipeline() == "numpy":
+            raise ValueError("input_pipeline='numpy' feeds the jax and torch backends; the "
+                             "tensorflow backend's loop reads tf.data (use input_pipeline="
+                             "'tf_data' or 'auto').")
         config = backends.for_backend(config_from_flags(), backend,
                                       FLAGS["export_format"].present)
         if backend != "tensorflow":
@@ -81,9 +90,9 @@ def main(argv):
         return trainer.Trainer(config)
 
     run = cli.set_up_or_fail(PROGRAM, set_up, native_logs=debug)
-    from training.images import CorruptImageError
+    from training.image_folders import CorruptImageError
+    from training.interrupts import TrainingDiverged, TrainingInterrupted
     from training.outputs import RunDirectoryError
-    from training.trainer import TrainingDiverged, TrainingInterrupted
 
     try:
         run.fit()
@@ -100,9 +109,11 @@ def run_main():
     define_flags()
     backends.define_flag()  # a process setting, not a config field (training.setting_flags)
     jax_distribution.define_flags()  # process settings too: they differ between processes
+    loaders.define_flag()  # so is the input pipeline
     flags.adopt_module_key_flags(setting_flags)  # --help lists the flags defined there
     flags.adopt_module_key_flags(backends)
     flags.adopt_module_key_flags(jax_distribution)
+    flags.adopt_module_key_flags(loaders)
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
 
 

@@ -4,9 +4,7 @@ import contextlib
 import signal
 import threading
 
-import tensorflow as tf
-
-from training.images import CorruptImageError
+from training.image_folders import CorruptImageError
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,6 +52,8 @@ def interruptible(handler, enabled=True):
 def named_input_errors():
     """A corrupt image met while reading stops the input with a long TensorFlow error that
     carries a `training.images.CorruptImageError`; raise that one (it names the files)."""
+    import tensorflow as tf  # the TensorFlow loop's errors; the Keras loop runs without it
+
     try:
         yield
     except tf.errors.InvalidArgumentError as error:

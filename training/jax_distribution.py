@@ -284,7 +284,14 @@ class ProcessShare:
 
 def process_share(pipeline, placement: Placement):
     """`pipeline` for one process, else its `ProcessShare` for this process."""
-    return ProcessShare(pipeline, placement) if placement.num_processes > 1 else pipeline
+    if placement.num_processes == 1:
+        return pipeline
+    from training.numpy_data import NumpyPipeline
+
+    if isinstance(pipeline, NumpyPipeline):
+        raise ValueError("input_pipeline='numpy' trains in one process (over all of its "
+                         "devices); several processes share their input through tf.data.")
+    return ProcessShare(pipeline, placement)
 
 
 def output_dir(placement: Placement, model_dir: Optional[str]) -> Optional[str]:

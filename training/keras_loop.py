@@ -4,7 +4,7 @@
 Keras backends the train step is Keras' (`keras.Model.fit`, one call per epoch), with what the
 package's loop promises about the numbers: the optimizer of `training.optimizers` over the
 schedule of `training.schedules`, the papers' coupled weight decay as the loss term
-`0.5 * wd * sum(w**2)` over the same variables (`training.steps.decayed_variables`), label
+`0.5 * wd * sum(w**2)` over the same variables (`training.loop_common.decayed_variables`), label
 smoothing of sparse and soft (MixUp / CutMix) targets, clipping by the global norm (Keras'
 `global_clipnorm`: the TF loop's rule, `min(1, clip / norm)` of the unscaled gradients), the
 weight average of `ema_decay` (`training.keras_ema`; evaluation, the best epoch and the exports
@@ -21,7 +21,8 @@ batches done (`pipeline.train(epoch, batch, skip_batches=k)`: the order is a pur
 `(seed, epoch)`). A SIGKILL at any moment leaves a directory that resumes. SIGINT and SIGTERM
 stop the run after the current step with a checkpoint of it and `TrainingInterrupted`
 (`python -m training.fit` exits with 130 / 143), as on TensorFlow. tf.data feeds every backend,
-as Keras allows (https://keras.io/getting_started/#multi-backend-keras).
+as Keras allows (https://keras.io/getting_started/#multi-backend-keras); where TensorFlow is not
+installed, `training.numpy_data` does (`training.loaders.make_pipeline`).
 
 What the package's loop adds and this one does not do, `UNSUPPORTED` lists; `KerasTrainer`
 refuses such settings with one line.
@@ -46,6 +47,7 @@ from training import (
     keras_callbacks,
     keras_checkpoints,
     keras_ema,
+    loaders,
     optimizers,
     report,
     schedules,
@@ -54,7 +56,7 @@ from training import (
 from training import runtime as runtime_lib
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
-from training.keras_model import CrossEntropy, TrainingModel, one_hot
+from training.keras_model import CrossEntropy, TrainingModel
 
 # Setting -> (is it set?, why it is refused) on the Keras loop.
 UNSUPPORTED = {
@@ -93,7 +95,7 @@ class KerasTrainer:
 
     def __init__(self, config: ExperimentConfig, pipeline=None):
         from training import backends
-        from training.trainer import make_pipeline
+        from training.loaders import make_pipeline
 
         if not isinstance(config, ExperimentConfig):
             raise ValueError(f"config must be an ExperimentConfig; got {config!r}.")
@@ -118,7 +120,7 @@ class KerasTrainer:
             raise
 
     def _set_up(self, pipeline, optimization, settings):
-        from training.steps import decayed_variables
+        from training.loop_common import decayed_variables
 
         self.pipeline, self.info = pipeline, pipeline.info
         self.monitor = report.monitor_of(self.info)  # the key of the best epoch
@@ -213,7 +215,7 @@ class KerasTrainer:
         `training.trainer.Trainer.evaluate`): `loss` (without label smoothing), `accuracy`,
         `error`, `examples` and, with more than five classes, `top5_accuracy`, `top5_error`.
         With `ema_decay`, of the averaged weights."""
-        from training.steps import evaluation_metrics
+        from training.loop_common import evaluation_metrics
 
         with keras_ema.averaged(self.average):
             sums = self._evaluation_sums(split)
@@ -222,7 +224,7 @@ class KerasTrainer:
     def _evaluation_sums(self, split):
         """Loss, correct, correct in the top 5 and count over a split."""
         sums = np.zeros(4)
-        for images, labels in self.pipeline.evaluation(split, self.batch).as_numpy_iterator():
+        for images, labels in loaders.numpy_batches(self.pipeline.evaluation(split, self.batch)):
             crops = images.shape[1] if images.ndim == 5 else 1
             flat = images.reshape((-1, *images.shape[-3:]))
             probs = ops.convert_to_numpy(self.model(flat, training=False)).astype("float64")
@@ -314,7 +316,7 @@ class KerasTrainer:
         """Trains `epoch` from batch `first_batch` (with the running `metrics` of the batches
         before), then evaluates and checkpoints it. Returns how the run ends when it ends
         here (`"stopped"` or `"interrupted"`), else `None`."""
-        from training.steps import epoch_logs
+        from training.loop_common import epoch_logs
 
         settings = self.config.runtime
         epoch_steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
@@ -327,8 +329,9 @@ class KerasTrainer:
             lambda: self._signal is not None, metrics)
         tick = time.time()
         if first_batch < epoch_steps and self._signal is None:
-            data = self.pipeline.train(epoch, self.batch, skip_batches=first_batch).map(
-                one_hot(self.info.num_classes))
+            data = loaders.fit_input(
+                self.pipeline.train(epoch, self.batch, skip_batches=first_batch),
+                self.info.num_classes)
             self.model.fit(data, initial_epoch=epoch, epochs=epoch + 1,
                            steps_per_epoch=epoch_steps - first_batch,
                            callbacks=[watch, *callbacks],

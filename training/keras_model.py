@@ -35,7 +35,7 @@ class TrainingModel(keras.Model):
         inputs: the built model's inputs.
         outputs: its outputs.
         name: str. The model's name.
-        decayed: the variables of the coupled decay (`training.steps.decayed_variables`).
+        decayed: the variables of the coupled decay (`training.loop_common.decayed_variables`).
         weight_decay: float. The coupled decay's factor; `0.0` adds nothing. Defaults to `0.0`.
 
     Its attribute `average` is `None` or a `training.keras_ema.OptimizerAverage`, set once the
@@ -67,14 +67,3 @@ class TrainingModel(keras.Model):
         self.average.update()
         return logs
 
-
-def one_hot(num_classes):
-    """A tf.data map to float one-hot targets (soft targets pass unchanged)."""
-    import tensorflow as tf
-
-    def convert(images, labels):
-        if labels.shape.rank == 1:
-            labels = tf.one_hot(labels, num_classes)
-        return images, tf.cast(labels, tf.float32)
-
-    return convert

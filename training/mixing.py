@@ -24,13 +24,9 @@ weight per example and a random pairing, not timm's batch mode (keras/src/layers
 image_preprocessing/).
 """
 
-import math
-
 import tensorflow as tf
 
-ERASE_AREA = (0.02, 1 / 3)
-ERASE_LOG_ASPECT = (math.log(0.3), math.log(1 / 0.3))
-ERASE_ATTEMPTS = 10
+from training.draws import ERASE_AREA, ERASE_ATTEMPTS, ERASE_LOG_ASPECT  # noqa: F401 (API)
 
 
 def beta(alpha, seed):

@@ -14,7 +14,6 @@ norm of the summed gradient, the one a single device computes.
 from typing import List, Optional, Sequence
 
 import keras
-import tensorflow as tf
 
 from training import runtime as runtime_lib
 
@@ -66,8 +65,11 @@ def build(optimization, schedule, policy: str, model: Optional[keras.Model] = No
     return runtime_lib.wrap_optimizer(optimizer, policy)
 
 
-def global_norm(gradients) -> tf.Tensor:
-    """The L2 norm of all `gradients` together (`None` entries skipped), in float32."""
+def global_norm(gradients):
+    """The L2 norm of all `gradients` together (`None` entries skipped), a float32
+    `tf.Tensor` (the TensorFlow loop's; imported here, so the Keras loop runs without it)."""
+    import tensorflow as tf
+
     squares = [tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in gradients
                if g is not None]
     return tf.sqrt(tf.add_n(squares)) if squares else tf.constant(0.0)
@@ -85,6 +87,8 @@ def clip_by_global_norm(gradients, clip_norm: float, loss_scale=None) -> List:
     >>> [None if g is None else round(float(g[0]), 6) for g in clipped]
     [0.6, None, 0.8]
     """
+    import tensorflow as tf
+
     present = [g for g in gradients if g is not None]
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:

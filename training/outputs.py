@@ -11,6 +11,7 @@ latest.
 """
 
 import csv
+import functools
 import glob
 import io
 import json
@@ -23,16 +24,22 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from training.dirlock import DirectoryLock, warn
+from training.optional import tensorflow as tf
 from training.run_state import check_same_run
 
 PLOT_EVERY_S = 30.0
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-).SerializeToString()
+
+
+@functools.lru_cache(maxsize=None)
+def _scalar_metadata() -> bytes:
+    """The summary metadata of a TensorBoard scalar (TensorFlow is imported on first use)."""
+    from tensorflow.core.framework import summary_pb2
+
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    ).SerializeToString()
 
 
 class RunDirectoryError(OSError):
@@ -398,7 +405,7 @@ class RunDirectory:
             for name, value in values.items():
                 # What tf.summary.scalar writes, without needing the tensorboard package.
                 tf.summary.write(name, tf.constant(value, tf.float32),
-                                 metadata=_SCALAR_METADATA)
+                                 metadata=_scalar_metadata())
 
     def write_epoch(self, rows, step, final=False):
         """Writes history.csv, and redraws curves.png when `final` or `PLOT_EVERY_S` have

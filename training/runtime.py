@@ -11,17 +11,20 @@ failed under `MirroredStrategy` on CPU, so `jit_compile="auto"` uses XLA on GPU 
 `mixed_float16` needs loss scaling, `mixed_bfloat16` does not.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import json
 import os
+import sys
 from typing import Optional
 
 import keras
-import tensorflow as tf
 
 from keras_resnets import validate
 from training.config import JIT_COMPILE, MIXED_PRECISION, STRATEGIES, RuntimeConfig
+from training.optional import tensorflow as tf
 
 POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -246,7 +249,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     """Seeds Python, NumPy, TensorFlow and Keras; with `deterministic`, also makes every op
     deterministic (which cannot be undone in this process)."""
     keras.utils.set_random_seed(seed)
-    if deterministic:
+    if deterministic and "tensorflow" in sys.modules:  # TensorFlow's ops, where they can run
         tf.config.experimental.enable_op_determinism()
 
 

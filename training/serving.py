@@ -72,7 +72,7 @@ class Preprocessing:
     def from_pipeline(cls, pipeline) -> "Preprocessing":
         """The evaluation preprocessing of a `training.data.Pipeline` (or any object with its
         `info`, `normalizer`, `fit_size` and `eval_center_crop`)."""
-        from training.data import eval_resize_side
+        from training.draws import eval_resize_side
 
         height, width, channels = pipeline.info.image_shape
         scale, offset = pipeline.normalizer

@@ -17,31 +17,11 @@ import tensorflow as tf
 
 from training import augment
 from training import images as image_files
+from training.draws import buffer_shuffle, train_order  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 STREAM_SHUFFLE_BUFFER = 10_000
-
-
-def train_order(seed, epoch, shuffle_buffer, n):
-    """The order of `0..n-1` in epoch `epoch`: a permutation, or that of a shuffle buffer."""
-    rng = np.random.default_rng([seed, epoch, augment.ORDER])
-    if shuffle_buffer is None or shuffle_buffer >= n:
-        return rng.permutation(n)
-    return buffer_shuffle(n, shuffle_buffer, rng)
-
-
-def buffer_shuffle(n, buffer, rng):
-    """The order a shuffle buffer of `buffer` elements gives to 0..n-1."""
-    size = min(buffer, n)
-    slots = np.arange(size)
-    out = np.empty(n, np.int64)
-    draws = rng.integers(0, size, size=n - size)
-    for t, j in enumerate(draws.tolist()):
-        out[t] = slots[j]
-        slots[j] = size + t
-    out[n - size:] = rng.permutation(slots)
-    return out
 
 
 class Guard:

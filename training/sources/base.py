@@ -13,7 +13,6 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from training import splits as splits_lib
 from training.data_config import DataConfig
 
 # Images of at most this many pixels a side are "CIFAR-size": decoded once and kept in memory.
@@ -216,6 +215,7 @@ def pools(config, plan, train, test, from_files, name_of):
     """`Splits` of pools made from `(sources, labels)` of the source's train and test splits
     (paths with `from_files`, else encoded images); `name_of(split, position)` names an
     example in errors (a path, a record)."""
+    from training import splits as splits_lib  # tf.data pools
     selection = select(config, train[1], test[1])
     skipped = []
     made = {}
@@ -255,6 +255,8 @@ class RecordSource(Source):
         return data, labels
 
     def splits(self, plan: Plan) -> Splits:
+        from training import splits as splits_lib  # tf.data streams
+
         config, name, test_split = self.config, self.describe().name, self._test_split
         if plan.cached:
             sources = {"train": "train", "test": test_split}

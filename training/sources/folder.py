@@ -5,7 +5,7 @@
 import logging
 import os
 
-from training import images as image_files
+from training import image_folders
 from training.sources import base
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class ImageFolderSource(base.Source):
                 f"Image folder {root} has no test split: expected one of the folders "
                 f"{', '.join(os.path.join(root, name) for name in TEST_FOLDERS)}."
             )
-        self._lists = image_files.list_split(train_dir), image_files.list_split(test_dir)
+        self._lists = image_folders.list_split(train_dir), image_folders.list_split(test_dir)
         train, test = self._lists
         if train.classes != test.classes:
             raise ValueError(
@@ -58,12 +58,23 @@ class ImageFolderSource(base.Source):
                 logger.warning("%s: %d %s, e.g. %s", root, len(found), what, found[0])
         return base.Description(
             os.path.basename(root.rstrip(os.sep)) or root, tuple(train.classes),
-            image_files.probe_size(train.paths), fixed_size=False, channels=3,
+            self._probe_size(train.paths), fixed_size=False, channels=3,
             test_source=test_dir)
 
-    def splits(self, plan):
+    @staticmethod
+    def _probe_size(paths):
+        """(height, width) of the first image that decodes (TensorFlow's decoder)."""
+        from training import images as image_files
+
+        return image_files.probe_size(paths)
+
+    def listing(self):
+        """`(train, test)`: the `training.image_folders.Split` listings of the two folders."""
         self.describe()
-        train, test = self._lists
+        return self._lists
+
+    def splits(self, plan):
+        train, test = self.listing()
         return base.pools(self.config, plan, (train.paths, train.labels),
                           (test.paths, test.labels), True,
                           lambda split, i: (train if split == "train" else test).paths[i])

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from training import augment, splits
+from training import draws
 from training.data_config import SYNTHETIC
 from training.sources import base
 
@@ -24,10 +24,12 @@ class SyntheticSource(base.Source):
                                 (size, size), fixed_size=True, channels=3,
                                 test_source=SYNTHETIC, in_memory=True)
 
-    def splits(self, plan):
+    def arrays(self):
+        """`{split: (uint8 images, int32 labels, names)}` of the train, validation and test
+        splits, in NumPy (the TensorFlow-free pipeline, `training.numpy_data`, reads these)."""
         config, description = self.config, self.describe()
         size, classes = description.natural_hw[0], description.num_classes
-        rng = np.random.default_rng([config.seed, augment.SYNTHETIC])
+        rng = np.random.default_rng([config.seed, draws.SYNTHETIC])
         n_train, n_test = config.synthetic_examples, max(1, config.synthetic_examples // 4)
 
         def make(n):
@@ -41,5 +43,11 @@ class SyntheticSource(base.Source):
         for split, (images, labels) in (("train", train), ("validation", train), ("test", test)):
             idx = selection[split]
             names = np.array([f"synthetic:{split}[{i}]" for i in idx])
-            made[split] = splits.ArrayPool(images[idx], labels[idx], names, 3)
+            made[split] = images[idx], labels[idx], names
+        return made
+
+    def splits(self, plan):
+        from training import splits  # tf.data pools
+
+        made = {split: splits.ArrayPool(*arrays, 3) for split, arrays in self.arrays().items()}
         return base.Splits(made["train"], made["validation"], made["test"])

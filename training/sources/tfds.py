@@ -4,8 +4,8 @@
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from training.optional import tensorflow as tf  # imported on use: sources/__init__ needs not
 from training.sources import base
 
 

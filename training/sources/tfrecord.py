@@ -13,9 +13,8 @@ import glob
 import os
 
 import numpy as np
-import tensorflow as tf
 
-from training import images as image_files
+from training.optional import tensorflow as tf  # imported on use: sources/__init__ needs not
 from training.sources import base
 
 TRAIN_PREFIX = "train"
@@ -127,6 +126,8 @@ class TfrecordSource(base.RecordSource):
 
     def _probe_size(self):
         """(height, width) of the first training image that decodes among the first 16."""
+        from training import images as image_files
+
         key = self.config.tfrecord_image_key
         try:
             for (contents,) in self._records(TRAIN_PREFIX, key).take(16).as_numpy_iterator():
