@@ -107,4 +107,5 @@ def define_flag(flag_values=None) -> None:
     flags.DEFINE_enum("backend", None, list(BACKENDS),
                       "The Keras backend: tensorflow (the custom loop, every tf.distribute "
                       "strategy), jax or torch (Keras' model.fit). Default: KERAS_BACKEND, else "
-                      "tensorflow.", flag_values=flag_values or flags.FLAGS)
+                      "tensorflow.",
+                      flag_values=flags.FLAGS if flag_values is None else flag_values)

@@ -37,7 +37,7 @@ from absl import app, flags
 
 from training import backends, cli, jax_distribution, loaders, setting_flags
 from training import config as config_lib
-from training.setting_flags import define_flags, settings_from_flags
+from training.setting_flags import settings_from_flags
 
 PROGRAM = "training.fit"
 FLAGS = flags.FLAGS
@@ -104,18 +104,22 @@ def main(argv):
         cli.fail(PROGRAM, error)
 
 
+def define_flags(flag_values=FLAGS) -> None:
+    """Defines every flag of `python -m training.fit` in `flag_values`: the settings
+    (`training.setting_flags`), and the process settings that are no config field:
+    `--backend`, the JAX process flags (they differ between processes) and `--input_pipeline`."""
+    setting_flags.define_flags(flag_values)
+    backends.define_flag(flag_values)
+    jax_distribution.define_flags(flag_values)
+    loaders.define_flag(flag_values)
+
+
 def run_main():
     """The console entry point."""
     define_flags()
-    backends.define_flag()  # a process setting, not a config field (training.setting_flags)
-    jax_distribution.define_flags()  # process settings too: they differ between processes
-    loaders.define_flag()  # so is the input pipeline
-    flags.adopt_module_key_flags(setting_flags)  # --help lists the flags defined there
-    flags.adopt_module_key_flags(backends)
-    flags.adopt_module_key_flags(jax_distribution)
-    flags.adopt_module_key_flags(loaders)
+    for module in (setting_flags, backends, jax_distribution, loaders):
+        flags.adopt_module_key_flags(module)  # --help lists the flags defined there
     app.run(main, flags_parser=cli.flags_parser(PROGRAM))
-
 
 if __name__ == "__main__":
     run_main()

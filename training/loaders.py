@@ -76,4 +76,5 @@ def define_flag(flag_values=None) -> None:
                       "The input pipeline: tf_data (training.data), numpy (training.numpy_data: "
                       "PIL and NumPy, for synthetic data and image folders, without TensorFlow) "
                       "or auto (tf_data where TensorFlow is installed). Default: "
-                      f"{ENVIRONMENT}, else auto.", flag_values=flag_values or flags.FLAGS)
+                      f"{ENVIRONMENT}, else auto.",
+                      flag_values=flags.FLAGS if flag_values is None else flag_values)
