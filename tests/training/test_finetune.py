@@ -485,10 +485,10 @@ def test_fixed_normalisations_use_their_statistics_in_pixel_units():
 
 
 def test_fixed_normalisations_need_rgb_images():
-    pipeline = Pipeline.__new__(Pipeline)
-    pipeline.normalization, pipeline._channels, pipeline._name = "imagenet", 1, "mnist"
+    from training import normalization  # what both input pipelines compute statistics with
+
     with pytest.raises(ValueError) as error:
-        pipeline._statistics()
+        normalization.statistics("imagenet", 1, "mnist", whole=True, raw_batches=list)
     assert str(error.value) == "normalization='imagenet' is for RGB images; mnist has 1 channel(s)."
 
 
