@@ -1,6 +1,7 @@
 """Every experiment script runs end to end (on a tiny schedule, in a temporary folder)."""
 
 import importlib
+import json
 import os
 
 import pytest
@@ -37,3 +38,24 @@ def test_experiment_runs_and_writes_its_results(name, tiny_experiments):
     assert os.path.exists(os.path.join(folder, "results.csv"))
     with open(os.path.join(folder, "results.csv")) as file:
         assert len(file.read().splitlines()) > 2
+
+
+@pytest.mark.slow
+def test_modern_recipe_runs_and_writes_its_results(tiny_experiments, monkeypatch):
+    from experiments.modern_recipe import run
+
+    monkeypatch.setattr(run, "RECIPES", {name: {**settings, "max_train_examples": 256, "epochs": 1}
+                                         for name, settings in run.RECIPES.items()})
+    run.main()
+    with open(os.path.join(tiny_experiments, "modern_recipe", "results", "results.json")) as file:
+        rows = json.load(file)
+    assert [(row["recipe"], row["seed"], row["run"]) for row in rows] == [
+        ("experiment 1", 0, "experiments/accuracy"), ("experiment 1", 1, "experiment1_seed1"),
+        ("modern", 0, "modern_seed0"), ("modern", 1, "modern_seed1")]
+    assert rows[0]["test_accuracy"] == pytest.approx(87.51)  # experiment 1's committed figure
+    assert {row["params"] for row in rows} == {271_098}
+    with open(os.path.join(tiny_experiments, "modern_recipe", "runs", "modern_seed1",
+                           "config.json")) as file:
+        modern = json.load(file)
+    assert (modern["data"]["erasing_prob"], modern["optimization"]["label_smoothing"],
+            modern["optimization"]["ema_decay"], modern["runtime"]["seed"]) == (0.5, 0.1, 0.999, 1)
