@@ -8,7 +8,7 @@ Committed results go to `experiments/<name>/results/`.
 import csv
 import json
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
 CIFAR10 = os.environ.get(
@@ -61,7 +61,12 @@ def _results(model_dir):
 
 def history(experiment: str, run: str) -> List[Dict[str, float]]:
     """The per-epoch rows of a run's `history.csv`."""
-    with open(os.path.join(run_dir(experiment, run), "history.csv")) as file:
+    return read_history(run_dir(experiment, run))
+
+
+def read_history(folder: str) -> List[Dict[str, float]]:
+    """The per-epoch rows of the `history.csv` in `folder`."""
+    with open(os.path.join(folder, "history.csv")) as file:
         return [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
                 for row in csv.DictReader(file)]
 
@@ -92,9 +97,10 @@ def _cell(value):
     return "" if value is None else str(value)
 
 
-def summary(experiment: str, run: str, results: Dict) -> Dict:
-    """The figures a table reports for a run, errors in percent."""
-    last = history(experiment, run)[-1]
+def summary(experiment: str, run: str, results: Dict, folder: Optional[str] = None) -> Dict:
+    """The figures a table reports for a run, errors in percent; `folder` holds its
+    `history.csv` when that is not the run's directory (a run's committed results)."""
+    last = read_history(folder or run_dir(experiment, run))[-1]
     return {
         "run": run,
         "params": results["parameters"],

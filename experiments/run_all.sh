@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 experiments/accuracy/run.sh
-for name in degradation gradients orderings shortcuts cardinality; do
+for name in degradation gradients orderings shortcuts cardinality modern_recipe; do
   python -m "experiments.$name.run"
 done

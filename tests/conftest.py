@@ -1,6 +1,5 @@
-"""Shared test set-up: quiet TensorFlow logs, fixed seeds, one build per registered model."""
+"""Shared test set-up: quiet TensorFlow logs, fixed seeds."""
 
-import functools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -8,16 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-import keras_resnets  # noqa: E402
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR10_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "cifar10")
-
-
-@functools.lru_cache(maxsize=None)
-def registered_model(name):
-    """Each registered model is built once per test session (the deep ones take seconds)."""
-    return keras_resnets.get_model(name)
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,15 @@
-"""Every registered model against the papers' and torchvision's parameter and FLOP figures."""
+"""Every registered model against the papers' and torchvision's parameter and FLOP figures.
+
+Each registered model is built once, by the test that runs it and checks `architecture_cost`
+against its profile; the figure tests then count with `architecture_cost`, which builds nothing.
+(A session-wide cache of every built model held 8 GB in one pytest worker.)
+"""
 
 import numpy as np
 import pytest
 
 import keras_resnets
 from keras_resnets import registry
-from tests.conftest import registered_model
 
 # torchvision's exact trainable-parameter counts (running statistics are buffers there).
 TORCHVISION_PARAMS = {
@@ -47,6 +51,11 @@ def _cifar_resnet_params(n, classes=10):
     return total + 64 * classes + classes
 
 
+def _cost(name):
+    """What `profile(get_model(name))` counts (checked for every model below), without a build."""
+    return keras_resnets.architecture_cost(registry.architecture_of(name))
+
+
 def _params_without_bn(model):
     return sum(int(np.prod(w.shape)) for layer in model.layers for w in layer.trainable_weights
                if not layer.name.endswith("_bn"))
@@ -55,51 +64,45 @@ def _params_without_bn(model):
 @pytest.mark.parametrize("name", sorted({**TORCHVISION_PARAMS, **TIMM_PARAMS}))
 def test_imagenet_params_equal_torchvision_and_timm(name):
     expected = {**TORCHVISION_PARAMS, **TIMM_PARAMS}[name]
-    assert keras_resnets.profile(registered_model(name)).trainable_params == expected
+    assert _cost(name).trainable_params == expected
 
 
 @pytest.mark.parametrize("depth", [20, 32, 44, 56, 110, 1202])
 def test_cifar_resnet_params_equal_closed_form(depth):
-    model = registered_model(f"resnet{depth}")
-    assert keras_resnets.profile(model).trainable_params == _cifar_resnet_params((depth - 2) // 6)
+    assert _cost(f"resnet{depth}").trainable_params == _cifar_resnet_params((depth - 2) // 6)
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS_ALL))
 def test_params_round_to_he_2015_figures(name):
-    millions = keras_resnets.profile(registered_model(name)).trainable_params / 1e6
+    millions = _cost(name).trainable_params / 1e6
     figure = PAPER_PARAMS_ALL[name]
     assert round(millions, 2 if figure < 1 else 1) == figure
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS_NO_BN))
 def test_params_round_to_he_2016_and_xie_2016_figures(name):
-    millions = _params_without_bn(registered_model(name)) / 1e6
+    millions = _params_without_bn(keras_resnets.get_model(name)) / 1e6
     assert round(millions, 1) == PAPER_PARAMS_NO_BN[name]
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_GMACS))
 def test_multiply_adds_within_3_percent_of_papers(name):
-    gmacs = keras_resnets.profile(registered_model(name)).gmacs
+    gmacs = _cost(name).gmacs
     assert gmacs == pytest.approx(PAPER_GMACS[name], rel=0.03)
 
 
 @pytest.mark.parametrize("name", keras_resnets.list_models())
-def test_every_registered_model_runs_a_forward_pass(name):
+def test_every_registered_model_runs_and_costs_its_architecture_cost(name):
+    model = keras_resnets.get_model(name)
+    assert keras_resnets.profile(model) == _cost(name)
     # Training mode: with untrained moving statistics, inference-mode activations of the deepest
     # nets (1001, 1202 layers) grow past float32 by design, as they do in any framework.
-    model = registered_model(name)
     batch = np.random.default_rng(0).uniform(size=(2, *model.input_shape[1:])).astype("float32")
     probabilities = np.asarray(model(batch, training=True))
     classes = 10 if model.input_shape[1] == 32 else 1000
     assert probabilities.shape == (2, classes)
     assert np.all(np.isfinite(probabilities))
     np.testing.assert_allclose(probabilities.sum(axis=1), [1.0, 1.0], rtol=1e-4)
-
-
-@pytest.mark.parametrize("name", keras_resnets.list_models())
-def test_architecture_cost_equals_the_profile_of_every_registered_model(name):
-    cost = keras_resnets.architecture_cost(registry.architecture_of(name))
-    assert cost == keras_resnets.profile(registered_model(name))
 
 
 def test_list_models_holds_the_issue_names():
@@ -139,16 +142,16 @@ def test_named_builders_match_the_registry(builder, name, classes, size):
     model = builder()
     assert model.name == name
     assert model.input_shape == (None, size, size, 3) and model.output_shape == (None, classes)
-    assert model.count_params() == registered_model(name).count_params()
+    assert model.count_params() == _cost(name).params
 
 
 def test_resnext_builders_name_the_chosen_template():
     assert keras_resnets.ResNeXt101(cardinality=64, include_top=False).name == "resnext101_64x4d"
     wide = keras_resnets.ResNeXt101(cardinality=2, bottleneck_width=64)
     assert wide.name == "resnext101_2x64d"
-    assert wide.count_params() == registered_model("resnext101_2x64d").count_params()
+    assert wide.count_params() == _cost("resnext101_2x64d").params
     assert keras_resnets.ResNeXt29(cardinality=16).count_params() == (
-        registered_model("resnext29_16x64d").count_params())
+        _cost("resnext29_16x64d").params)
 
 
 RENAMES = [
@@ -186,7 +189,7 @@ def test_overriding_the_architecture_renames_the_model(row, overrides, expected)
 def test_get_model_builds_under_the_real_name():
     model = keras_resnets.get_model("resnet20", depth=32)
     assert model.name == "resnet32"
-    assert model.count_params() == registered_model("resnet32").count_params()
+    assert model.count_params() == _cost("resnet32").params
     assert keras_resnets.get_model("resnet20", depth=32, name="mine").name == "mine"
     assert keras_resnets.ResNet20(depth=44, include_top=False).name == "resnet44"
 
