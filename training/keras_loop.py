@@ -8,7 +8,8 @@ schedule of `training.schedules`, the papers' coupled weight decay as the loss t
 smoothing of sparse and soft (MixUp / CutMix) targets, clipping by the global norm (Keras'
 `global_clipnorm`: the TF loop's rule, `min(1, clip / norm)` of the unscaled gradients), the
 weight average of `ema_decay` (`training.keras_ema`; evaluation, the best epoch and the exports
-use it), the first weights of `init_weights` (`training.initial_weights`), the dtype policy of
+use it), the classifier's learning-rate multiplier `head_lr_multiplier` (`training.keras_model`),
+the first weights of `init_weights` (`training.initial_weights`), the dtype policy of
 `runtime.mixed_precision`, evaluation of every example of the validation and test splits (the
 ten crops averaged with `eval_crops=10`), and in the model directory `config.json`,
 `history.csv`, `curves.png`, `results.json` and the `model.keras` export (`training.outputs`,
@@ -23,9 +24,6 @@ stop the run after the current step with a checkpoint of it and `TrainingInterru
 (`python -m training.fit` exits with 130 / 143), as on TensorFlow. tf.data feeds every backend,
 as Keras allows (https://keras.io/getting_started/#multi-backend-keras); where TensorFlow is not
 installed, `training.numpy_data` does (`training.loaders.make_pipeline`).
-
-What the package's loop adds and this one does not do, `UNSUPPORTED` lists; `KerasTrainer`
-refuses such settings with one line.
 """
 
 import dataclasses
@@ -58,28 +56,13 @@ from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
 from training.keras_model import CrossEntropy, TrainingModel
 
-# Setting -> (is it set?, why it is refused) on the Keras loop.
-UNSUPPORTED = {
-    "head_lr_multiplier": (lambda c: c.finetune.head_lr_multiplier != 1,
-                           "Keras' optimizers have no learning rate per variable"),
-}
-
-
-def check_supported(config: ExperimentConfig, backend: str) -> None:
-    """Raises a `ValueError` naming the first setting of `config` the Keras loop lacks."""
-    for name, (is_set, why) in UNSUPPORTED.items():
-        if is_set(config):
-            raise ValueError(f"{name} is not available on the {backend} backend: {why}; "
-                             "use --backend=tensorflow.")
-
 
 class KerasTrainer:
     """Trains an `ExperimentConfig` with Keras' `model.fit` on the current Keras backend.
 
     Args:
         config: `training.config.ExperimentConfig`. Its settings that exist only on
-            TensorFlow are refused by `training.backends.check_settings`, those this loop lacks
-            by `check_supported`.
+            TensorFlow are refused by `training.backends.check_settings`.
         pipeline: optional `training.data.Pipeline` (or an object with its methods).
 
     Example:
@@ -101,7 +84,6 @@ class KerasTrainer:
             raise ValueError(f"config must be an ExperimentConfig; got {config!r}.")
         self.backend = keras.backend.backend()
         backends.check_settings(config, self.backend)
-        check_supported(config, self.backend)
         # A pretrained source fixes the layer settings and the input normalisation.
         config, self.finetune_notes = finetune_lib.resolve(config)
         self.config = config
@@ -153,6 +135,8 @@ class KerasTrainer:
             getattr(self.optimizer, "inner_optimizer", self.optimizer).global_clipnorm = (
                 optimization.clip_global_norm)
             self.optimizer.build(self.model.trainable_variables)
+            self.model.head_scales = finetune_lib.head_scales(
+                self.model, self.config.finetune.head_lr_multiplier)
             self.average = self.model.average = None if optimization.ema_decay is None else (
                 keras_ema.OptimizerAverage(self.model, self.optimizer, optimization.ema_decay))
         smoothing = optimization.label_smoothing

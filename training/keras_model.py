@@ -1,12 +1,15 @@
 """The model `training.keras_loop` trains with Keras' `fit`, and its loss and targets.
 
 `TrainingModel` is the functional model with the papers' coupled weight decay added to its
-training loss and the weight average of `ema_decay` (`training.keras_ema`) updated in its train
-step, the one place that runs inside Keras' compiled step on every backend.
+training loss, and, in its train step (the one place that runs inside Keras' compiled step on
+every backend), the classifier's learning-rate multiplier and the weight average of
+`ema_decay` (`training.keras_ema`).
 """
 
 import keras
 from keras import ops
+
+from training import finetune
 
 
 class CrossEntropy(keras.losses.Loss):
@@ -27,9 +30,19 @@ class CrossEntropy(keras.losses.Loss):
             label_smoothing=self.label_smoothing)
 
 
+def scaled_updates(before, after, scales):
+    """`training.finetune.scale_updates` without state (for JAX's pure train step): the values
+    `after` with each change since `before` times its entry of `scales`. A learning-rate
+    multiplier per variable for every optimizer; for SGD, linear in the gradient, the same as
+    the TensorFlow loop's scaled gradients."""
+    return [new if scale == 1.0 else old + scale * (new - old)
+            for old, new, scale in zip(before, after, scales)]
+
+
 class TrainingModel(keras.Model):
     """A functional model whose training loss adds the coupled weight decay of `decayed` and
-    whose train step updates the weight average `average` after each update.
+    whose train step scales the classifier's updates by `head_scales`, then updates the weight
+    average `average`.
 
     Args:
         inputs: the built model's inputs.
@@ -38,15 +51,16 @@ class TrainingModel(keras.Model):
         decayed: the variables of the coupled decay (`training.loop_common.decayed_variables`).
         weight_decay: float. The coupled decay's factor; `0.0` adds nothing. Defaults to `0.0`.
 
-    Its attribute `average` is `None` or a `training.keras_ema.OptimizerAverage`, set once the
-    optimizer is built.
+    Its attributes `head_scales` (`None`, or `training.finetune.head_scales` of the model) and
+    `average` (`None`, or a `training.keras_ema.OptimizerAverage`, set once the optimizer is
+    built) are set before the model is compiled.
     """
 
     def __init__(self, inputs, outputs, name, decayed=(), weight_decay=0.0):
         super().__init__(inputs=inputs, outputs=outputs, name=name)
         self._decayed_ids = {id(v) for v in decayed}
         self._weight_decay = weight_decay
-        self.average = None
+        self.head_scales = self.average = None
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training)
@@ -58,12 +72,21 @@ class TrainingModel(keras.Model):
 
     def train_step(self, *args):
         # JAX: train_step(state, data) -> (logs, state), pure; the others: train_step(data).
-        if self.average is None:
-            return super().train_step(*args)
         if keras.backend.backend() == "jax":
             logs, state = super().train_step(*args)
-            return logs, self.average.stateless_update(state)
+            if self.head_scales is not None:
+                state = (scaled_updates(args[0][0], state[0], self.head_scales), *state[1:])
+            if self.average is not None:
+                state = self.average.stateless_update(state)
+            return logs, state
+        variables = self.trainable_variables
+        # Copies: PyTorch's optimizers update the variables in place.
+        before = None if self.head_scales is None else [
+            None if scale == 1.0 else ops.copy(v.value)
+            for v, scale in zip(variables, self.head_scales)]
         logs = super().train_step(*args)
-        self.average.update()
+        if before is not None:
+            finetune.scale_updates(variables, before, self.head_scales)
+        if self.average is not None:
+            self.average.update()
         return logs
-

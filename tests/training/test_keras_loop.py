@@ -43,17 +43,6 @@ def test_fit_trains_on_the_backend_and_writes_results_history_and_model_keras(ba
         "config.json", "curves.png", "model.keras", "class_names.json"))
 
 
-def test_the_keras_loop_refuses_what_it_lacks_in_one_line():
-    config = config_lib.from_settings(tiny_settings(head_lr_multiplier=10.0))
-    with pytest.raises(ValueError) as error:
-        keras_loop.check_supported(config, "jax")
-    assert str(error.value) == (
-        "head_lr_multiplier is not available on the jax backend: Keras' optimizers have no "
-        "learning rate per variable; use --backend=tensorflow.")
-    keras_loop.check_supported(config_lib.from_settings(tiny_settings(
-        ema_decay=0.9, clip_global_norm=1.0, checkpoint_every_steps=5)), "jax")
-
-
 def test_a_model_dir_with_other_settings_is_refused_on_jax(tmp_path):
     pytest.importorskip("jax")
     (tmp_path / "config.json").write_text("{}")

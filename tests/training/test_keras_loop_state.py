@@ -22,7 +22,8 @@ from training import config as config_lib
 from training import keras_checkpoints, keras_ema, keras_loop
 from training.interrupts import TrainingInterrupted
 
-NEUTRAL = ["interrupted_within", "average_is", "init_weights", "kill_at_any_moment"]
+NEUTRAL = ["interrupted_within", "head_multiplier_scales", "average_is", "init_weights",
+           "kill_at_any_moment"]
 
 
 def _tiny(**settings):
@@ -125,6 +126,45 @@ def test_the_average_and_clipping_give_the_tensorflow_loops_numbers():
     for mine, reference in zip(ours.average.averages, theirs.average.averages, strict=True):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), reference.numpy(),
                                    rtol=1e-4, atol=1e-6)
+    for mine, reference in zip(ours.model.weights, theirs.model.weights, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), reference.numpy(),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_the_head_multiplier_scales_the_first_update_of_the_classifier_only():
+    x = np.random.default_rng(0).uniform(size=(16, 8, 8, 3)).astype("float32")
+    y = np.eye(4, dtype="float32")[np.arange(16) % 4]
+    for optimizer in ("sgd", "adamw"):
+        changes, first = [], None
+        for multiplier in (1.0, 10.0):
+            run = keras_loop.KerasTrainer(
+                _tiny(optimizer=optimizer, head_lr_multiplier=multiplier))
+            first = first or run.model.get_weights()
+            run.model.set_weights(first)
+            variables = run.model.trainable_variables
+            start = [keras.ops.convert_to_numpy(v) for v in variables]
+            run.model.train_on_batch(x, y)
+            changes.append({v.path: keras.ops.convert_to_numpy(v) - value
+                            for v, value in zip(variables, start)})
+        head = {v.path for v in run.model.get_layer("predictions").trainable_weights}
+        assert len(head) == 2
+        for path, change in changes[0].items():
+            expected = 10 * change if path in head else change
+            np.testing.assert_allclose(changes[1][path], expected, rtol=1e-4, atol=1e-7,
+                                       err_msg=f"{optimizer}: {path}")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_head_multiplier_gives_the_tensorflow_loops_numbers(optimizer):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("compares with training.trainer, which runs on TensorFlow")
+    from training import trainer
+
+    config = _tiny(optimizer=optimizer, head_lr_multiplier=10.0, epochs=1)
+    ours, theirs = keras_loop.KerasTrainer(config), trainer.Trainer(config)
+    theirs.model.set_weights(ours.model.get_weights())
+    ours.fit()
+    theirs.fit()
     for mine, reference in zip(ours.model.weights, theirs.model.weights, strict=True):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), reference.numpy(),
                                    rtol=1e-4, atol=1e-6)
