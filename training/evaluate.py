@@ -173,8 +173,8 @@ def evaluate(model_dir: str, checkpoint: str = "best", split: str = "test",
         model_dir: str. The run's model directory.
         checkpoint: str. `"best"` (by validation accuracy, or test accuracy without a
             validation split), `"latest"`, or a checkpoint path (of a Keras-fit run: its
-            `keras_step<N>.weights.h5`; that loop keeps the latest weights only, so `"best"`
-            is an error when another epoch was best). Defaults to `"best"`.
+            `keras_step<N>.weights.h5` or the best epoch's `keras_best_step<N>.weights.h5`).
+            Defaults to `"best"`.
         split: str. `"test"` or `"validation"`. Defaults to `"test"`.
         eval_crops: int or `None`. `1` or `10`; `None` keeps the run's. Defaults to `None`.
         pipeline: optional input pipeline; defaults to `training.data.Pipeline` of the run's

@@ -4,14 +4,16 @@
 momentum or Adam moments, and the weight average of `ema_decay`, `training.keras_ema`) on every
 backend; `keras_state.json` names the newest such file and holds what the loop needs to go on:
 the epoch, the batch within it, the step, the epoch's running metric sums, the history rows and
-the clocks. A new weights file is written under a `partial.` name and renamed when whole, the
-state that names it is written (atomically) after that, and the file it replaces is removed
-last, so a kill at any moment leaves a state that names a whole file of the same step.
+the clocks, and the name of the best epoch's weights (`keras_best_step<N>.weights.h5`, a copy
+kept until a better epoch). A new weights file is written under a `partial.` name and renamed
+when whole, the state that names it is written (atomically) after that, and the files it
+replaces are removed last, so a kill at any moment leaves a state that names whole files.
 """
 
 import glob
 import json
 import os
+import shutil
 from typing import Any, Dict, Optional
 
 from training.outputs import RunDirectoryError, atomic_write, to_json
@@ -24,22 +26,35 @@ def weights_name(step: int) -> str:
     return f"keras_step{step}.weights.h5"
 
 
-def save(model_dir: str, model, state: Dict[str, Any]) -> str:
-    """Writes `model`'s weights and optimizer after `state["step"]` updates, then the state;
+def best_name(step: int) -> str:
+    """The copy of the weights after `step` updates kept as the best epoch's."""
+    return f"keras_best_step{step}.weights.h5"
+
+
+def save(model_dir: str, model, state: Dict[str, Any], best: bool = False) -> str:
+    """Writes `model`'s weights and optimizer after `state["step"]` updates (and, when `best`,
+    their copy `best_name(step)`, which the state then names as `"best"`), then the state;
     returns the weights file's name."""
     name = weights_name(state["step"])
     path = os.path.join(model_dir, name)
     temp = os.path.join(model_dir, "partial." + name)  # save_weights wants .weights.h5
+    if best:
+        state = {**state, "best": best_name(state["step"])}
     try:
         model.save_weights(temp, overwrite=True)
         os.replace(temp, path)
+        if best:
+            shutil.copyfile(path, os.path.join(model_dir, "partial." + state["best"]))
+            os.replace(os.path.join(model_dir, "partial." + state["best"]),
+                       os.path.join(model_dir, state["best"]))
         atomic_write(os.path.join(model_dir, STATE), to_json({"weights": name, **state}).encode())
     except OSError as error:
         raise RunDirectoryError(f"Could not write a checkpoint to {model_dir}: "
                                 f"{error.strerror or error}.") from None
-    for old in glob.glob(os.path.join(model_dir, "*keras_step*.weights.h5")):
-        if os.path.basename(old) != name:
-            os.remove(old)
+    for pattern, kept in (("*keras_step*", name), ("*keras_best_step*", state.get("best"))):
+        for old in glob.glob(os.path.join(model_dir, pattern + ".weights.h5")):
+            if os.path.basename(old) != kept:
+                os.remove(old)
     return name
 
 

@@ -15,15 +15,16 @@ ten crops averaged with `eval_crops=10`), and in the model directory `config.jso
 `history.csv`, `curves.png`, `results.json` and the `model.keras` export (`training.outputs`,
 `training.report`, `training.export`).
 
-It checkpoints (`training.keras_checkpoints`: weights, optimizer, average, position, history)
-at the end of each epoch and every `checkpoint_every_steps` within one (`training.
-keras_callbacks`); rerunning the same settings resumes there, within an epoch by skipping the
-batches done (`pipeline.train(epoch, batch, skip_batches=k)`: the order is a pure function of
-`(seed, epoch)`). A SIGKILL at any moment leaves a directory that resumes. SIGINT and SIGTERM
-stop the run after the current step with a checkpoint of it and `TrainingInterrupted`
-(`python -m training.fit` exits with 130 / 143), as on TensorFlow. tf.data feeds every backend,
-as Keras allows (https://keras.io/getting_started/#multi-backend-keras); where TensorFlow is not
-installed, `training.numpy_data` does (`training.loaders.make_pipeline`).
+It checkpoints (`training.keras_checkpoints`: weights, optimizer, average, position, history) at
+the end of each epoch, with a copy of the best epoch's weights, and every
+`checkpoint_every_steps` within one (`training.keras_callbacks`); rerunning the same settings
+resumes there, within an epoch by skipping the batches done (`pipeline.train(epoch, batch,
+skip_batches=k)`: the order is a pure function of `(seed, epoch)`). A SIGKILL at any moment
+leaves a directory that resumes. SIGINT and SIGTERM stop the run after the current step with a
+checkpoint of it and `TrainingInterrupted` (`python -m training.fit` exits with 130 / 143), as
+on TensorFlow. tf.data feeds every backend, as Keras allows
+(https://keras.io/getting_started/#multi-backend-keras); where TensorFlow is not installed,
+`training.numpy_data` does (`training.loaders.make_pipeline`).
 """
 
 import dataclasses
@@ -149,7 +150,7 @@ class KerasTrainer:
         self.results: Dict[str, Any] = {}
         self.history: List[Dict[str, Any]] = []
         self.initialization: Optional[Dict[str, Any]] = None
-        self._signal, self._latest = None, None
+        self._signal, self._latest, self._best = None, None, None
 
     def _restore(self) -> Optional[Dict[str, Any]]:
         """The state of the model directory's checkpoint, its weights, optimizer and average
@@ -173,6 +174,7 @@ class KerasTrainer:
             if state["batch"]:  # an epoch to finish: its metrics' running sums go back in
                 keras_callbacks.build_metrics(self.model)
             self.history, self._latest = state["history"], state["weights"]
+            self._best = state.get("best")
             self.initialization = state.get("initialization")
         return state
 
@@ -343,10 +345,12 @@ class KerasTrainer:
             for split in (["validation"] if self.info.validation_examples else []) + (
                     ["test"] if settings.evaluate_test else []):
                 row.update(epoch_logs(split, self.evaluate(split)))
+        before = [r[self.monitor] for r in self.history if self.monitor in r]
+        best = self.monitor in row and row[self.monitor] > max(before, default=-math.inf)
         self.history.append(row)
         self._log(report.epoch_line(epoch + 1, self.epochs, row, seconds, None))
         self._write_epoch(final=epoch + 1 == self.epochs)
-        self._save(epoch + 1, 0, self.step, 0.0, self.train_seconds)
+        self._save(epoch + 1, 0, self.step, 0.0, self.train_seconds, best)
         if self._signal is not None:
             return "interrupted"
         return "stopped" if self.model.stop_training else None
@@ -394,12 +398,14 @@ class KerasTrainer:
             "images_per_second": self.batch * step / train_seconds if train_seconds else None,
             "monitor": self.monitor, "best_epoch": best["epoch"] if best else None,
             **report.split_results(rows), "latest_checkpoint": self._latest_path(),
+            "best_checkpoint": self._best_path(),
             "config": self.config.to_dict(),
         }
 
-    def _save(self, epoch, batch, step, epoch_seconds, train_seconds):
-        """Checkpoints the run at `batch` of `epoch` (0: its start) after `step` updates; the
-        running metrics of a part-done epoch go with it."""
+    def _save(self, epoch, batch, step, epoch_seconds, train_seconds, best=False):
+        """Checkpoints the run at `batch` of `epoch` (0: its start) after `step` updates (and
+        keeps a copy as the best epoch's when `best`); the running metrics of a part-done epoch
+        go with it."""
         if not self.model_dir:
             return
         self._latest = keras_checkpoints.save(self.model_dir, self.model, {
@@ -407,10 +413,15 @@ class KerasTrainer:
             "metrics": keras_callbacks.metric_state(self.model) if batch else None,
             "epoch_seconds": epoch_seconds, "train_seconds": train_seconds,
             "wall_seconds": time.time() - self._clock, "initialization": self.initialization,
-            "history": self.history})
+            "history": self.history, "best": self._best}, best)
+        if best:
+            self._best = keras_checkpoints.best_name(step)
 
     def _latest_path(self) -> Optional[str]:
         return os.path.join(self.model_dir, self._latest) if self._latest else None
+
+    def _best_path(self) -> Optional[str]:
+        return os.path.join(self.model_dir, self._best) if self._best else None
 
     def _write_start(self):
         if self.model_dir:

@@ -64,42 +64,31 @@ def test_a_tensorflow_loop_run_is_refused_off_tensorflow(tmp_path, monkeypatch):
         "(training.trainer), which only the tensorflow backend reads; use --backend=tensorflow.")
 
 
-def _state(folder, rows, epoch, batch=0, step=None):
-    step = rows[epoch - 1]["step"] if step is None else step
+def _state(folder, step, best=None):
     (folder / f"keras_step{step}.weights.h5").write_bytes(b"")
+    if best:
+        (folder / keras_checkpoints.best_name(best)).write_bytes(b"")
     (folder / keras_checkpoints.STATE).write_text(json.dumps({
-        "weights": f"keras_step{step}.weights.h5", "epoch": epoch, "batch": batch,
-        "step": step, "history": rows}))
+        "weights": f"keras_step{step}.weights.h5", "step": step,
+        "best": best and keras_checkpoints.best_name(best)}))
 
 
 def test_best_latest_and_explicit_checkpoints_of_a_keras_run(tmp_path):
-    rows = [{"epoch": 1, "step": 6, "test_accuracy": 0.5},
-            {"epoch": 2, "step": 12, "test_accuracy": 0.25}]
-    _state(tmp_path, rows, 2)
-    latest = str(tmp_path / "keras_step12.weights.h5")
+    _state(tmp_path, 6)  # nothing evaluated yet: "best" is the latest
+    latest = str(tmp_path / "keras_step6.weights.h5")
+    assert keras_evaluate.find_checkpoint(str(tmp_path), "best") == (latest, 6)
+    _state(tmp_path, 12, best=6)
+    latest, best = str(tmp_path / "keras_step12.weights.h5"), str(
+        tmp_path / "keras_best_step6.weights.h5")
     assert keras_evaluate.is_keras_run(str(tmp_path))
     assert keras_evaluate.find_checkpoint(str(tmp_path), "latest") == (latest, 12)
+    assert keras_evaluate.find_checkpoint(str(tmp_path), "best") == (best, 6)
     assert keras_evaluate.find_checkpoint(str(tmp_path), latest) == (latest, 12)
-    with pytest.raises(ValueError) as error:
-        keras_evaluate.find_checkpoint(str(tmp_path), "best")
-    assert str(error.value) == (
-        "checkpoint='best': the Keras loop keeps the latest weights only (epoch 2), and the "
-        "best epoch by test_accuracy was epoch 1; use checkpoint='latest'.")
-    missing = str(tmp_path / "keras_step6.weights.h5")
+    assert keras_evaluate.find_checkpoint(str(tmp_path), best) == (best, 6)
+    missing = str(tmp_path / "keras_step7.weights.h5")
     with pytest.raises(ValueError) as error:
         keras_evaluate.find_checkpoint(str(tmp_path), missing)
     assert str(error.value) == (
-        f"checkpoint must be 'best', 'latest' or a keras_step<N>.weights.h5 file of the run in "
-        f"{tmp_path}; {missing!r} is none of them.")
-    rows[1]["val_accuracy"], rows[0]["val_accuracy"] = 0.75, 0.5  # validation decides
-    _state(tmp_path, rows, 2)
-    assert keras_evaluate.find_checkpoint(str(tmp_path), "best") == (latest, 12)
-    _state(tmp_path, rows, 2, batch=2, step=14)  # interrupted within epoch 3: no epoch's weights
-    with pytest.raises(ValueError) as error:
-        keras_evaluate.find_checkpoint(str(tmp_path), "best")
-    assert str(error.value) == (
-        "checkpoint='best': the Keras loop keeps the latest weights only (step 14, within epoch "
-        "3), and the best epoch by val_accuracy was epoch 2; use checkpoint='latest'.")
-    _state(tmp_path, [{"epoch": 1, "step": 6}], 1)  # nothing evaluated yet: the latest
-    assert keras_evaluate.find_checkpoint(str(tmp_path), "best") == (
-        str(tmp_path / "keras_step6.weights.h5"), 6)
+        f"checkpoint must be 'best', 'latest' or a keras_step<N>.weights.h5 or "
+        f"keras_best_step<N>.weights.h5 file of the run in {tmp_path}; {missing!r} is none of "
+        "them.")

@@ -19,11 +19,11 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.training.conftest import subprocess_env, tiny_settings
 from training import config as config_lib
-from training import keras_checkpoints, keras_ema, keras_loop
+from training import keras_checkpoints, keras_ema, keras_evaluate, keras_loop
 from training.interrupts import TrainingInterrupted
 
-NEUTRAL = ["interrupted_within", "head_multiplier_scales", "average_is", "init_weights",
-           "kill_at_any_moment"]
+NEUTRAL = ["interrupted_within", "best_epochs_weights", "head_multiplier_scales",
+           "average_is", "init_weights", "kill_at_any_moment"]
 
 
 def _tiny(**settings):
@@ -77,6 +77,33 @@ def test_a_run_interrupted_within_an_epoch_resumes_to_the_uninterrupted_run(tmp_
             [row[key] for row in whole.history], rel=1e-6), key
     assert second.results["latest_checkpoint"] == os.path.join(
         config.runtime.model_dir, "keras_step8.weights.h5")
+
+
+def test_the_best_epochs_weights_are_kept_until_a_better_epoch(tmp_path):
+    run = keras_loop.KerasTrainer(_tiny(model_dir=str(tmp_path), epochs=3, ema_decay=0.9))
+    evaluate, calls = run.evaluate, []
+
+    def scripted(split):  # the best epoch is the first
+        calls.append(split)
+        return {**evaluate(split), "accuracy": [0.5, 0.25, 0.4][calls.count(split) - 1]}
+
+    class Keep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            kept.append(_arrays(run))
+
+    run.evaluate, kept = scripted, []
+    run.fit([Keep()])
+    best = os.path.join(str(tmp_path), "keras_best_step4.weights.h5")
+    assert (run.results["best_epoch"], run.results["best_checkpoint"]) == (1, best)
+    assert keras_checkpoints.read_state(str(tmp_path))["best"] == os.path.basename(best)
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".h5")) == [
+        "keras_best_step4.weights.h5", "keras_step12.weights.h5"]
+    assert keras_evaluate.find_checkpoint(str(tmp_path), "best") == (best, 4)
+    fresh = keras_loop.KerasTrainer(_tiny(ema_decay=0.9))
+    fresh.model.load_weights(best)
+    for mine, reference in zip(_arrays(fresh), kept[0], strict=True):
+        np.testing.assert_array_equal(mine, reference)
+    assert not all(np.array_equal(a, b) for a, b in zip(kept[0], kept[2]))
 
 
 def test_the_average_is_evaluated_exported_and_differs_from_the_weights(tmp_path):
