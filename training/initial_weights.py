@@ -3,8 +3,10 @@
 Three kinds of source:
 
 - a `training.fit` model directory: its best checkpoint (the latest before the first
-  evaluation, as `python -m training.evaluate` picks), read into the source run's own model
-  (built from its `config.json`), or its `model.keras` when it has no checkpoint;
+  evaluation, as `python -m training.evaluate` picks; of a run of Keras' fit, its
+  `keras_best_step<N>.weights.h5`), read into the source run's own model (built from its
+  `config.json`), or its `model.keras` when it has no checkpoint (or, for a run of Keras' fit,
+  no `results.json` naming its classes);
 - a whole Keras model file (`.keras`, e.g. a `tuning.search --export_best` file);
 - a pretrained tag or weights file, read by `keras_resnets.load_weights`.
 
@@ -130,6 +132,9 @@ def _run_directory(path, model):
         raise ValueError(f"{where} is a directory without config.json: not a training.fit "
                          "model directory.")
     config = evaluate.load_config(path)
+    keras_run = _keras_run(path, config, model)
+    if keras_run is not None:
+        return keras_run
     try:
         checkpoint = evaluate.find_checkpoint(path, "best")
     except ValueError:
@@ -155,6 +160,25 @@ def _run_directory(path, model):
     except AssertionError as error:
         raise ValueError(f"{where}: the checkpoint {checkpoint} does not hold the model its "
                          f"config.json describes ({str(error).splitlines()[0]}).") from None
+    return source, checkpoint
+
+
+def _keras_run(path, config, model):
+    """`(model, checkpoint)` of the best weights of a run of Keras' fit
+    (`training.keras_loop`), or `None` for another run or one whose classes are unknown."""
+    from training import keras_evaluate
+
+    names = _class_names(path)
+    if not (keras_evaluate.is_keras_run(path) and names):
+        return None
+    checkpoint, _ = keras_evaluate.find_checkpoint(path, "best")
+    source = config.model.build(len(names), model.input_shape[1:])
+    try:
+        source.load_weights(checkpoint)  # the optimizer's part of the file is not read
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"init_weights={path!r}: the checkpoint {checkpoint} does not hold the "
+                         f"model its config.json describes ({str(error).splitlines()[0]})."
+                         ) from None
     return source, checkpoint
 
 

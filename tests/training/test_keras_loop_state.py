@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.training.conftest import subprocess_env, tiny_settings
 from training import config as config_lib
-from training import keras_checkpoints, keras_ema, keras_evaluate, keras_loop
+from training import initial_weights, keras_checkpoints, keras_ema, keras_evaluate, keras_loop
 from training.interrupts import TrainingInterrupted
 
 NEUTRAL = ["interrupted_within", "best_epochs_weights", "head_multiplier_scales",
@@ -104,6 +104,11 @@ def test_the_best_epochs_weights_are_kept_until_a_better_epoch(tmp_path):
     for mine, reference in zip(_arrays(fresh), kept[0], strict=True):
         np.testing.assert_array_equal(mine, reference)
     assert not all(np.array_equal(a, b) for a, b in zip(kept[0], kept[2]))
+    target = _tiny().model.build(4, (8, 8, 3))  # --init_weights=<this run's directory>
+    start = initial_weights.load(target, str(tmp_path))
+    assert (start.path, start.classifier_reinitialized) == (best, False)
+    for mine, reference in zip(target.get_weights(), kept[0], strict=False):
+        np.testing.assert_array_equal(mine, reference)
 
 
 def test_the_average_is_evaluated_exported_and_differs_from_the_weights(tmp_path):
