@@ -107,7 +107,7 @@ def test_the_best_epochs_weights_are_kept_until_a_better_epoch(tmp_path):
     target = _tiny().model.build(4, (8, 8, 3))  # --init_weights=<this run's directory>
     start = initial_weights.load(target, str(tmp_path))
     assert (start.path, start.classifier_reinitialized) == (best, False)
-    for mine, reference in zip(target.get_weights(), kept[0], strict=False):
+    for mine, reference in zip(target.get_weights(), kept[0], strict=False):  # model first
         np.testing.assert_array_equal(mine, reference)
 
 
