@@ -6,7 +6,8 @@ Three kinds of source:
   evaluation, as `python -m training.evaluate` picks; of a run of Keras' fit, its
   `keras_best_step<N>.weights.h5`), read into the source run's own model (built from its
   `config.json`), or its `model.keras` when it has no checkpoint (or, for a run of Keras' fit,
-  no `results.json` naming its classes);
+  no `results.json` naming its classes). Of a run with `ema_decay`, the weight average: the
+  weights it evaluated, chose its best checkpoint by and exported;
 - a whole Keras model file (`.keras`, e.g. a `tuning.search --export_best` file);
 - a pretrained tag or weights file, read by `keras_resnets.load_weights`.
 
@@ -41,6 +42,8 @@ class Initialization:
         classifier_reinitialized: bool. Whether the classifier kept its fresh initialisation.
         reason: str. Why it did (`"10 classes there, 5 here"`, `"the source has no
             classifier"`, `"other classes there: ..."`), or `""`.
+        weight_average: bool. Whether the weights are the source run's weight average (a
+            model directory of a run with `ema_decay`).
     """
 
     source: str
@@ -48,11 +51,14 @@ class Initialization:
     source_classes: Optional[int]
     classifier_reinitialized: bool
     reason: str = ""
+    weight_average: bool = False
 
     def line(self) -> str:
         """One log line, e.g. `Initialised from runs/a/best/ckpt-40; the classifier is
         re-initialised (10 classes there, 5 here).`."""
         line = f"Initialised from {self.path}"
+        if self.weight_average:
+            line += " (its weight average)"
         if self.classifier_reinitialized:
             line += f"; the classifier is re-initialised ({self.reason})"
         return line + "."
@@ -83,10 +89,10 @@ def load(model, source: str, class_names: Optional[Sequence[str]] = None) -> Ini
         raise ValueError(f"init_weights={source!r}: no such file or directory.")
     source_names = None
     if os.path.isdir(path):
-        source_model, read = _run_directory(path, model)
+        source_model, read, averaged = _run_directory(path, model)
         source_names = _class_names(path)
     elif path.endswith(".keras") and os.path.isfile(path):
-        source_model, read = _keras_file(path), path
+        source_model, read, averaged = _keras_file(path), path, False
     else:
         return _pretrained(model, source)
     head = source_model.get_layer(CLASSIFIER) if CLASSIFIER in [
@@ -94,7 +100,7 @@ def load(model, source: str, class_names: Optional[Sequence[str]] = None) -> Ini
     classes = None if head is None else int(head.kernel.shape[-1])
     reason = _classifier_differs(classes, _classes(model), source_names, class_names)
     copy_by_name(source_model, model, f"init_weights={source!r}", classifier=not reason)
-    return Initialization(source, read, classes, bool(reason), reason)
+    return Initialization(source, read, classes, bool(reason), reason, averaged)
 
 
 def _classes(model) -> int:
@@ -124,7 +130,8 @@ def _class_names(run_dir) -> Optional[list]:
 
 
 def _run_directory(path, model):
-    """The model of a `training.fit` run directory with its best weights, and what was read."""
+    """`(model, what was read, averaged)` of a `training.fit` run directory: its model with its
+    best weights, of a run with `ema_decay` their average (then `averaged` is `True`)."""
     from training import evaluate
 
     where = f"init_weights={path!r}"
@@ -140,10 +147,12 @@ def _run_directory(path, model):
     except ValueError:
         model_file = os.path.join(path, "model.keras")
         if os.path.isfile(model_file):
-            return _keras_file(model_file), model_file
+            return _keras_file(model_file), model_file, False
         raise ValueError(f"{where} has neither a checkpoint nor a model.keras to start from."
                          ) from None
     import tensorflow as tf
+
+    from training import ema, finetune
 
     # The classifier's kernel is the only matrix of a ResNet (its optimizer slots share its
     # shape); checkpoint keys follow the object graph, so go by shape.
@@ -154,19 +163,27 @@ def _run_directory(path, model):
         raise ValueError(f"{where}: the checkpoint {checkpoint} holds {len(kernels)} kinds of "
                          "dense kernels, not a classifier's one.")
     source = config.model.build(kernels.pop()[1], model.input_shape[1:])
-    status = tf.train.Checkpoint(model=source).restore(checkpoint).expect_partial()
+    decay = config.optimization.ema_decay
+    if decay is not None:  # the run averaged the weights it trained: freeze as it did
+        finetune.freeze(source, config.finetune)
+    average = ema.for_decay(source, decay, tf.distribute.get_strategy())
+    status = tf.train.Checkpoint(model=source, **ema.checkpoint_entries(average)).restore(
+        checkpoint).expect_partial()
     try:
         status.assert_existing_objects_matched()
     except AssertionError as error:
         raise ValueError(f"{where}: the checkpoint {checkpoint} does not hold the model its "
                          f"config.json describes ({str(error).splitlines()[0]}).") from None
-    return source, checkpoint
+    if average is not None:
+        average.load_into_model()
+    return source, checkpoint, average is not None
 
 
 def _keras_run(path, config, model):
-    """`(model, checkpoint)` of the best weights of a run of Keras' fit
-    (`training.keras_loop`), or `None` for another run or one whose classes are unknown."""
-    from training import keras_evaluate
+    """`(model, checkpoint, averaged)` of the best weights of a run of Keras' fit
+    (`training.keras_loop`; with `ema_decay`, their average), or `None` for another run or one
+    whose classes are unknown."""
+    from training import keras_ema, keras_evaluate
 
     names = _class_names(path)
     if not (keras_evaluate.is_keras_run(path) and names):
@@ -174,12 +191,15 @@ def _keras_run(path, config, model):
     checkpoint, _ = keras_evaluate.find_checkpoint(path, "best")
     source = config.model.build(len(names), model.input_shape[1:])
     try:
-        source.load_weights(checkpoint)  # the optimizer's part of the file is not read
+        if config.optimization.ema_decay is None:
+            source.load_weights(checkpoint)  # the optimizer's part of the file is not read
+        else:
+            keras_ema.load_averaged(source, config, checkpoint)
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"init_weights={path!r}: the checkpoint {checkpoint} does not hold the "
                          f"model its config.json describes ({str(error).splitlines()[0]})."
                          ) from None
-    return source, checkpoint
+    return source, checkpoint, config.optimization.ema_decay is not None
 
 
 def _keras_file(path):

@@ -102,6 +102,36 @@ class OptimizerAverage:
             source.assign(ops.copy(average.value))
 
 
+def load_averaged(model: keras.Model, config, path: str) -> None:
+    """Gives `model` the weight average held in a weights file of a run of Keras' fit with
+    `ema_decay` (the weights that run evaluated and exported).
+
+    The averages are variables of the file's optimizer, so an optimizer is built as the run
+    built its own, over the weights it trained, to read them.
+
+    Args:
+        model: `keras.Model`, built from `config.model` with the run's classes; its trainable
+            groups are set as the run froze them (`training.finetune.freeze`).
+        config: `training.config.ExperimentConfig` of the run, with `ema_decay`.
+        path: str. Its `keras_step<N>.weights.h5` or `keras_best_step<N>.weights.h5`.
+    """
+    from training import finetune, optimizers, runtime, schedules
+    from training.loop_common import decayed_variables
+
+    optimization = config.optimization
+    finetune.freeze(model, config.finetune)
+    decayed = decayed_variables(model, optimization.decay_bn_and_bias)
+    # The run's schedule needs its step count; any schedule has the same (no) variables.
+    optimizer = optimizers.build(optimization, schedules.StepDecay(optimization.learning_rate),
+                                 runtime.dtype_policy(config.runtime.mixed_precision), model,
+                                 decayed)
+    optimizer.build(model.trainable_variables)
+    average = OptimizerAverage(model, optimizer, optimization.ema_decay)
+    model.optimizer = optimizer  # what `load_weights` fills besides the model
+    model.load_weights(path)
+    average.load_into_model()
+
+
 @contextlib.contextmanager
 def averaged(average):
     """Within it, the model has the averaged weights (without an average, `None`, its own)."""

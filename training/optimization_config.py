@@ -81,7 +81,8 @@ class OptimizationConfig:
         ema_decay: float or `None`. Keep an exponential moving average of the weights:
             `average = ema_decay * average + (1 - ema_decay) * w` after every update, for the
             trainable weights and the batch-norm moving statistics (`training.ema`); evaluation,
-            the best checkpoint's choice and the exports use the averages. In `(0, 1)`, e.g.
+            the best checkpoint's choice, the exports and a later run's `init_weights` of this
+            run's directory use the averages. In `(0, 1)`, e.g.
             `0.9999`; `None`: no average. Defaults to `None`.
         label_smoothing: float. Label smoothing of the cross-entropy, in `[0, 1)`.
             Defaults to `0.0`.

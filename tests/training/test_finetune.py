@@ -8,6 +8,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_resnets
 from tests.training import fakes
@@ -185,7 +186,35 @@ def test_a_model_directory_gives_every_weight_but_a_classifier_of_other_classes(
     state = json.loads(started._state.numpy().decode())
     assert state["initialization"] == {"source": model_dir, "path": best, "source_classes": 4,
                                        "classifier_reinitialized": True,
-                                       "reason": "4 classes there, 3 here"}
+                                       "reason": "4 classes there, 3 here",
+                                       "weight_average": False}
+
+
+def test_a_run_with_a_weight_average_gives_its_average(tmp_path):
+    """The average is what the run evaluated and chose its best checkpoint by; it follows the
+    weights the run trained (here not the frozen stem's)."""
+    model_dir = str(tmp_path / "run")
+    settings = dict(ema_decay=0.5, freeze=("stem",))
+    keras.utils.set_random_seed(0)
+    trainer.run(experiment(epochs=1, model_dir=model_dir, **settings),
+                pipeline=fakes.FakePipeline(num_classes=4))
+    best = evaluate.find_checkpoint(model_dir)
+    evaluated = tiny_trainer(**settings)  # as training.evaluate reads it
+    evaluated.restore_weights(best)
+    averaged = weights_by_path(evaluated.model)
+    raw = tiny_trainer()
+    tf.train.Checkpoint(model=raw.model).restore(best).expect_partial()
+    raw = weights_by_path(raw.model)
+    started = tiny_trainer(init_weights=model_dir)
+    loaded = weights_by_path(started.model)
+    for path, value in loaded.items():
+        np.testing.assert_array_equal(value, averaged[path], err_msg=path)
+    differ = sorted(path for path in loaded if not np.array_equal(loaded[path], raw[path]))
+    assert "predictions/kernel" in differ and not any(p.startswith("conv1_") for p in differ)
+    state = json.loads(started._state.numpy().decode())["initialization"]
+    assert (state["path"], state["weight_average"]) == (best, True)
+    assert initial_weights.Initialization(**state).line() == (
+        f"Initialised from {best} (its weight average).")
 
 
 def test_the_same_class_count_keeps_the_classifier_too(source_run):
@@ -252,7 +281,8 @@ def test_a_weights_file_gives_its_weights_and_a_classifier_of_the_same_classes(t
     state = json.loads(started._state.numpy().decode())
     assert state["initialization"] == {"source": path, "path": path, "source_classes": 4,
                                        "classifier_reinitialized": classes != 4,
-                                       "reason": "4 classes there, 3 here" if classes == 3 else ""}
+                                       "reason": "4 classes there, 3 here" if classes == 3 else "",
+                                       "weight_average": False}
 
 
 def test_a_torchvision_state_dict_starts_a_resnet18_on_other_classes(tmp_path):
@@ -270,7 +300,7 @@ def test_a_torchvision_state_dict_starts_a_resnet18_on_other_classes(tmp_path):
         module.layer4[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0))
     assert json.loads(started._state.numpy().decode())["initialization"] == {
         "source": path, "path": path, "source_classes": 1000, "classifier_reinitialized": True,
-        "reason": "1000 classes there, 5 here"}
+        "reason": "1000 classes there, 5 here", "weight_average": False}
 
 
 def test_a_weights_file_of_another_model_is_named(tmp_path):
@@ -340,7 +370,8 @@ def test_the_run_logs_and_records_its_start_and_a_resumed_run_ignores_init_weigh
     with open(os.path.join(target, "results.json")) as file:
         results = json.load(file)
     start = {"source": model_dir, "path": best, "source_classes": 4,
-             "classifier_reinitialized": True, "reason": "4 classes there, 3 here"}
+             "classifier_reinitialized": True, "reason": "4 classes there, 3 here",
+             "weight_average": False}
     assert (results["initialization"], results["frozen_groups"], results["frozen_parameters"],
             results["trainable_parameters"]) == (start, ["stem", "stage1"], 420, 4467)
     assert results["config"]["finetune"] == {
@@ -447,7 +478,7 @@ def test_a_tag_loads_its_file_and_caffe_weights_take_rgb(tmp_path, monkeypatch):
     assert json.loads(started._state.numpy().decode())["initialization"] == {
         "source": "test_caffe", "path": "resnet8_widths4-8-16 test_caffe weights "
         "(tiny_caffe.weights.h5)", "source_classes": 4, "classifier_reinitialized": True,
-        "reason": "4 classes there, 3 here"}
+        "reason": "4 classes there, 3 here", "weight_average": False}
 
 
 # ------------------------------------------------------------------ normalisation, flags, recipe

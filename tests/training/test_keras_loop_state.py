@@ -23,7 +23,7 @@ from training import initial_weights, keras_checkpoints, keras_ema, keras_evalua
 from training.interrupts import TrainingInterrupted
 
 NEUTRAL = ["interrupted_within", "best_epochs_weights", "head_multiplier_scales",
-           "average_is", "init_weights", "kill_at_any_moment"]
+           "average_is", "from_a_keras_file", "start_from_its_average", "kill_at_any_moment"]
 
 
 def _tiny(**settings):
@@ -108,8 +108,11 @@ def test_the_best_epochs_weights_are_kept_until_a_better_epoch(tmp_path):
     target = _tiny().model.build(4, (8, 8, 3))  # --init_weights=<this run's directory>
     start = initial_weights.load(target, str(tmp_path))
     assert (start.path, start.classifier_reinitialized) == (best, False)
-    for mine, reference in zip(target.get_weights(), kept[0], strict=False):  # model first
-        np.testing.assert_array_equal(mine, reference)
+    with keras_ema.averaged(fresh.average):  # the average of the best epoch, as evaluated
+        averaged = _by_layer(fresh.model)
+    for name, values in _by_layer(target).items():
+        for mine, want in zip(values, averaged[name], strict=True):
+            np.testing.assert_array_equal(mine, want, err_msg=name)
 
 
 def test_the_average_is_evaluated_exported_and_differs_from_the_weights(tmp_path):
@@ -219,8 +222,37 @@ def test_init_weights_from_a_keras_file_start_the_run(tmp_path):
                                       source.get_layer(name).get_weights()[0])
     assert run.results["initialization"] == {
         "source": path, "path": path, "source_classes": 4, "classifier_reinitialized": False,
-        "reason": ""}
+        "reason": "", "weight_average": False}
     assert run.results["frozen_groups"] == ["stem", "stage1", "stage2"]
+
+
+def test_init_weights_from_a_run_with_a_weight_average_start_from_its_average(tmp_path):
+    """The average is what the run evaluated and chose its best epoch by. It is a variable of
+    the file's optimizer, here a loss-scaling one, and follows only the trained weights."""
+    source = keras_loop.KerasTrainer(_tiny(model_dir=str(tmp_path), epochs=1, ema_decay=0.5,
+                                           freeze=("stem",), mixed_precision="float16"))
+    source.fit()
+    raw = _by_layer(source.model)
+    with keras_ema.averaged(source.average):
+        averaged = _by_layer(source.model)
+    target = _tiny().model.build(4, (8, 8, 3))
+    start = initial_weights.load(target, str(tmp_path))
+    best = os.path.join(str(tmp_path), "keras_best_step4.weights.h5")
+    assert (start.path, start.weight_average) == (best, True)
+    assert start.line() == f"Initialised from {best} (its weight average)."
+    loaded = _by_layer(target)
+    assert loaded.keys() == averaged.keys()
+    for name, values in loaded.items():
+        for mine, want in zip(values, averaged[name], strict=True):
+            np.testing.assert_array_equal(mine, want, err_msg=name)
+    differ = [name for name in loaded if not all(
+        np.array_equal(a, b) for a, b in zip(loaded[name], raw[name]))]
+    assert "predictions" in differ and "conv1_conv" not in differ and "conv1_bn" not in differ
+
+
+def _by_layer(model):
+    return {layer.name: [keras.ops.convert_to_numpy(w) for w in layer.weights]
+            for layer in model.layers if layer.weights}
 
 
 def test_a_checkpoint_survives_a_kill_at_any_moment_of_its_writing(tmp_path, monkeypatch):
