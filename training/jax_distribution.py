@@ -190,6 +190,22 @@ class Placement:
         return {"strategy": self.strategy, "num_replicas": self.num_replicas,
                 "num_workers": self.num_processes}
 
+    def agreed_signal(self, signum: Optional[int]) -> Optional[int]:
+        """The signal (SIGINT / SIGTERM number) that stops the run, as every process agrees:
+        with several processes, the largest any of them received (`None`: none did), found by
+        a collective that every process must call at the same point; with one, `signum`.
+
+        Saving weights is collective, so all processes stop after the same step; a signal
+        delivered to some processes only, or between steps, must not let the others go on.
+        """
+        if self.num_processes == 1:
+            return signum
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        received = multihost_utils.process_allgather(np.int32(signum or 0))
+        return int(np.max(received)) or None
+
     def line(self) -> str:
         """One log line: the strategy, devices and batch per device."""
         processes = (f" in {self.num_processes} processes (this is process "

@@ -60,7 +60,8 @@ class StepWatch(keras.callbacks.Callback):
             (0: only at epoch ends).
         save: called as `save(batches_done, step, seconds)` to checkpoint within the epoch,
             `seconds` being the training time of this `fit` so far (saving excluded).
-        interrupted: says whether SIGINT / SIGTERM arrived.
+        interrupted: says whether SIGINT / SIGTERM stops the run; called after every step
+            (with several processes, by all of them at once: it agrees on the step).
         metrics: `metric_state` of the batches before `first_batch`, or `None`.
 
     After `fit`: `done` (batches of the epoch done), `problem` and `update` (what diverged and

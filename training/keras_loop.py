@@ -22,9 +22,10 @@ resumes there, within an epoch by skipping the batches done (`pipeline.train(epo
 skip_batches=k)`: the order is a pure function of `(seed, epoch)`). A SIGKILL at any moment
 leaves a directory that resumes. SIGINT and SIGTERM stop the run after the current step with a
 checkpoint of it and `TrainingInterrupted` (`python -m training.fit` exits with 130 / 143), as
-on TensorFlow. tf.data feeds every backend, as Keras allows
-(https://keras.io/getting_started/#multi-backend-keras); where TensorFlow is not installed,
-`training.numpy_data` does (`training.loaders.make_pipeline`).
+on TensorFlow; the processes of a multi-process run agree on the step to stop after, so a
+signal that reaches only some of them stops them all there. tf.data feeds every backend, as
+Keras allows (https://keras.io/getting_started/#multi-backend-keras); where TensorFlow is not
+installed, `training.numpy_data` does (`training.loaders.make_pipeline`).
 """
 
 import dataclasses
@@ -150,7 +151,9 @@ class KerasTrainer:
         self.results: Dict[str, Any] = {}
         self.history: List[Dict[str, Any]] = []
         self.initialization: Optional[Dict[str, Any]] = None
-        self._signal, self._latest, self._best = None, None, None
+        # The signal this process received, and the one all processes agreed to stop on.
+        self._received = self._signal = None
+        self._latest, self._best = None, None
 
     def _restore(self) -> Optional[Dict[str, Any]]:
         """The state of the model directory's checkpoint, its weights, optimizer and average
@@ -243,7 +246,7 @@ class KerasTrainer:
 
         if self._lock is not None:
             self._lock.acquire()
-        self._signal = None
+        self._received = self._signal = None
         try:
             with interruptible(self._interrupt):
                 self._fit(list(callbacks or []))
@@ -256,10 +259,19 @@ class KerasTrainer:
 
     def _interrupt(self, signum):
         """SIGINT / SIGTERM: finish the current step, checkpoint it and stop (`fit` raises
-        `TrainingInterrupted`); a second signal acts at once."""
-        self._signal = signum
-        self.model.stop_training = True
+        `TrainingInterrupted`); a second signal acts at once. Several processes stop after the
+        step at which they find that one of them received it (`_interrupted`)."""
+        self._received = signum
+        if self.placement.num_processes == 1:
+            self.model.stop_training = True
         print(report.interrupt_notice(signum), file=sys.stderr, flush=True)
+
+    def _interrupted(self) -> bool:
+        """Whether the run stops for a signal: once one process of the run received one, every
+        process says so at the same call (each calls it at the same points)."""
+        if self._signal is None:
+            self._signal = self.placement.agreed_signal(self._received)
+        return self._signal is not None
 
     def _fit(self, callbacks):
         from training.interrupts import TrainingInterrupted
@@ -312,9 +324,9 @@ class KerasTrainer:
             settings.checkpoint_every_steps if self.model_dir else 0,
             lambda done, step, seconds: self._save(epoch, done, step, seconds_before + seconds,
                                                    self.train_seconds + seconds),
-            lambda: self._signal is not None, metrics)
+            self._interrupted, metrics)
         tick = time.time()
-        if first_batch < epoch_steps and self._signal is None:
+        if first_batch < epoch_steps and not self._interrupted():
             data = loaders.fit_input(
                 self.pipeline.train(epoch, self.batch, skip_batches=first_batch),
                 self.info.num_classes)
@@ -331,9 +343,9 @@ class KerasTrainer:
         if watch.problem:
             self._diverged(epoch, watch.update, watch.problem, self.train_seconds)
         self.step = epoch * self.steps_per_epoch + watch.done
-        if watch.done < epoch_steps or self._signal is not None:  # stopped within the epoch
+        if watch.done < epoch_steps or self._interrupted():  # stopped within the epoch
             self._save(epoch, watch.done, self.step, seconds, self.train_seconds)
-            return "interrupted" if self._signal is not None else "stopped"
+            return "interrupted" if self._interrupted() else "stopped"
         logs = self.model.get_metrics_result()
         accuracy = float(logs["accuracy"])
         row = {"epoch": epoch + 1, "step": self.step, "loss": float(logs["cross_entropy"]),
@@ -351,7 +363,7 @@ class KerasTrainer:
         self._log(report.epoch_line(epoch + 1, self.epochs, row, seconds, None))
         self._write_epoch(final=epoch + 1 == self.epochs)
         self._save(epoch + 1, 0, self.step, 0.0, self.train_seconds, best)
-        if self._signal is not None:
+        if self._interrupted():
             return "interrupted"
         return "stopped" if self.model.stop_training else None
 

@@ -5,9 +5,11 @@ import doctest
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 
 import numpy as np
@@ -118,6 +120,71 @@ def test_two_processes_train_the_one_process_run_and_only_process_0_writes(two_d
     # The processes read disjoint halves of each global batch: the same examples per step.
     for key in ("final_test_loss", "final_test_error"):
         np.testing.assert_allclose(results[key], reference[key], rtol=1e-5)
+    weights, want = _exported_weights(model_dir), _exported_weights(reference_dir)
+    assert sorted(weights) == sorted(want)
+    for name in want:
+        np.testing.assert_allclose(weights[name], want[name], rtol=1e-5, atol=1e-6)
+
+
+def _start_processes(model_dir, arguments, logs):
+    """The 2 processes of a run, their outputs in `logs/<out|err><index>.txt`."""
+    address = f"127.0.0.1:{free_port()}"
+    return [subprocess.Popen(
+        [sys.executable, "-m", "training.fit", *arguments, f"--model_dir={model_dir}",
+         f"--coordinator_address={address}", "--num_processes=2", f"--process_id={index}"],
+        cwd=REPO_ROOT, env=subprocess_env(KERAS_BACKEND="jax", XLA_FLAGS="",
+                                          PYTHONUNBUFFERED="1"),
+        stdout=open(logs / f"out{index}.txt", "w"), stderr=open(logs / f"err{index}.txt", "w"),
+        text=True) for index in (0, 1)]
+
+
+def _wait(processes, logs, timeout=300):
+    """The processes' exit codes; both are killed when one outlives `timeout` (a hang)."""
+    try:
+        return [process.wait(timeout=timeout) for process in processes]
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            process.kill()
+        tails = [(logs / f"out{index}.txt").read_text()[-1500:] for index in (0, 1)]
+        pytest.fail(f"the processes hung; their outputs end:\n{tails[0]}\n---\n{tails[1]}")
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_both_after_one_step_and_the_rerun_resumes(tmp_path):
+    """SIGTERM reaches process 0 only, within epoch 2. Saving is collective, so both must stop
+    after the same step (a process that went on would wait for the other forever); the rerun
+    of both resumes there and ends with the weights of an uninterrupted one-process run."""
+    pytest.importorskip("jax")
+    # 8 epochs of 4 steps of 16; a checkpoint after every step tells where the run is.
+    arguments = [a.replace("--epochs=1", "--epochs=8") for a in TINY] + [
+        "--checkpoint_every_steps=1"]
+    model_dir, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    processes = _start_processes(model_dir, arguments, logs)
+    out0, state = logs / "out0.txt", model_dir / "keras_state.json"
+    for _ in range(3000):  # until step 6 is saved (5 minutes at most)
+        if processes[0].poll() is not None or (
+                state.exists() and json.loads(state.read_text())["step"] >= 6):
+            break
+        time.sleep(0.1)
+    processes[0].send_signal(signal.SIGTERM)
+    assert _wait(processes, logs) == [143, 143], (logs / "err0.txt").read_text()[-3000:]
+    results = json.loads((model_dir / "results.json").read_text())
+    step = results["steps"]
+    assert results["status"] == "interrupted" and 6 <= step < 32
+    stopped = f"Finished (interrupted): {step} steps"
+    assert stopped in out0.read_text() and stopped in (logs / "out1.txt").read_text()
+    assert "SIGTERM: stopping" not in (logs / "err1.txt").read_text()  # it never received one
+    assert _wait(_start_processes(model_dir, arguments, logs), logs) == [0, 0]
+    resumed = (logs / "out0.txt").read_text()
+    assert (f"Resuming in epoch {step // 4 + 1} after batch {step % 4} (step {step})."
+            if step % 4 else f"Resuming after epoch {step // 4} (step {step}).") in resumed
+    results = json.loads((model_dir / "results.json").read_text())
+    assert (results["status"], results["steps"]) == ("completed", 32)
+    reference_dir = tmp_path / "reference"
+    reference = run_cli("training.fit", *arguments, f"--model_dir={reference_dir}",
+                        KERAS_BACKEND="jax", XLA_FLAGS="")
+    assert reference.returncode == 0, reference.stderr[-3000:]
     weights, want = _exported_weights(model_dir), _exported_weights(reference_dir)
     assert sorted(weights) == sorted(want)
     for name in want:
