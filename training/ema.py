@@ -4,7 +4,9 @@ After every update, `average = decay * average + (1 - decay) * weight` for each 
 and for the moving mean and variance of every batch norm that trains (a frozen one keeps its
 statistics, so its average would be itself). The averages start equal to the weights of step 0.
 Evaluation and the exports use the averages (Polyak & Juditsky 1992; as timm's `ModelEmaV2` and
-the TF Model Garden's `MovingAverage` do, batch-norm statistics included).
+the TF Model Garden's `MovingAverage` do, batch-norm statistics included). Under float16 a step
+that the loss scaler skips (its gradients were not finite) still moves the averages, towards the
+unchanged weights, as timm's training script does; Keras' own `use_ema` skips it.
 
 The averages are distributed like the weights they follow: under a tf.distribute strategy each
 replica updates its own copy in the replica step, so the averages of the batch-norm statistics
