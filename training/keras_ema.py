@@ -110,8 +110,9 @@ def load_averaged(model: keras.Model, config, path: str) -> None:
     built its own, over the weights it trained, to read them.
 
     Args:
-        model: `keras.Model`, built from `config.model` with the run's classes; its trainable
-            groups are set as the run froze them (`training.finetune.freeze`).
+        model: `keras.Model`, built from `config.model` with the run's classes. It is frozen
+            as the run froze it (`training.finetune.freeze`): the averages follow the weights
+            the run trained.
         config: `training.config.ExperimentConfig` of the run, with `ema_decay`.
         path: str. Its `keras_step<N>.weights.h5` or `keras_best_step<N>.weights.h5`.
     """
