@@ -6,6 +6,9 @@ import threading
 
 from training.image_folders import CorruptImageError
 
+# The signals that stop a run after its current step, the stronger last.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN, infinite or larger than `RuntimeConfig.max_loss`."""
@@ -33,7 +36,7 @@ def interruptible(handler, enabled=True):
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
     def on_signal(signum, frame):
         signal.signal(signum, previous[signum])

@@ -6,7 +6,7 @@ the loss summed per replica and divided by the global batch, gradients all-reduc
 """
 
 import warnings
-from typing import Dict
+from typing import Dict, Optional
 
 import keras
 import tensorflow as tf
@@ -102,6 +102,7 @@ class StepFunctions:
         self.train = self._make_train_function()
         self.evaluate = self._make_eval_function()
         self._sync = self._make_sync_function()
+        self._signals = None  # agreed_signal's all-reduce, made on first use
 
     def regularization(self):
         """Weight decay and the model's own losses, this replica's share of them."""
@@ -268,3 +269,29 @@ class StepFunctions:
         """Makes every replica's copy of the non-trainable weights equal (their mean)."""
         if self._sync is not None:
             self._sync()
+
+    def agreed_signal(self, signum: Optional[int]) -> Optional[int]:
+        """The signal that stops the run, as every worker agrees: with several workers,
+        SIGTERM if any received one, else SIGINT if any did, else `None`, found by an
+        all-reduce that every worker must call at the same point; with one, `signum`.
+
+        Checkpoints are collective, so the workers must stop after the same step; a signal
+        delivered to some workers only, or between steps, must not let the others go on."""
+        if self.runtime.num_workers == 1:
+            return signum
+        if self._signals is None:
+            strategy = self.runtime.strategy
+
+            @tf.function
+            def signals(received):
+                # tf.identity: a tensor from outside the replica fails to all-reduce under
+                # MultiWorkerMirroredStrategy ("destinations can not be empty").
+                total = strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, tf.identity(received)))
+                return strategy.experimental_local_results(total)[0]
+
+            self._signals = signals
+        received = self._signals(tf.constant(
+            [signum == stop for stop in interrupts.STOP_SIGNALS], tf.int32)).numpy()
+        return next((stop for stop, count in zip(interrupts.STOP_SIGNALS[::-1], received[::-1])
+                     if count), None)

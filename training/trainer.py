@@ -23,9 +23,10 @@ TensorFlow requires, and delete them.
 
 A loss that is not finite or exceeds `runtime.max_loss` stops the run with `TrainingDiverged`
 before anything is saved, so the last checkpoint is the last good state. SIGINT and SIGTERM
-(single-worker runs) stop it after the current step with a checkpoint of that step and
-`TrainingInterrupted`; a failed write (a full disk) raises `training.outputs.RunDirectoryError`
-and leaves the last good checkpoint the latest.
+stop it after the current step with a checkpoint of that step and `TrainingInterrupted` (the
+workers of a multi-worker run agree on the step after every step, so a signal that reaches only
+some of them stops them all there); a failed write (a full disk) raises
+`training.outputs.RunDirectoryError` and leaves the last good checkpoint the latest.
 """
 
 import dataclasses
@@ -292,10 +293,9 @@ class Trainer:
         """
         if self._lock is not None:
             self._lock.acquire()  # released by the previous fit(), or by close()
-        self._signal = None
+        self._received = self._signal = None
         try:
-            with interrupts.interruptible(self._interrupt, enabled=self.runtime.num_workers == 1), \
-                    interrupts.named_input_errors():
+            with interrupts.interruptible(self._interrupt), interrupts.named_input_errors():
                 return self._fit(callbacks)
         finally:
             if self.outputs:
@@ -304,11 +304,19 @@ class Trainer:
 
     def _interrupt(self, signum):
         """SIGINT / SIGTERM: finish the current step, checkpoint it and stop (`fit` raises
-        `TrainingInterrupted`); a second signal acts at once."""
-        self._signal = signum
-        self.model.stop_training = True
-        if self.runtime.is_chief:
-            print(report.interrupt_notice(signum), file=sys.stderr, flush=True)
+        `TrainingInterrupted`); a second signal acts at once. Several workers stop after the
+        step at which they find that one of them received it (`_interrupted`)."""
+        self._received = signum
+        if self.runtime.num_workers == 1:
+            self.model.stop_training = True
+        print(report.interrupt_notice(signum), file=sys.stderr, flush=True)
+
+    def _interrupted(self) -> bool:
+        """Whether the run stops for a signal: once one worker received one, every worker says
+        so at the same call (each calls it at the same points)."""
+        if self._signal is None:
+            self._signal = self._steps.agreed_signal(self._received)
+        return self._signal is not None
 
     def _fit(self, callbacks):
         self._start()
@@ -348,20 +356,20 @@ class Trainer:
         if state.skip:
             self._log(f"Epoch {epoch + 1}: continuing after batch {state.skip}.")
         done = self._train_steps(state, sums, epoch_steps, callbacks)
-        if done < epoch_steps or self._signal:  # stopped within the epoch
+        if done < epoch_steps or self._interrupted():  # stopped within the epoch
             state.epoch_sums = sums
             state.stamp_wall()
             self._save(state)
-            return "interrupted" if self._signal else "stopped"
+            return "interrupted" if self._interrupted() else "stopped"
         logs = self._end_epoch(state, sums)
         callbacks.on_epoch_end(epoch, logs)
         self._log(report.epoch_line(state.epoch, self.epochs, logs, sums.seconds,
                                     state.seconds_left(self.total_steps)))
-        if not self.model.stop_training:
+        if not (self.model.stop_training or self._interrupted()):
             return None
         if state.epoch >= self.epochs:
             return "completed"
-        return "interrupted" if self._signal else "stopped"
+        return "interrupted" if self._interrupted() else "stopped"
 
     def _train_steps(self, state, sums, epoch_steps, callbacks) -> int:
         """The updates of `state.epoch` from batch `state.skip` until its end or a stop;
@@ -387,7 +395,7 @@ class Trainer:
             callbacks.on_train_batch_end(batch, logs)
             progress.update(done - skip, state.step, loss, regularization, logs, sums.count,
                             sums.seconds + time.time() - tick)
-            if self.model.stop_training:
+            if self.model.stop_training or self._interrupted():
                 break
             if (settings.checkpoint_every_steps and done < epoch_steps
                     and state.step % settings.checkpoint_every_steps == 0):

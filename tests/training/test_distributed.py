@@ -4,13 +4,18 @@ MultiWorkerMirroredStrategy with two workers on localhost, and resume after a SI
 import json
 import os
 import re
+import signal
+import subprocess
+import time
 
 import numpy as np
+import pytest
 
 from tests.training.conftest import (
     TINY_MODEL,
     free_port,
     kill_after_step,
+    latest_step,
     run_worker,
     start_worker,
     tiny_settings,
@@ -45,27 +50,54 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
     assert mirrored["final_test_accuracy"] == one["final_test_accuracy"]
 
 
-def test_multi_worker_on_localhost_trains_identically_and_only_the_chief_writes(tmp_path):
-    ports = [free_port(), free_port()]
-    cluster = {"worker": [f"localhost:{port}" for port in ports]}
-    processes, outputs, temps, model_dirs = [], [], [], []
+def _two_workers(tmp_path, model_dirs, verbose=0, **extra):
+    """Starts the 2 workers of a multi-worker run on localhost, worker `i` with `model_dirs[i]`
+    and its temporary files in `tmp_path / f"tmp_{i}"`; returns the processes and the .npz
+    paths they write."""
+    cluster = {"worker": [f"localhost:{free_port()}" for _ in range(2)]}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    processes, outputs = [], []
     for index in range(2):
-        model_dir = str(tmp_path / f"model_dir_{index}")
         temp = tmp_path / f"tmp_{index}"
-        temp.mkdir()
+        temp.mkdir(exist_ok=True)
         settings = tiny_settings(epochs=2, strategy="multi_worker", deterministic=True,
-                                 model_dir=model_dir, checkpoint_every_steps=2, save_model=True)
+                                 model_dir=model_dirs[index], checkpoint_every_steps=2,
+                                 save_model=True, verbose=verbose)
         spec, output = worker_spec(tmp_path, f"worker{index}", settings,
-                                   {"train_examples": 64, "test_examples": 21})
+                                   {"train_examples": 64, "test_examples": 21}, **extra)
         tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         processes.append(start_worker(spec, TF_CONFIG=json.dumps(tf_config), TMPDIR=str(temp)))
         outputs.append(output)
-        temps.append(temp)
-        model_dirs.append(model_dir)
-    for process in processes:
-        log, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, log[-3000:]
-    chief, worker = (np.load(output) for output in outputs)
+    return processes, outputs
+
+
+def _exit_codes(processes, timeout=300):
+    """The processes' exit codes and outputs; both are killed when one outlives `timeout`."""
+    try:
+        logs = [process.communicate(timeout=timeout)[0] for process in processes]
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            process.kill()
+        pytest.fail("the workers hung")
+    return [process.returncode for process in processes], logs
+
+
+@pytest.fixture(scope="module")
+def multi_worker_run(tmp_path_factory):
+    """An uninterrupted 2-worker run, each worker with its own model directory:
+    `(tmp_path, model_dirs, chief's .npz, other worker's .npz)`."""
+    tmp_path = tmp_path_factory.mktemp("multi_worker")
+    model_dirs = [str(tmp_path / f"model_dir_{index}") for index in range(2)]
+    processes, outputs = _two_workers(tmp_path, model_dirs)
+    codes, logs = _exit_codes(processes)
+    assert codes == [0, 0], logs[codes.index(max(codes))][-3000:]
+    return tmp_path, model_dirs, *(np.load(output) for output in outputs)
+
+
+def test_multi_worker_on_localhost_trains_identically_and_only_the_chief_writes(
+        multi_worker_run):
+    tmp_path, model_dirs, chief, worker = multi_worker_run
+    temps = [tmp_path / f"tmp_{index}" for index in range(2)]
     for name, npz in (("chief", chief), ("worker", worker)):
         results = results_of(npz)
         assert (results["strategy"], results["num_workers"], results["num_replicas"],
@@ -85,6 +117,37 @@ def test_multi_worker_on_localhost_trains_identically_and_only_the_chief_writes(
     assert not os.path.exists(model_dirs[1])
     assert [p for p in os.listdir(temps[1]) if p.startswith("keras_resnets_worker")] == []
 
+
+def test_a_signal_to_one_worker_stops_both_after_one_step_and_the_rerun_resumes(
+        multi_worker_run, tmp_path):
+    """SIGTERM reaches the second worker only. Checkpoints are collective, so both must stop
+    after the same step (a worker that went on would wait for the other forever); the rerun of
+    both, sharing the model directory, resumes there and ends as an uninterrupted run."""
+    model_dir, reference = str(tmp_path / "run"), multi_worker_run[2]
+    processes, _ = _two_workers(tmp_path / "b", [model_dir] * 2, sleep_per_batch=0.3)
+    deadline = time.time() + 240
+    while latest_step(model_dir) < 2 and processes[1].poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGTERM)
+    codes, logs = _exit_codes(processes)
+    assert codes == [143, 143], logs[0][-3000:]
+    step = latest_step(model_dir)
+    assert 2 <= step < 8
+    stopped = f"Interrupted by SIGTERM at step {step} of 8"
+    assert stopped in logs[0] and stopped in logs[1]
+    assert "SIGTERM: stopping" not in logs[0]  # the chief never received one
+    with open(os.path.join(model_dir, "results.json")) as file:
+        assert json.load(file)["status"] == "interrupted"
+    processes, outputs = _two_workers(tmp_path / "c", [model_dir] * 2, verbose=2)
+    codes, logs = _exit_codes(processes)
+    assert codes == [0, 0], logs[0][-3000:]
+    assert re.search(rf"Resuming from .*ckpt-{step}: epoch \d, batch \d, step {step}",
+                     logs[0]), logs[0][-2000:]
+    resumed = np.load(outputs[0])
+    assert results_of(resumed)["steps"] == 8
+    for a, b in zip(weights_of(resumed, "weight_run_"), weights_of(reference, "weight_run_"),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
 def test_a_run_killed_mid_way_resumes_to_the_same_weights(tmp_path):

@@ -7,6 +7,7 @@ outside the model directory), and optionally `sleep_per_batch` (seconds, to give
 kill the run), `compare_strategies` (a list of strategy names: the run is repeated under each,
 in this process). The arrays saved are `weight_<name>_<index>`, `loss_<name>`,
 `results_<name>` and `output_dtype_<name>`, with `<name>` = `run` without `compare_strategies`.
+A run that SIGINT or SIGTERM stops exits with 130 or 143 and saves nothing.
 """
 
 import json
@@ -35,6 +36,7 @@ def main(path):
 
     from tests.training import fakes
     from training import config, runtime, trainer
+    from training.interrupts import TrainingInterrupted
 
     settings = spec["settings"]
     if "model_overrides" in settings:
@@ -50,7 +52,11 @@ def main(path):
         run_settings = dict(settings, **({"strategy": name} if name else {}))
         experiment = config.from_settings(run_settings)
         pipeline = fakes.FakePipeline(**spec["pipeline"])
-        result = trainer.run(experiment, pipeline=pipeline, callbacks=callbacks)
+        try:
+            result = trainer.run(experiment, pipeline=pipeline, callbacks=callbacks)
+        except TrainingInterrupted as error:  # as python -m training.fit exits
+            print(error, flush=True)
+            sys.exit(error.exit_code)
         suffix = f"_{name or 'run'}"
         for index, weight in enumerate(result.model.get_weights()):
             arrays[f"weight{suffix}_{index:03d}"] = weight
