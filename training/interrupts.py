@@ -2,6 +2,7 @@
 
 import contextlib
 import signal
+import sys
 import threading
 
 from training.image_folders import CorruptImageError
@@ -26,6 +27,46 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """The SIGINT / SIGTERM of a run's `fit`, for one process or several.
+
+    `receive` is the signal handler. With one process it stops the run after the current step
+    (`model.stop_training`); with several, where they agree: checkpoints are collective, so all
+    must stop after the same step, and a signal may reach only some of them. Every process
+    calls `stops()` at the same points (after every step, at the end of an epoch), which
+    asks `agree` and says whether the run stops there.
+
+    Args:
+        model: `keras.Model` being trained.
+        processes: int. Processes (workers) of the run.
+        agree: called as `agree(received)` with the signal this process received (or `None`);
+            returns the one every process agrees to stop on, or `None` (with several
+            processes, a collective).
+
+    Attributes:
+        signum: the signal the run stops on, once `stops()` says so; else `None`.
+    """
+
+    def __init__(self, model, processes: int, agree):
+        self.model, self.processes, self._agree = model, processes, agree
+        self.received = self.signum = None
+
+    def receive(self, signum) -> None:
+        """The handler of `interruptible`."""
+        from training import report
+
+        self.received = signum
+        if self.processes == 1:
+            self.model.stop_training = True
+        print(report.interrupt_notice(signum), file=sys.stderr, flush=True)
+
+    def stops(self) -> bool:
+        """Whether the run stops for a signal (every process gets the same answer)."""
+        if self.signum is None:
+            self.signum = self._agree(self.received)
+        return self.signum is not None
 
 
 @contextlib.contextmanager

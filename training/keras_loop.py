@@ -32,7 +32,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -151,8 +150,7 @@ class KerasTrainer:
         self.results: Dict[str, Any] = {}
         self.history: List[Dict[str, Any]] = []
         self.initialization: Optional[Dict[str, Any]] = None
-        # The signal this process received, and the one all processes agreed to stop on.
-        self._received = self._signal = None
+        self._stop = None  # fit's StopSignals
         self._latest, self._best = None, None
 
     def _restore(self) -> Optional[Dict[str, Any]]:
@@ -242,13 +240,14 @@ class KerasTrainer:
                 non-finite or exceeded `max_loss` (results.json then says "diverged").
             TrainingInterrupted: SIGINT or SIGTERM stopped it (after a checkpoint).
         """
-        from training.interrupts import interruptible
+        from training.interrupts import StopSignals, interruptible
 
         if self._lock is not None:
             self._lock.acquire()
-        self._received = self._signal = None
+        self._stop = StopSignals(self.model, self.placement.num_processes,
+                                 self.placement.agreed_signal)
         try:
-            with interruptible(self._interrupt):
+            with interruptible(self._stop.receive):
                 self._fit(list(callbacks or []))
         finally:
             self.close()
@@ -256,22 +255,6 @@ class KerasTrainer:
         history.history = {key: [row.get(key) for row in self.history]
                            for key in self.history[0]} if self.history else {}
         return history
-
-    def _interrupt(self, signum):
-        """SIGINT / SIGTERM: finish the current step, checkpoint it and stop (`fit` raises
-        `TrainingInterrupted`); a second signal acts at once. Several processes stop after the
-        step at which they find that one of them received it (`_interrupted`)."""
-        self._received = signum
-        if self.placement.num_processes == 1:
-            self.model.stop_training = True
-        print(report.interrupt_notice(signum), file=sys.stderr, flush=True)
-
-    def _interrupted(self) -> bool:
-        """Whether the run stops for a signal: once one process of the run received one, every
-        process says so at the same call (each calls it at the same points)."""
-        if self._signal is None:
-            self._signal = self.placement.agreed_signal(self._received)
-        return self._signal is not None
 
     def _fit(self, callbacks):
         from training.interrupts import TrainingInterrupted
@@ -301,14 +284,14 @@ class KerasTrainer:
                                      time.time() - self._clock)
         if status == "interrupted":
             self.results["message"] = report.interrupted_message(
-                self._signal, self.step, self.total_steps, self._latest_path())
+                self._stop.signum, self.step, self.total_steps, self._latest_path())
         else:
             self._export()
         if self.model_dir:
             self._write("results.json", self.results)
         self._log(report.finished_line(status, self.results, self.model_dir))
         if status == "interrupted":
-            raise TrainingInterrupted(self.results["message"], self._signal)
+            raise TrainingInterrupted(self.results["message"], self._stop.signum)
 
     def _train_epoch(self, epoch, first_batch, metrics, seconds_before, callbacks):
         """Trains `epoch` from batch `first_batch` (with the running `metrics` of the batches
@@ -324,9 +307,9 @@ class KerasTrainer:
             settings.checkpoint_every_steps if self.model_dir else 0,
             lambda done, step, seconds: self._save(epoch, done, step, seconds_before + seconds,
                                                    self.train_seconds + seconds),
-            self._interrupted, metrics)
+            self._stop.stops, metrics)
         tick = time.time()
-        if first_batch < epoch_steps and not self._interrupted():
+        if first_batch < epoch_steps and not self._stop.stops():
             data = loaders.fit_input(
                 self.pipeline.train(epoch, self.batch, skip_batches=first_batch),
                 self.info.num_classes)
@@ -343,9 +326,9 @@ class KerasTrainer:
         if watch.problem:
             self._diverged(epoch, watch.update, watch.problem, self.train_seconds)
         self.step = epoch * self.steps_per_epoch + watch.done
-        if watch.done < epoch_steps or self._interrupted():  # stopped within the epoch
+        if watch.done < epoch_steps or self._stop.stops():  # stopped within the epoch
             self._save(epoch, watch.done, self.step, seconds, self.train_seconds)
-            return "interrupted" if self._interrupted() else "stopped"
+            return "interrupted" if self._stop.stops() else "stopped"
         logs = self.model.get_metrics_result()
         accuracy = float(logs["accuracy"])
         row = {"epoch": epoch + 1, "step": self.step, "loss": float(logs["cross_entropy"]),
@@ -363,7 +346,7 @@ class KerasTrainer:
         self._log(report.epoch_line(epoch + 1, self.epochs, row, seconds, None))
         self._write_epoch(final=epoch + 1 == self.epochs)
         self._save(epoch + 1, 0, self.step, 0.0, self.train_seconds, best)
-        if self._interrupted():
+        if self._stop.stops():
             return "interrupted"
         return "stopped" if self.model.stop_training else None
 

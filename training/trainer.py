@@ -31,7 +31,6 @@ some of them stops them all there); a failed write (a full disk) raises
 
 import dataclasses
 import math
-import sys
 import time
 from typing import Any, Dict, Optional, Sequence
 
@@ -293,30 +292,15 @@ class Trainer:
         """
         if self._lock is not None:
             self._lock.acquire()  # released by the previous fit(), or by close()
-        self._received = self._signal = None
+        self._stop = interrupts.StopSignals(self.model, self.runtime.num_workers,
+                                            self._steps.agreed_signal)
         try:
-            with interrupts.interruptible(self._interrupt), interrupts.named_input_errors():
+            with interrupts.interruptible(self._stop.receive), interrupts.named_input_errors():
                 return self._fit(callbacks)
         finally:
             if self.outputs:
                 self.outputs.close()
             self.close()
-
-    def _interrupt(self, signum):
-        """SIGINT / SIGTERM: finish the current step, checkpoint it and stop (`fit` raises
-        `TrainingInterrupted`); a second signal acts at once. Several workers stop after the
-        step at which they find that one of them received it (`_interrupted`)."""
-        self._received = signum
-        if self.runtime.num_workers == 1:
-            self.model.stop_training = True
-        print(report.interrupt_notice(signum), file=sys.stderr, flush=True)
-
-    def _interrupted(self) -> bool:
-        """Whether the run stops for a signal: once one worker received one, every worker says
-        so at the same call (each calls it at the same points)."""
-        if self._signal is None:
-            self._signal = self._steps.agreed_signal(self._received)
-        return self._signal is not None
 
     def _fit(self, callbacks):
         self._start()
@@ -356,20 +340,20 @@ class Trainer:
         if state.skip:
             self._log(f"Epoch {epoch + 1}: continuing after batch {state.skip}.")
         done = self._train_steps(state, sums, epoch_steps, callbacks)
-        if done < epoch_steps or self._interrupted():  # stopped within the epoch
+        if done < epoch_steps or self._stop.stops():  # stopped within the epoch
             state.epoch_sums = sums
             state.stamp_wall()
             self._save(state)
-            return "interrupted" if self._interrupted() else "stopped"
+            return "interrupted" if self._stop.stops() else "stopped"
         logs = self._end_epoch(state, sums)
         callbacks.on_epoch_end(epoch, logs)
         self._log(report.epoch_line(state.epoch, self.epochs, logs, sums.seconds,
                                     state.seconds_left(self.total_steps)))
-        if not (self.model.stop_training or self._interrupted()):
+        if not (self.model.stop_training or self._stop.stops()):
             return None
         if state.epoch >= self.epochs:
             return "completed"
-        return "interrupted" if self._interrupted() else "stopped"
+        return "interrupted" if self._stop.stops() else "stopped"
 
     def _train_steps(self, state, sums, epoch_steps, callbacks) -> int:
         """The updates of `state.epoch` from batch `state.skip` until its end or a stop;
@@ -395,7 +379,7 @@ class Trainer:
             callbacks.on_train_batch_end(batch, logs)
             progress.update(done - skip, state.step, loss, regularization, logs, sums.count,
                             sums.seconds + time.time() - tick)
-            if self.model.stop_training or self._interrupted():
+            if self.model.stop_training or self._stop.stops():
                 break
             if (settings.checkpoint_every_steps and done < epoch_steps
                     and state.step % settings.checkpoint_every_steps == 0):
@@ -446,7 +430,7 @@ class Trainer:
         self.results = report.results(self, state, status)
         if status == "interrupted":
             self.results["message"] = report.interrupted_message(
-                self._signal, state.step, self.total_steps,
+                self._stop.signum, state.step, self.total_steps,
                 self.outputs.latest_checkpoint() if self.outputs else None)
         if self.outputs:
             self.outputs.write_epoch(state.history, state.step, final=True)
@@ -461,7 +445,7 @@ class Trainer:
             self.outputs.close()
         self._log(report.finished_line(status, self.results, self.model_dir))
         if status == "interrupted":
-            raise TrainingInterrupted(self.results["message"], self._signal)
+            raise TrainingInterrupted(self.results["message"], self._stop.signum)
 
     def _log(self, message):
         if self.config.runtime.verbose and self.runtime.is_chief:

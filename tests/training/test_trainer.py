@@ -243,7 +243,7 @@ class Signaller(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if (self.epoch, batch) == self.at:
-            self.run._interrupt(self.signum)
+            self.run._stop.receive(self.signum)
 
 
 @pytest.mark.parametrize("at", [(0, 3), (0, 7)], ids=["mid-epoch", "last-batch"])
