@@ -403,6 +403,11 @@ class KerasTrainer:
         go with it."""
         if not self.model_dir:
             return
+        # A step with a finite loss can still leave weights that are not: saving them would
+        # replace the last good checkpoint with one that no rerun recovers from.
+        if not all(np.isfinite(ops.convert_to_numpy(v)).all() for v in self.model.weights):
+            self._diverged(epoch - 1 if batch == 0 else epoch, step,
+                           "the weights are no longer finite", train_seconds)
         self._latest = keras_checkpoints.save(self.model_dir, self.model, {
             "epoch": epoch, "batch": batch, "step": step,
             "metrics": keras_callbacks.metric_state(self.model) if batch else None,

@@ -339,11 +339,15 @@ class RunDirectory:
     def save(self, step, best=False):
         """Writes a checkpoint (and the best one); a failed write leaves the last good one.
 
+        The best one goes first: the latest checkpoint's state names the best epoch, so once it
+        is written the best one must be there. A failure in between leaves the previous latest
+        checkpoint, from which a rerun redoes the epoch and writes both.
+
         Raises:
             RunDirectoryError: the checkpoint could not be written.
         """
         if self.is_chief:
-            for manager, wanted in ((self._latest, True), (self._best, best)):
+            for manager, wanted in ((self._best, best), (self._latest, True)):
                 if not wanted:
                     continue
                 try:

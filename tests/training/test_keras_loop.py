@@ -120,6 +120,35 @@ def test_a_diverging_run_stops_with_training_diverged_and_results_say_so(tmp_pat
         "diverged", 1, str(error.value))
 
 
+class _InfiniteStatistics(keras_loop.keras.callbacks.Callback):
+    """Before step 2, makes a batch norm's moving variance infinite: training normalises with
+    the batch's statistics, so the loss stays finite while a weight is not."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 1:
+            variance = self.model.get_layer("conv1_bn").moving_variance
+            variance.assign(np.full(variance.shape, np.inf, "float32"))
+
+
+def test_weights_that_are_no_longer_finite_are_never_saved(tmp_path):
+    from training import keras_checkpoints
+    from training.interrupts import TrainingDiverged
+
+    settings = dict(checkpoint_every_steps=1, model_dir=str(tmp_path))
+    run = keras_loop.KerasTrainer(_tiny(**settings))
+    with pytest.raises(TrainingDiverged) as error:
+        run.fit([_InfiniteStatistics()])
+    last = os.path.join(str(tmp_path), "keras_step1.weights.h5")
+    assert str(error.value) == (
+        f"Training diverged in update 2 of 8 (epoch 1): the weights are no longer finite. "
+        f"Stopped; the last checkpoint, {last}, is from before. Lower the learning rate (now "
+        "0.1) or check the data.")
+    assert keras_checkpoints.read_state(str(tmp_path))["weights"] == "keras_step1.weights.h5"
+    resumed = keras_loop.KerasTrainer(_tiny(**settings))  # reads that checkpoint
+    assert all(np.isfinite(keras_loop.ops.convert_to_numpy(v)).all()
+               for v in resumed.model.weights)
+
+
 class _StopAfterFirstEpoch(keras_loop.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.model.stop_training = True

@@ -140,14 +140,46 @@ def test_a_failed_checkpoint_write_keeps_the_last_good_one(finished_run, tmp_pat
     monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk)
     with pytest.raises(outputs.RunDirectoryError) as error:
         run.fit()
-    folder = os.path.join(model_dir, "checkpoints")
+    # Epoch 4 is the best so far, and the best checkpoint is written first.
+    folder, best = os.path.join(model_dir, "checkpoints"), os.path.join(model_dir, "best")
     assert str(error.value) == (
-        f"Could not write the checkpoint of step 32 to {folder}: No space left on device. The "
+        f"Could not write the checkpoint of step 32 to {best}: No space left on device. The "
         f"last good checkpoint, {folder}/ckpt-24, is kept; rerun to resume from it.")
-    assert glob.glob(os.path.join(folder, "*_temp")) == []
+    assert glob.glob(os.path.join(model_dir, "*", "*_temp")) == []
     assert tf.train.latest_checkpoint(folder) == os.path.join(folder, "ckpt-24")
     monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)
     resume(model_dir, epochs=4).close()  # the directory was released
+
+
+def test_a_failed_write_of_the_best_checkpoint_leaves_a_run_that_redoes_the_epoch(
+        tmp_path, monkeypatch):
+    """Every epoch is the best so far; the best checkpoint of epoch 2 fails to write. The
+    latest checkpoint must not then say that epoch 2 is best while best/ holds epoch 1."""
+    evaluate = trainer.Trainer.evaluate
+
+    def improving(self, split="test"):  # each epoch better than the last
+        return {**evaluate(self, split), "accuracy": int(self.step.numpy()) / 100}
+
+    monkeypatch.setattr(trainer.Trainer, "evaluate", improving)
+    real_save, failed = tf.train.CheckpointManager.save, []
+
+    def full_disk_once(manager, checkpoint_number=None, **kwargs):
+        if manager.directory.endswith("best") and checkpoint_number == 16 and not failed:
+            failed.append(checkpoint_number)
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+        return real_save(manager, checkpoint_number=checkpoint_number, **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk_once)
+    model_dir = str(tmp_path / "run")
+    with pytest.raises(outputs.RunDirectoryError):
+        resume(model_dir).fit()
+    folder, best = os.path.join(model_dir, "checkpoints"), os.path.join(model_dir, "best")
+    assert tf.train.latest_checkpoint(folder) == os.path.join(folder, "ckpt-8")
+    assert tf.train.latest_checkpoint(best) == os.path.join(best, "ckpt-8")
+    run = resume(model_dir)
+    run.fit()
+    assert (run.results["best_epoch"], run.results["best_checkpoint"]) == (
+        3, os.path.join(best, "ckpt-24"))
 
 
 def test_files_of_a_run_get_the_default_permissions(finished_run):
