@@ -210,8 +210,15 @@ class ResNetTuner(base_tuner.BaseTuner):
 
 def continue_training(parent_dir: str, model_dir: str) -> None:
     """Hyperband: a promoted trial continues from a copy of its parent's run directory,
-    without the parent's lock file (a killed run leaves one; it is not the child's)."""
-    shutil.copytree(parent_dir, model_dir, ignore=shutil.ignore_patterns(LOCK_FILE))
+    without the parent's lock file (a killed run leaves one; it is not the child's).
+
+    The copy is made under a temporary name and renamed when whole: a search resumed after a
+    kill during the copy (which skips the copy once `model_dir` exists) then never trains from
+    a partial one. A partial copy left by such a kill is replaced."""
+    partial = model_dir.rstrip(os.sep) + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(parent_dir, partial, ignore=shutil.ignore_patterns(LOCK_FILE))
+    os.replace(partial, model_dir)
 
 
 @dataclasses.dataclass

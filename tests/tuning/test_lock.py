@@ -114,3 +114,28 @@ def test_hyperband_does_not_copy_the_parents_lock_file(tmp_path):
     (parent / LOCK_FILE).write_text('{"pid": 1}')  # left by a killed run
     search_lib.continue_training(str(parent), str(child))
     assert sorted(_listing(child)) == ["checkpoints", "checkpoints/checkpoint", "results.json"]
+
+
+def test_hyperband_copies_the_parent_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A kill during the copy leaves no child directory (a rerun, which copies only when there
+    is none, would train from the partial one); the next copy replaces what it left."""
+    parent, child = tmp_path / "trial_0" / "train", tmp_path / "trial_1" / "train"
+    parent.mkdir(parents=True)
+    (parent / "ckpt-8.index").write_text("index")
+    (parent / "results.json").write_text("{}")
+    copytree, copy2 = search_lib.shutil.copytree, search_lib.shutil.copy2
+
+    def killed(source, target, **kwargs):
+        if source.endswith("ckpt-8.index"):
+            raise KeyboardInterrupt  # where a kill would stop the copy
+        return copy2(source, target, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(search_lib.shutil, "copytree", lambda *args, **kwargs: copytree(
+            *args, copy_function=killed, **kwargs))
+        with pytest.raises(KeyboardInterrupt):
+            search_lib.continue_training(str(parent), str(child))
+    assert not child.exists()
+    search_lib.continue_training(str(parent), str(child))
+    assert sorted(_listing(child)) == ["ckpt-8.index", "results.json"]
+    assert sorted(os.listdir(child.parent)) == ["train"]
