@@ -103,7 +103,7 @@ class KerasTrainer:
             raise
 
     def _set_up(self, pipeline, optimization, settings):
-        from training.loop_common import decayed_variables
+        from training.loop_common import decayed_variables, outputs_logits
 
         self.pipeline, self.info = pipeline, pipeline.info
         self.monitor = report.monitor_of(self.info)  # the key of the best epoch
@@ -141,11 +141,13 @@ class KerasTrainer:
             self.average = self.model.average = None if optimization.ema_decay is None else (
                 keras_ema.OptimizerAverage(self.model, self.optimizer, optimization.ema_decay))
         smoothing = optimization.label_smoothing
+        self.logits = outputs_logits(self.model)  # classifier_activation=None
         self.model.compile(
-            optimizer=self.optimizer, loss=CrossEntropy(smoothing),
+            optimizer=self.optimizer, loss=CrossEntropy(smoothing, from_logits=self.logits),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                     keras.metrics.CategoricalCrossentropy(name="cross_entropy",
-                                                           label_smoothing=smoothing)],
+                     keras.metrics.CategoricalCrossentropy(
+                         name="cross_entropy", from_logits=self.logits,
+                         label_smoothing=smoothing)],
             jit_compile={"auto": "auto", "true": True, "false": False}[settings.jit_compile])
         self.results: Dict[str, Any] = {}
         self.history: List[Dict[str, Any]] = []
@@ -214,8 +216,11 @@ class KerasTrainer:
         for images, labels in loaders.numpy_batches(self.pipeline.evaluation(split, self.batch)):
             crops = images.shape[1] if images.ndim == 5 else 1
             flat = images.reshape((-1, *images.shape[-3:]))
-            probs = ops.convert_to_numpy(self.model(flat, training=False)).astype("float64")
-            probs = probs.reshape((len(labels), crops, -1)).mean(axis=1)
+            outputs = self.model(flat, training=False)
+            if self.logits:
+                outputs = ops.softmax(ops.cast(outputs, "float32"), axis=-1)
+            probs = ops.convert_to_numpy(outputs).astype("float64")
+            probs = probs.reshape((len(labels), crops, -1)).mean(axis=1)  # of the crops
             labels = labels.reshape(-1).astype("int64")
             picked = np.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
             top5 = np.argsort(-probs, axis=1)[:, :5]

@@ -18,16 +18,19 @@ class CrossEntropy(keras.losses.Loss):
 
     Args:
         label_smoothing: float. Defaults to `0.0`.
+        from_logits: bool. Whether the predictions are logits rather than probabilities.
+            Defaults to `False`.
     """
 
-    def __init__(self, label_smoothing: float = 0.0, name: str = "cross_entropy"):
+    def __init__(self, label_smoothing: float = 0.0, name: str = "cross_entropy",
+                 from_logits: bool = False):
         super().__init__(name=name)
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.from_logits = label_smoothing, from_logits
 
     def call(self, y_true, y_pred):
         return keras.losses.categorical_crossentropy(
             ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"),
-            label_smoothing=self.label_smoothing)
+            from_logits=self.from_logits, label_smoothing=self.label_smoothing)
 
 
 def scaled_updates(before, after, scales):

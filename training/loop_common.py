@@ -21,6 +21,12 @@ def decayed_variables(model: keras.Model, decay_bn_and_bias: bool) -> List[keras
             if decay_bn_and_bias or v.name.split("/")[-1].endswith("kernel")]
 
 
+def outputs_logits(model: keras.Model) -> bool:
+    """Whether the model's outputs are logits (a classifier without an activation,
+    `classifier_activation=None`) rather than probabilities."""
+    return getattr(model.layers[-1], "activation", None) in (None, keras.activations.linear)
+
+
 def evaluation_metrics(sums, num_classes: int, split: str, dataset: str) -> Dict[str, float]:
     """The metrics of `Trainer.evaluate` from the sums of `EVAL_VALUES` over a split."""
     totals = dict(zip(EVAL_VALUES, (float(value) for value in sums)))

@@ -8,7 +8,6 @@ the loss summed per replica and divided by the global batch, gradients all-reduc
 import warnings
 from typing import Dict, Optional
 
-import keras
 import tensorflow as tf
 
 from training import finetune as finetune_lib
@@ -19,6 +18,7 @@ from training.loop_common import (  # noqa: F401 (re-exported: what this module 
     decayed_variables,
     epoch_logs,
     evaluation_metrics,
+    outputs_logits,
 )
 
 _SUM = tf.distribute.ReduceOp.SUM
@@ -97,8 +97,7 @@ class StepFunctions:
             (head_scales, None) if optimization.optimizer == "sgd" else (None, head_scales))
         self.average = average
         self.num_classes = int(model.output_shape[-1])
-        self.from_logits = getattr(model.layers[-1], "activation", None) in (
-            None, keras.activations.linear)
+        self.from_logits = outputs_logits(model)
         self.train = self._make_train_function()
         self.evaluate = self._make_eval_function()
         self._sync = self._make_sync_function()

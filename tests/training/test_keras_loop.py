@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.training.conftest import run_cli, tiny_settings
+from tests.training.conftest import TINY_MODEL, run_cli, tiny_settings
 from training import config as config_lib
 from training import keras_loop
 
@@ -118,6 +118,23 @@ def test_a_diverging_run_stops_with_training_diverged_and_results_say_so(tmp_pat
     results = json.loads((tmp_path / "results.json").read_text())
     assert (results["status"], results["steps"], results["message"]) == (
         "diverged", 1, str(error.value))
+
+
+def test_a_classifier_without_softmax_trains_as_the_one_with_it():
+    """`classifier_activation=None` gives logits: the loss, its metric and the evaluation take
+    them as such, so the run computes what the softmax classifier's does (same first weights:
+    the activation has none)."""
+    runs = {}
+    for activation in ("softmax", None):
+        run = keras_loop.KerasTrainer(_tiny(
+            deterministic=True, label_smoothing=0.1,
+            model_overrides={**TINY_MODEL, "classifier_activation": activation}))
+        run.fit()
+        runs[activation] = run
+    assert runs[None].logits and not runs["softmax"].logits
+    for key in ("loss", "accuracy", "test_loss", "test_accuracy"):
+        assert [row[key] for row in runs[None].history] == pytest.approx(
+            [row[key] for row in runs["softmax"].history], rel=1e-4), key
 
 
 class _InfiniteStatistics(keras_loop.keras.callbacks.Callback):
