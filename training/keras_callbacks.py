@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from training import report
+from training.loop_common import set_torch_generators
 
 
 def sync_state(model: keras.Model) -> None:
@@ -46,6 +47,21 @@ def set_metric_state(model: keras.Model, values: List[list]) -> None:
     """Gives the compiled metrics the running totals of `metric_state`."""
     for variable, value in zip(model.metrics_variables, values):
         variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+class RestoreTorchGenerators(keras.callbacks.Callback):
+    """Restores torch's generators from a checkpoint's random states as the first batch
+    begins (`training.loop_common.set_torch_generators`): `fit` draws from them as it starts,
+    which a run resumed within an epoch must not count."""
+
+    def __init__(self, states):
+        super().__init__()
+        self.states = states
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.states is not None:
+            set_torch_generators(self.states)
+            self.states = None
 
 
 class StepWatch(keras.callbacks.Callback):

@@ -3,9 +3,10 @@
 `model.save_weights` writes the model's and its optimizer's variables (the step counter, the
 momentum or Adam moments, and the weight average of `ema_decay`, `training.keras_ema`) on every
 backend; `keras_state.json` names the newest such file and holds what the loop needs to go on:
-the epoch, the batch within it, the step, the epoch's running metric sums, the history rows and
-the clocks, and the name of the best epoch's weights (`keras_best_step<N>.weights.h5`, a copy
-kept until a better epoch). A new weights file is written under a `partial.` name and renamed
+the epoch, the batch within it, the step, the epoch's running metric sums, the history rows,
+the clocks, the states of the random masks (`training.loop_common.random_states`), and the
+name of the best epoch's weights (`keras_best_step<N>.weights.h5`, a copy kept until a better
+epoch). A new weights file is written under a `partial.` name and renamed
 when whole, the state that names it is written (atomically) after that, and the files it
 replaces are removed last, so a kill at any moment leaves a state that names whole files.
 """

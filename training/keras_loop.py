@@ -56,6 +56,7 @@ from training import runtime as runtime_lib
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
 from training.keras_model import CrossEntropy, TrainingModel
+from training.loop_common import random_states, set_random_states
 
 
 class KerasTrainer:
@@ -168,6 +169,8 @@ class KerasTrainer:
                              "the Keras loop resumes only the same settings: use a new "
                              "model_dir.")
         state = keras_checkpoints.load(self.model_dir, self.model)
+        if state is not None:  # the dropout and drop-path masks to come
+            set_random_states(self.model, state.get("random"))
         if state is None and os.path.isdir(os.path.join(self.model_dir, "checkpoints")):
             raise ValueError(f"model_dir={self.model_dir!r} holds a run without a checkpoint "
                              f"of the Keras loop (keras_state.json); on {self.backend} use a "
@@ -313,6 +316,8 @@ class KerasTrainer:
             lambda done, step, seconds: self._save(epoch, done, step, seconds_before + seconds,
                                                    self.train_seconds + seconds),
             self._stop.stops, metrics)
+        resumed = [keras_callbacks.RestoreTorchGenerators(self._resumed.get("random"))
+                   ] if first_batch else []  # resumed within the epoch
         tick = time.time()
         if first_batch < epoch_steps and not self._stop.stops():
             data = loaders.fit_input(
@@ -320,7 +325,7 @@ class KerasTrainer:
                 self.info.num_classes)
             self.model.fit(data, initial_epoch=epoch, epochs=epoch + 1,
                            steps_per_epoch=epoch_steps - first_batch,
-                           callbacks=[watch, *callbacks],
+                           callbacks=[*resumed, watch, *callbacks],
                            shuffle=False,  # the pipeline shuffles, per epoch
                            verbose=1 if settings.verbose == 1 else 0)
         elif metrics is not None:  # the whole epoch was done before an interruption
@@ -418,7 +423,8 @@ class KerasTrainer:
             "metrics": keras_callbacks.metric_state(self.model) if batch else None,
             "epoch_seconds": epoch_seconds, "train_seconds": train_seconds,
             "wall_seconds": time.time() - self._clock, "initialization": self.initialization,
-            "history": self.history, "best": self._best}, best)
+            "history": self.history, "best": self._best,
+            "random": random_states(self.model)}, best)
         if best:
             self._best = keras_checkpoints.best_name(step)
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 # The saved fields, in the order of the JSON written into checkpoints.
 _SAVED = ("history", "epoch_sums", "best", "best_epoch", "train_seconds", "wall_seconds",
-          "images", "global_batch_size", "steps_per_epoch", "initialization")
+          "images", "global_batch_size", "steps_per_epoch", "initialization", "random")
 
 
 @dataclasses.dataclass
@@ -70,6 +70,9 @@ class RunState:
         images: int. Training images seen, over all sessions.
         initialization: dict or `None`. Where the first weights came from
             (`training.initial_weights.Initialization.to_dict`).
+        random: list or `None`. The states of the model's random draws at the checkpoint
+            (`training.loop_common.random_states`); `None` in checkpoints from before they
+            were saved.
         epoch: int. The epoch in progress (0-based); not saved (the checkpoint's `epoch`).
         step: int. Updates done; not saved (the checkpoint's `step`).
         skip: int. Batches of `epoch` done before this session; not saved.
@@ -85,6 +88,7 @@ class RunState:
     wall_seconds: float = 0.0
     images: int = 0
     initialization: Optional[Dict[str, Any]] = None
+    random: Optional[Dict[str, Any]] = None
     epoch: int = 0
     step: int = 0
     skip: int = 0
@@ -96,8 +100,9 @@ class RunState:
         saved = {key: getattr(self, key) for key in _SAVED}
         if saved["epoch_sums"] is not None:
             saved["epoch_sums"] = dataclasses.asdict(saved["epoch_sums"])
-        if saved["initialization"] is None:  # only runs started from given weights have one
-            del saved["initialization"]
+        for key in ("initialization", "random"):  # only some runs have them
+            if saved[key] is None:
+                del saved[key]
         return json.dumps(saved)
 
     @classmethod

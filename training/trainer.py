@@ -48,6 +48,7 @@ from training import steps as steps_lib
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
 from training.interrupts import TrainingDiverged, TrainingInterrupted  # part of this API
+from training.loop_common import random_states, set_random_states
 
 
 @dataclasses.dataclass
@@ -248,7 +249,9 @@ class Trainer:
             return None
         latest, self._previous_config = self.outputs.resume(self.config.to_dict())
         if latest is not None:
-            self._run_state().check_resumable(self.model_dir, batch, self.steps_per_epoch)
+            state = self._run_state()
+            state.check_resumable(self.model_dir, batch, self.steps_per_epoch)
+            set_random_states(self.model, state.random)
         return latest
 
     def _start(self):
@@ -458,6 +461,7 @@ class Trainer:
         if not all(np.isfinite(v.numpy()).all() for v in self.model.weights):
             self._diverged(state, "the weights are no longer finite",
                            update=int(self.step.numpy()))
+        state.random = random_states(self.model)  # the masks to come
         self._state.assign(state.to_json())
         self.outputs.save(int(self.step.numpy()), best=best)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.training.conftest import subprocess_env, tiny_settings
+from tests.training.conftest import TINY_MODEL, subprocess_env, tiny_settings
 from training import config as config_lib
 from training import initial_weights, keras_checkpoints, keras_ema, keras_evaluate, keras_loop
 from training.interrupts import TrainingInterrupted
@@ -54,7 +54,8 @@ def _arrays(trainer):
 
 def test_a_run_interrupted_within_an_epoch_resumes_to_the_uninterrupted_run(tmp_path):
     settings = dict(ema_decay=0.9, clip_global_norm=0.5, weight_decay=0.001,
-                    checkpoint_every_steps=3)
+                    checkpoint_every_steps=3,  # and random masks, which must go on as they were
+                    model_overrides={**TINY_MODEL, "drop_path_rate": 0.3, "dropout_rate": 0.2})
     whole = keras_loop.KerasTrainer(_tiny(model_dir=str(tmp_path / "whole"), **settings))
     whole.fit()
     config = _tiny(model_dir=str(tmp_path / "parts"), **settings)

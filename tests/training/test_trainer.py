@@ -248,9 +248,12 @@ class Signaller(keras.callbacks.Callback):
 
 @pytest.mark.parametrize("at", [(0, 3), (0, 7)], ids=["mid-epoch", "last-batch"])
 def test_a_signal_checkpoints_its_step_and_the_resumed_run_matches(tmp_path, at):
-    reference = trainer.run(experiment(epochs=2), fakes.FakePipeline())
+    # With random masks, which the resumed run must draw as the uninterrupted one does.
+    masks = dict(model_overrides={**TINY_MODEL, "drop_path_rate": 0.3, "dropout_rate": 0.2})
+    reference = trainer.run(experiment(epochs=2, **masks), fakes.FakePipeline())
     model_dir = str(tmp_path / "run")
-    run = trainer.Trainer(experiment(epochs=2, model_dir=model_dir), fakes.FakePipeline())
+    run = trainer.Trainer(experiment(epochs=2, model_dir=model_dir, **masks),
+                          fakes.FakePipeline())
     with pytest.raises(trainer.TrainingInterrupted) as error:
         run.fit(callbacks=[Signaller(run, at, signal.SIGTERM)])
     step = at[1] + 1
@@ -261,9 +264,11 @@ def test_a_signal_checkpoints_its_step_and_the_resumed_run_matches(tmp_path, at)
     with open(os.path.join(model_dir, "results.json")) as file:
         assert json.load(file)["status"] == "interrupted"
     assert not os.path.exists(os.path.join(model_dir, "model.keras"))
-    resumed = trainer.run(experiment(epochs=2, model_dir=model_dir), fakes.FakePipeline())
+    resumed = trainer.run(experiment(epochs=2, model_dir=model_dir, **masks),
+                          fakes.FakePipeline())
     assert (resumed.results["status"], resumed.results["steps"]) == ("completed", 16)
-    for got, want in zip(resumed.model.get_weights(), reference.model.get_weights()):
+    for got, want in zip(resumed.model.get_weights(), reference.model.get_weights(),
+                         strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
