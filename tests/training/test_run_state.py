@@ -32,6 +32,35 @@ def test_a_halfway_state_with_initialization_round_trips():
     assert RunState.from_json(state.to_json()) == state
 
 
+def test_the_random_states_round_trip_and_a_checkpoint_without_them_changes_nothing():
+    import keras_resnets
+    from training.loop_common import random_states, set_random_states
+
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras_resnets.ResNet(8, stem="cifar", stage_widths=(4, 8, 16), classes=4,
+                                    input_shape=(8, 8, 3), drop_path_rate=0.2,
+                                    dropout_rate=0.1)
+
+    source, target = model(), model()
+    source(keras.ops.ones((2, 8, 8, 3)), training=True)  # draws masks: the states advance
+    states = random_states(source)
+    assert len(states["seeds"]) == 3 and states != random_states(target)
+    state = RunState(16, 8, random=states)
+    assert RunState.from_json(state.to_json()).random == states
+    assert RunState.from_json(FRESH).random is None  # a checkpoint from before
+    before = random_states(target)
+    set_random_states(target, None)
+    assert random_states(target) == before
+    set_random_states(target, states)
+    assert random_states(target) == states
+    with pytest.raises(ValueError,
+                       match=r"holds 2 random states, and this model \(resnet\) has 3;"):
+        set_random_states(target, {"seeds": states["seeds"][:2]})
+    assert random_states(keras_resnets.ResNet(8, stem="cifar", stage_widths=(4, 8, 16),
+                                              classes=4, input_shape=(8, 8, 3))) is None
+
+
 def test_epoch_sums_give_running_and_final_logs():
     sums = EpochSums()
     assert sums.add(2.0, 3.0, 4.0) == {"loss": 2.0, "accuracy": 0.75}
