@@ -70,11 +70,11 @@ class StopSignals:
 
 
 @contextlib.contextmanager
-def interruptible(handler, enabled=True):
+def interruptible(handler):
     """Routes the first SIGINT / SIGTERM to `handler(signum)` and restores the previous
     handlers on exit; a repeated signal gets the previous handler (Ctrl-C twice stops at
     once). Signal handlers can only be set from the main thread; elsewhere this does nothing."""
-    if not enabled or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
