@@ -161,12 +161,19 @@ class StepFunctions:
             images = tf.reshape(images, tf.concat([[-1], shape[2:]], axis=0))
         outputs = self.model(images, training=False)
         log_probs = log_probabilities(outputs, self.from_logits)
+        known_logits = _logits_of(outputs, self.from_logits) is not None
+        # Classes are ranked by unclipped scores: `in_top_k` counts ties as hits, and clipping
+        # the probabilities at 1e-7 makes ties.
+        scores = log_probs if known_logits else tf.cast(outputs, tf.float32)
+        probs = tf.exp(log_probs) if known_logits else scores
         if crops:
-            probs = tf.reduce_mean(tf.reshape(
-                tf.exp(log_probs), [shape[0], shape[1], tf.shape(log_probs)[-1]]), axis=1)
-            log_probs = tf.math.log(tf.clip_by_value(probs, 1e-7, 1.0))
-        correct = tf.equal(tf.argmax(log_probs, axis=-1, output_type=tf.int64), labels)
-        top5 = tf.math.in_top_k(labels, log_probs, k=min(5, self.num_classes))
+            probs = scores = tf.reduce_mean(tf.reshape(
+                probs, [shape[0], shape[1], tf.shape(probs)[-1]]), axis=1)
+        correct = tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int64), labels)
+        top5 = tf.math.in_top_k(labels, scores, k=min(5, self.num_classes))
+        # The loss clips at 1e-7 as Keras' cross-entropy of probabilities does, so that it equals
+        # the Keras loop's, which sees only probabilities.
+        log_probs = tf.math.log(tf.clip_by_value(probs, 1e-7, 1.0))
         return {
             "loss": tf.reduce_sum(mask * cross_entropy(labels, log_probs, 0.0)),
             "correct": tf.reduce_sum(mask * tf.cast(correct, tf.float32)),

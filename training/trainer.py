@@ -215,9 +215,10 @@ class Trainer:
                 probabilities of the ten crops are averaged.
 
         Returns:
-            A dict with `loss` (cross-entropy without label smoothing), `accuracy`, `error`,
-            `examples` and, with more than five classes, `top5_accuracy` and `top5_error`.
-            With `ema_decay`, of the averaged weights.
+            A dict with `loss` (cross-entropy without label smoothing, of the probabilities
+            clipped at 1e-7 as Keras' is), `accuracy`, `error`, `examples` and, with more than
+            five classes, `top5_accuracy` and `top5_error`. With `ema_decay`, of the averaged
+            weights.
         """
         self.sync_replicas()
         with self.averaged_weights():

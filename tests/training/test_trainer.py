@@ -344,6 +344,25 @@ def test_ten_crop_evaluation_averages_the_crops_probabilities():
         -np.mean(np.log(np.maximum(probs[np.arange(40), labels], 1e-7))), rel=1e-4)
 
 
+@pytest.mark.parametrize("crops", [10, 1])
+@pytest.mark.parametrize("logits_known", [True, False])
+def test_top5_ranks_probabilities_below_the_loss_clip(crops, logits_known, monkeypatch):
+    # The classifier is sure of class 0 and ranks 9, 8, 7, 6 next, all below 1e-7: clipping them
+    # to 1e-7 before ranking made every class tie, so every example counted as a top-5 hit.
+    if not logits_known:  # as for a model whose outputs are probabilities of unknown origin
+        monkeypatch.setattr(steps, "_logits_of", lambda outputs, from_logits: None)
+    pipeline = fakes.FakePipeline(eval_crops=crops, num_classes=10)
+    run = trainer.Trainer(experiment(epochs=1), pipeline)
+    classifier = run.model.get_layer("predictions")
+    kernel, bias = classifier.get_weights()
+    classifier.set_weights([np.zeros_like(kernel), np.array([30.0] + list(range(9)), "float32")])
+    metrics = run.evaluate("test")
+    labels = pipeline._splits["test"][1]
+    assert metrics["accuracy"] == pytest.approx(np.mean(labels == 0))
+    assert metrics["top5_accuracy"] == pytest.approx(np.mean(np.isin(labels, [0, 6, 7, 8, 9])))
+    assert metrics["top5_accuracy"] < 1.0
+
+
 def test_weight_decay_applies_to_kernels_or_to_everything():
     run = trainer.Trainer(experiment(weight_decay=1e-3), fakes.FakePipeline())
     kernels = [v for v in run.model.trainable_variables if v.name == "kernel"]
