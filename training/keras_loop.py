@@ -55,7 +55,7 @@ from training import (
 from training import runtime as runtime_lib
 from training.config import ExperimentConfig
 from training.dirlock import DirectoryLock
-from training.keras_model import CrossEntropy, TrainingModel
+from training.keras_model import TrainingModel, training_loss
 from training.loop_common import random_states, set_random_states
 
 
@@ -141,14 +141,11 @@ class KerasTrainer:
                 self.model, self.config.finetune.head_lr_multiplier)
             self.average = self.model.average = None if optimization.ema_decay is None else (
                 keras_ema.OptimizerAverage(self.model, self.optimizer, optimization.ema_decay))
-        smoothing = optimization.label_smoothing
         self.logits = outputs_logits(self.model)  # classifier_activation=None
+        loss, data_loss = training_loss(optimization, self.logits)
         self.model.compile(
-            optimizer=self.optimizer, loss=CrossEntropy(smoothing, from_logits=self.logits),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                     keras.metrics.CategoricalCrossentropy(
-                         name="cross_entropy", from_logits=self.logits,
-                         label_smoothing=smoothing)],
+            optimizer=self.optimizer, loss=loss,
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), data_loss],
             jit_compile={"auto": "auto", "true": True, "false": False}[settings.jit_compile])
         self.results: Dict[str, Any] = {}
         self.history: List[Dict[str, Any]] = []
@@ -164,7 +161,11 @@ class KerasTrainer:
             return None
         with open(os.path.join(self.model_dir, "config.json")) as file:
             before = json.load(file)
-        if before != json.loads(json.dumps(self.config.to_dict())):
+        try:  # a run from before a setting existed had its default
+            before = ExperimentConfig.from_dict(before).to_dict()
+        except (KeyError, TypeError, ValueError):
+            pass  # not a config of this version: it differs below
+        if json.loads(json.dumps(before)) != json.loads(json.dumps(self.config.to_dict())):
             raise ValueError(f"model_dir={self.model_dir!r} holds a run with other settings; "
                              "the Keras loop resumes only the same settings: use a new "
                              "model_dir.")
@@ -341,7 +342,7 @@ class KerasTrainer:
             return "interrupted" if self._stop.stops() else "stopped"
         logs = self.model.get_metrics_result()
         accuracy = float(logs["accuracy"])
-        row = {"epoch": epoch + 1, "step": self.step, "loss": float(logs["cross_entropy"]),
+        row = {"epoch": epoch + 1, "step": self.step, "loss": float(logs["data_loss"]),
                "accuracy": accuracy, "error": 1 - accuracy,
                "learning_rate": float(self.schedule(self.step - 1)),
                "images_per_second": self.batch * epoch_steps / seconds,

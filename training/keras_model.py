@@ -33,6 +33,59 @@ class CrossEntropy(keras.losses.Loss):
             from_logits=self.from_logits, label_smoothing=self.label_smoothing)
 
 
+def binary_cross_entropy(targets, logits, label_smoothing=0.0, target_threshold=None):
+    """Per-example mean over the classes of the sigmoid binary cross-entropy of `logits` and
+    the `targets` smoothed towards uniform, binarised above `target_threshold` unless it is
+    `None`, as `training.steps.binary_cross_entropy` computes it."""
+    targets, logits = ops.cast(targets, "float32"), ops.cast(logits, "float32")
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
+    if target_threshold is not None:
+        targets = ops.cast(targets > target_threshold, "float32")
+    return ops.mean(ops.binary_crossentropy(targets, logits, from_logits=True), axis=-1)
+
+
+class BinaryCrossEntropy(keras.losses.Loss):
+    """`binary_cross_entropy` of one-hot or soft targets and logits, as a Keras loss.
+
+    Args:
+        label_smoothing: float. Defaults to `0.0`.
+        target_threshold: float or `None`. Defaults to `None`.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, target_threshold=None,
+                 name: str = "binary_cross_entropy"):
+        super().__init__(name=name)
+        self.label_smoothing, self.target_threshold = label_smoothing, target_threshold
+
+    def call(self, y_true, y_pred):
+        return binary_cross_entropy(y_true, y_pred, self.label_smoothing, self.target_threshold)
+
+
+def training_loss(optimization, from_logits: bool):
+    """`(loss, metric)`: the Keras loss of `optimization.loss` and a metric of its mean over an
+    epoch without the coupled decay (the epoch's `loss` in the history), named `"data_loss"`.
+
+    Raises:
+        ValueError: a binary cross-entropy of a network that outputs probabilities.
+    """
+    smoothing = optimization.label_smoothing
+    if optimization.loss == "cross_entropy":
+        return CrossEntropy(smoothing, from_logits=from_logits), (
+            keras.metrics.CategoricalCrossentropy(name="data_loss", from_logits=from_logits,
+                                                  label_smoothing=smoothing))
+    if not from_logits:
+        raise ValueError(
+            f"loss='binary_cross_entropy' on the {keras.backend.backend()} backend needs a "
+            "network that outputs logits: add \"classifier_activation\": null to "
+            "model_overrides (served models still get a softmax; the tensorflow backend also "
+            "reads the logits behind a softmax).")
+    threshold = optimization.bce_target_threshold
+    return BinaryCrossEntropy(smoothing, threshold), keras.metrics.MeanMetricWrapper(
+        binary_cross_entropy, name="data_loss", label_smoothing=smoothing,
+        target_threshold=threshold)
+
+
 def scaled_updates(before, after, scales):
     """`training.finetune.scale_updates` without state (for JAX's pure train step): the values
     `after` with each change since `before` times its entry of `scales`. A learning-rate

@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 SCHEDULES = ("step", "cosine", "constant")
 OPTIMIZERS = ("sgd", "adamw", "lamb")
 WEIGHT_DECAY_MODES = ("auto", "coupled", "decoupled")
+LOSSES = ("cross_entropy", "binary_cross_entropy")
 
 
 def _increasing(argument, values, kind):
@@ -84,8 +85,16 @@ class OptimizationConfig:
             the best checkpoint's choice, the exports and a later run's `init_weights` of this
             run's directory use the averages. In `(0, 1)`, e.g.
             `0.9999`; `None`: no average. Defaults to `None`.
-        label_smoothing: float. Label smoothing of the cross-entropy, in `[0, 1)`.
+        label_smoothing: float. Label smoothing of the training loss's targets, in `[0, 1)`.
             Defaults to `0.0`.
+        loss: str. The training loss: `"cross_entropy"` (softmax cross-entropy) or
+            `"binary_cross_entropy"` (a sigmoid binary cross-entropy per class, averaged over
+            the classes, of the logits: Wightman et al. 2021, ResNet strikes back; timm's
+            `BinaryCrossEntropy`). Evaluation reports the cross-entropy either way.
+            Defaults to `"cross_entropy"`.
+        bce_target_threshold: float or `None`. With `"binary_cross_entropy"`, targets (after
+            label smoothing and MixUp or CutMix) above this become 1, the others 0 (timm's
+            `--bce-target-thresh`); `None` keeps them soft. Defaults to `None`.
         schedule: str. `"step"` (piecewise constant), `"cosine"` (from `learning_rate` to 0 over
             the steps after warmup) or `"constant"`. Defaults to `"step"`.
         decay_steps: tuple of int. Iterations at which a step schedule multiplies the rate by
@@ -116,6 +125,8 @@ class OptimizationConfig:
     clip_global_norm: Optional[float] = None
     ema_decay: Optional[float] = None
     label_smoothing: float = 0.0
+    loss: str = dataclasses.field(default="cross_entropy", metadata={"choices": LOSSES})
+    bce_target_threshold: Optional[float] = None
     schedule: str = "step"
     decay_steps: Tuple[int, ...] = ()
     decay_epochs: Tuple[float, ...] = ()
@@ -138,6 +149,13 @@ class OptimizationConfig:
         validate.boolean("decay_bn_and_bias", self.decay_bn_and_bias)
         self._check_optimizer()
         validate.number_in("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        validate.choice("loss", self.loss, LOSSES)
+        if self.bce_target_threshold is not None:
+            if self.loss != "binary_cross_entropy":
+                raise ValueError(f"bce_target_threshold={self.bce_target_threshold!r} applies to "
+                                 f"loss='binary_cross_entropy', not loss={self.loss!r}.")
+            validate.number_in("bce_target_threshold", self.bce_target_threshold, 0, 1,
+                               high_open=True)
         validate.choice("schedule", self.schedule, SCHEDULES)
         object.__setattr__(self, "decay_steps", _increasing("decay_steps", self.decay_steps, int))
         object.__setattr__(

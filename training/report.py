@@ -98,6 +98,10 @@ def optimizer_line(optimization) -> str:
             f"{optimization.decay_mode()}")
     if optimization.clip_global_norm is not None:
         line += f", gradients clipped to norm {optimization.clip_global_norm:g}"
+    if optimization.loss == "binary_cross_entropy":
+        line += "; loss: binary cross-entropy" + (
+            "" if optimization.bce_target_threshold is None else
+            f" of targets binarised at {optimization.bce_target_threshold:g}")
     if optimization.ema_decay is not None:
         line += (f"; evaluated and exported: the weights' moving average (decay "
                  f"{optimization.ema_decay:g})")

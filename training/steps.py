@@ -51,18 +51,34 @@ def log_probabilities(outputs, from_logits):
     return tf.math.log(tf.clip_by_value(tf.cast(outputs, tf.float32), 1e-7, 1.0))
 
 
-def cross_entropy(labels, log_probs, label_smoothing):
-    """Per-example cross-entropy of sparse labels or of soft targets `[batch, classes]` (MixUp's
-    and CutMix's mixed one-hot targets), with label smoothing. Smoothing is linear, so smoothing
-    mixed targets equals mixing smoothed one-hot targets, as timm's `mixup_target` does."""
-    classes = tf.shape(log_probs)[-1]
+def smoothed_targets(labels, classes, label_smoothing):
+    """`[batch, classes]` targets of sparse labels or of soft targets (MixUp's and CutMix's mixed
+    one-hot targets), smoothed towards uniform. Smoothing is linear, so smoothing mixed targets
+    equals mixing smoothed one-hot targets, as timm's `mixup_target` does."""
     if labels.shape.rank is not None and labels.shape.rank > 1:
         target = tf.cast(labels, tf.float32)
     else:
         target = tf.one_hot(labels, classes, dtype=tf.float32)
     if label_smoothing:
         target = target * (1.0 - label_smoothing) + label_smoothing / tf.cast(classes, tf.float32)
+    return target
+
+
+def cross_entropy(labels, log_probs, label_smoothing):
+    """Per-example cross-entropy of the `smoothed_targets` of `labels`."""
+    target = smoothed_targets(labels, tf.shape(log_probs)[-1], label_smoothing)
     return -tf.reduce_sum(target * log_probs, axis=-1)
+
+
+def binary_cross_entropy(labels, logits, label_smoothing, target_threshold=None):
+    """Per-example mean over the classes of the sigmoid binary cross-entropy of `logits` and the
+    `smoothed_targets` of `labels`, binarised above `target_threshold` unless it is `None`
+    (timm's `BinaryCrossEntropy`, whose mean over batch and classes this averages to)."""
+    target = smoothed_targets(labels, tf.shape(logits)[-1], label_smoothing)
+    if target_threshold is not None:
+        target = tf.cast(target > target_threshold, tf.float32)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=target, logits=tf.cast(logits, tf.float32)), axis=-1)
 
 
 class StepFunctions:
@@ -92,6 +108,8 @@ class StepFunctions:
                              if optimization.decay_mode() == "coupled" else 0.0)
         self.clip_global_norm = optimization.clip_global_norm
         self.label_smoothing = optimization.label_smoothing
+        self.loss, self.bce_target_threshold = (optimization.loss,
+                                                optimization.bce_target_threshold)
         self.decayed, self.counters = decayed, tuple(counters)
         self.gradient_scales, self.update_scales = (
             (head_scales, None) if optimization.optimizer == "sgd" else (None, head_scales))
@@ -119,8 +137,7 @@ class StepFunctions:
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
-            log_probs = log_probabilities(outputs, self.from_logits)
-            per_example = cross_entropy(targets, log_probs, self.label_smoothing)
+            per_example = self._training_loss(targets, outputs)
             data_loss = tf.reduce_sum(per_example) / float(self.runtime.global_batch_size)
             regularization = self.regularization()
             scaled = self.optimizer.scale_loss(data_loss + regularization)
@@ -144,6 +161,20 @@ class StepFunctions:
             "correct": tf.reduce_sum(tf.cast(correct, tf.float32)),
             "count": tf.cast(tf.shape(labels)[0], tf.float32),
         }
+
+    def _training_loss(self, targets, outputs):
+        """Per-example training loss (`optimization.loss`) of the model's outputs."""
+        if self.loss == "cross_entropy":
+            return cross_entropy(targets, log_probabilities(outputs, self.from_logits),
+                                 self.label_smoothing)
+        logits = _logits_of(outputs, self.from_logits)
+        if logits is None:
+            raise ValueError(
+                "loss='binary_cross_entropy' needs the logits of the classifier, and this "
+                "model's outputs are probabilities of an unknown origin (not a softmax); build it "
+                "with classifier_activation=None or 'softmax'.")
+        return binary_cross_entropy(targets, logits, self.label_smoothing,
+                                    self.bce_target_threshold)
 
     def _replica_eval_step(self, images, labels):
         labels = sparse_labels(labels)

@@ -7,6 +7,7 @@ on JAX and on PyTorch.
 """
 
 import doctest
+import json
 import os
 import signal
 import subprocess
@@ -79,6 +80,24 @@ def test_a_run_interrupted_within_an_epoch_resumes_to_the_uninterrupted_run(tmp_
             [row[key] for row in whole.history], rel=1e-6), key
     assert second.results["latest_checkpoint"] == os.path.join(
         config.runtime.model_dir, "keras_step8.weights.h5")
+
+
+def test_a_run_from_before_a_setting_existed_resumes_and_other_settings_are_refused(tmp_path):
+    config = _tiny(model_dir=str(tmp_path))
+    with pytest.raises(TrainingInterrupted):
+        keras_loop.KerasTrainer(config).fit([_SignalAt(0, 1, signal.SIGINT)])
+    path = tmp_path / "config.json"
+    written = json.loads(path.read_text())
+    del written["optimization"]["loss"], written["optimization"]["bce_target_threshold"]
+    path.write_text(json.dumps(written))  # as the version before these settings wrote it
+    resumed = keras_loop.KerasTrainer(config)
+    resumed.fit()
+    assert resumed.results["status"] == "completed" and resumed.results["steps"] == 8
+    resumed.close()
+    written["optimization"]["learning_rate"] = 0.5
+    path.write_text(json.dumps(written))
+    with pytest.raises(ValueError, match="holds a run with other settings"):
+        keras_loop.KerasTrainer(config)
 
 
 def test_the_best_epochs_weights_are_kept_until_a_better_epoch(tmp_path):

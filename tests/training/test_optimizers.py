@@ -366,6 +366,12 @@ def test_the_log_line_of_the_optimizer():
         "Optimizer: AdamW (beta_1 0.9, beta_2 0.999), weight decay 0.05 decoupled, gradients "
         "clipped to norm 1; evaluated and exported: the weights' moving average (decay "
         "0.9999).")
+    assert report.optimizer_line(optimization(
+        optimizer="lamb", loss="binary_cross_entropy", bce_target_threshold=0.2)) == (
+        "Optimizer: LAMB (beta_1 0.9, beta_2 0.999), weight decay 0.0001 decoupled; loss: "
+        "binary cross-entropy of targets binarised at 0.2.")
+    assert report.optimizer_line(optimization(loss="binary_cross_entropy")).endswith(
+        "coupled; loss: binary cross-entropy.")
 
 
 def test_flags():

@@ -1,6 +1,7 @@
 """The modern recipes (issue 14) hold their papers' numbers, build their models, and every
 recipe names its source in --recipe's help."""
 
+import keras
 import numpy as np
 import pytest
 from absl import flags
@@ -19,7 +20,7 @@ def test_every_recipe_has_a_source_and_one_help_line():
     lines = recipes.help_lines()
     assert [line.split(":")[0] for line in lines] == config.list_recipes()
     assert "imagenet_resnet50_rsb_a3: Wightman et al. 2021, ResNet strikes back, Table 1 A3 " \
-           "(softmax cross-entropy, not BCE; evaluated at 160 px, not 224)" in lines
+           "(evaluated at 160 px, not 224)" in lines
 
 
 def test_recipe_help_lists_each_recipe_with_its_source():
@@ -71,11 +72,15 @@ def test_rsb_a3_follows_table_1():
     assert (data.augmentation, data.image_size, data.randaugment, data.mixup_alpha,
             data.cutmix_alpha, data.mix_prob, data.mix_switch_prob, data.erasing_prob) == (
         "inception", 160, "rand-m6-mstd0.5-inc1", 0.1, 1.0, 1.0, 0.5, 0.0)
-    # No dropout and no stochastic depth in A3.
-    assert experiment.model.name == "resnet50" and experiment.model.overrides == {}
+    assert (optimization.loss, optimization.bce_target_threshold) == (
+        "binary_cross_entropy", 0.2)
+    # No dropout and no stochastic depth in A3; logits for the binary cross-entropy.
+    assert experiment.model.name == "resnet50"
+    assert experiment.model.overrides == {"classifier_activation": None}
     model = experiment.model.build(num_classes=1000, image_shape=(64, 64, 3))
     assert trainable_parameters(model) == 25_557_032  # torchvision's resnet50
     assert not [layer.name for layer in model.layers if "drop" in layer.name]
+    assert model.get_layer("predictions").activation is keras.activations.linear
 
 
 def test_wrn28_10_follows_zagoruyko_and_komodakis_2016():
