@@ -5,8 +5,9 @@ Two geometries cover the papers' recipes:
 - *CIFAR-style* (augmentation `"cifar"`, or `"none"` on images of at most 64 pixels): every image
   has the output size (images of another size are resized, shorter side first, and centre
   cropped: `training.images.fit`). Training pads 1/8 of the size on each side (4 pixels at
-  32x32) with zeros after normalisation, takes a random crop of the original size and flips half
-  of the images (He et al. 2015, section 4.2): `cifar_augmenter`. Evaluation uses the whole
+  32x32) with zeros after normalisation (or, with `crop_padding="reflect"`, with the image's
+  reflection), takes a random crop of the original size and flips half of the images (He et
+  al. 2015, section 4.2): `cifar_augmenter`. Evaluation uses the whole
   image; 10-crop evaluation takes the four corners and the centre of the padded image, and their
   mirror images: `ten_crop_padded`.
 - *ImageNet-style* (augmentations `"imagenet"` and `"inception"`, or `"none"` on larger images):
@@ -49,12 +50,20 @@ from training.draws import (  # noqa: F401 (re-exported: what this module offere
 MAX_CROP_TABLE = 1 << 24
 
 
-def cifar_augmenter(hw, channels, scale, offset, max_table=MAX_CROP_TABLE):
+def _pad(x, pad, mode):
+    """`x` `[b, h, w, c]` padded by `pad` (rows, columns) on each side: `mode` `"zeros"` or
+    `"reflect"` (`DataConfig.crop_padding`)."""
+    return tf.pad(x, [[0, 0], [pad[0], pad[0]], [pad[1], pad[1]], [0, 0]],
+                  mode="REFLECT" if mode == "reflect" else "CONSTANT")
+
+
+def cifar_augmenter(hw, channels, scale, offset, max_table=MAX_CROP_TABLE, mode="zeros"):
     """A function `(uint8 images [b, h, w, c], crop ids [b]) -> normalised, augmented images`.
 
     Crop id `k = (top * (2 * pad_w + 1) + left) * 2 + flip` selects where the crop of the
-    zero-padded normalised image starts and whether it is mirrored. Since padding is zero after
-    normalisation, this equals cropping the padded uint8 image, normalising it and adding the
+    padded normalised image starts and whether it is mirrored. Padding (`mode`, zeros or
+    reflections) commutes with the normalisation `pixels * scale + offset`, `offset` padded
+    alike, so this equals cropping the padded uint8 image, normalising it and adding the
     padded offset; with one index table per crop id (at most `max_table` entries in all) that
     is a single gather per batch (about 4x faster than gathering rows and columns).
     """
@@ -63,7 +72,8 @@ def cifar_augmenter(hw, channels, scale, offset, max_table=MAX_CROP_TABLE):
     hp, wp = h + 2 * ph, w + 2 * pw
     crops = (2 * ph + 1) * (2 * pw + 1) * 2
     offset_image = np.broadcast_to(np.asarray(offset, np.float32), (h, w, channels))
-    offset_image = np.pad(offset_image, [(ph, ph), (pw, pw), (0, 0)])
+    offset_image = np.pad(offset_image, [(ph, ph), (pw, pw), (0, 0)],
+                          mode="reflect" if mode == "reflect" else "constant")
     if crops * h * w <= max_table:
         tables = []
         for top in range(2 * ph + 1):
@@ -79,8 +89,7 @@ def cifar_augmenter(hw, channels, scale, offset, max_table=MAX_CROP_TABLE):
         tables = tf.constant(tables)
 
         def augment(images, k):
-            padded = tf.pad(images, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-            padded = tf.reshape(padded, [-1, hp * wp, channels])
+            padded = tf.reshape(_pad(images, (ph, pw), mode), [-1, hp * wp, channels])
             x = tf.gather(padded, tf.gather(tables, k), batch_dims=1)
             x = tf.reshape(x, [-1, h, w, channels])
             return tf.cast(x, tf.float32) * scale + tf.gather(offsets, k)
@@ -88,8 +97,7 @@ def cifar_augmenter(hw, channels, scale, offset, max_table=MAX_CROP_TABLE):
         return augment
 
     def augment(images, k):
-        x = tf.cast(images, tf.float32) * scale + offset
-        padded = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+        padded = _pad(tf.cast(images, tf.float32) * scale + offset, (ph, pw), mode)
         top, left, flip = k // (2 * (2 * pw + 1)), (k // 2) % (2 * pw + 1), k % 2
         x = tf.gather(padded, top[:, None] + tf.range(h)[None], axis=1, batch_dims=1)
         x = tf.gather(x, left[:, None] + tf.range(w)[None], axis=2, batch_dims=1)
@@ -98,10 +106,11 @@ def cifar_augmenter(hw, channels, scale, offset, max_table=MAX_CROP_TABLE):
     return augment
 
 
-def ten_crop_padded(x, pad):
-    """`[b, 10, h, w, c]`: corners and centre of the padded batch, then their mirror images."""
+def ten_crop_padded(x, pad, mode="zeros"):
+    """`[b, 10, h, w, c]`: corners and centre of the batch padded as `mode` says, then their
+    mirror images."""
     h, w = x.shape[1], x.shape[2]
-    padded = tf.pad(x, [[0, 0], [pad[0], pad[0]], [pad[1], pad[1]], [0, 0]])
+    padded = _pad(x, pad, mode)
     corners = [(0, 0), (0, 2 * pad[1]), (2 * pad[0], 0), (2 * pad[0], 2 * pad[1]), pad]
     crops = [padded[:, top:top + h, left:left + w] for top, left in corners]
     crops += [tf.reverse(crop, [2]) for crop in crops]
@@ -208,16 +217,17 @@ def example_step(out_hw, whole, augmentation, train, ten_crops, base=None):
 
 
 def batch_step(out_hw, channels, scale, offset, crop_ids=None, ten_crops=False,
-               max_table=MAX_CROP_TABLE, before=None, after=None):
+               max_table=MAX_CROP_TABLE, before=None, after=None, crop_padding="zeros"):
     """A function `(uint8 images, labels, indices) -> (float32 images, labels)` of a batch:
     `before(images, indices)` (RandAugment), normalisation (`pixels * scale + offset`), then the
     CIFAR crops and flips (`crop_ids`, one per index, from `cifar_crop_ids`) or the ten crops of
-    the padded image (`ten_crops`), then `after(images, labels, indices)` (random erasing,
-    MixUp / CutMix): `train_components` makes the two."""
+    the padded image (`ten_crops`), both padded as `crop_padding` says, then
+    `after(images, labels, indices)` (random erasing, MixUp / CutMix): `train_components`
+    makes the two."""
     pad = padding(out_hw)
     if crop_ids is not None:
         crop_ids = tf.constant(crop_ids)
-        augment = cifar_augmenter(out_hw, channels, scale, offset, max_table)
+        augment = cifar_augmenter(out_hw, channels, scale, offset, max_table, crop_padding)
 
     def finish(images, labels, index):
         if before is not None:
@@ -227,7 +237,7 @@ def batch_step(out_hw, channels, scale, offset, crop_ids=None, ten_crops=False,
         else:
             x = tf.cast(images, tf.float32) * scale + offset
             if ten_crops:
-                x = ten_crop_padded(x, pad)
+                x = ten_crop_padded(x, pad, crop_padding)
         return (x, labels) if after is None else after(x, labels, index)
 
     return finish

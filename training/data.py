@@ -242,7 +242,7 @@ class Pipeline(PipelineBase):
                              if train else (None, None))
             finish = augment.batch_step(plan.out_hw, plan.channels, self._scale, self._offset,
                                         crop_ids, ten and plan.whole, _MAX_CROP_TABLE,
-                                        before, after)
+                                        before, after, config.crop_padding)
         return split.batches(keys, batch, train, prepare, finish, plan.whole, self._guard)
 
 

@@ -29,6 +29,7 @@ FIXED_STATISTICS = {
 }
 EVAL_SPLITS = ("validation", "test")
 EVAL_CROPS = (1, 10)
+CROP_PADDINGS = ("zeros", "reflect")
 SYNTHETIC = "synthetic"
 # Fields of DataConfig that the runtime settings also set (one flag, one override key).
 SHARED_WITH_RUNTIME = ("seed", "deterministic")
@@ -132,6 +133,10 @@ class DataConfig:
         eval_crops: int. `1` (the whole image or the centre crop) or `10` (four corners, centre
             and their mirror images; evaluation batches are then `[batch, 10, H, W, C]`).
             Defaults to `1`.
+        crop_padding: str. How the CIFAR-style crops and ten crops pad the normalised image by
+            1/8 of its size: `"zeros"` (He et al. 2015) or `"reflect"` (its mirror image, the
+            edge not repeated: Zagoruyko & Komodakis 2016's reflection padding).
+            Defaults to `"zeros"`.
         synthetic_examples: int. Number of training images of `"synthetic"`; the test split has
             a quarter as many. Defaults to `1024`.
         num_classes: int or `None`. Number of classes of `"synthetic"` (`None`: 10), at least
@@ -194,6 +199,9 @@ class DataConfig:
     skip_corrupt: bool = _field(False, (
         "Skip unreadable images (and report how many) instead of failing."))
     eval_crops: int = _field(1, "1 (centre crop) or 10 (ten-crop evaluation).", EVAL_CROPS)
+    crop_padding: str = _field("zeros", (
+        "How CIFAR-style crops and ten crops pad the normalised image: zeros (He et al. 2015) "
+        "or reflect (mirrored, Zagoruyko & Komodakis 2016)."), CROP_PADDINGS)
     synthetic_examples: int = _field(1024, "Training examples of --dataset=synthetic.")
     num_classes: Optional[int] = _field(None, (
         "Classes of --dataset=synthetic (default: 10), or of TFRecord data (default: the "

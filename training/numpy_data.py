@@ -235,10 +235,11 @@ class NumpyPipeline(PipelineBase):
         plan, ten = self._plan, not train and self.config.eval_crops == 10
         if plan.whole and split.images is not None:
             x = split.images[keys].astype(np.float32) * self._scale + self._offset
+            mode = self.config.crop_padding
             if crop_ids is not None:
-                return np.stack([cifar_crop(image, int(crop_ids[k])) for image, k in zip(
+                return np.stack([cifar_crop(image, int(crop_ids[k]), mode) for image, k in zip(
                     x, keys)])
-            return np.stack([ten_crop_padded(image) for image in x]) if ten else x
+            return np.stack([ten_crop_padded(image, mode) for image in x]) if ten else x
         with self._threads_lock:
             if self._threads is None:
                 self._threads = concurrent.futures.ThreadPoolExecutor(THREADS)
@@ -253,9 +254,9 @@ class NumpyPipeline(PipelineBase):
         if plan.whole:
             x = self.raw(split, index).astype(np.float32) * scale + offset
             if crop_id is not None:
-                return cifar_crop(x, crop_id)
+                return cifar_crop(x, crop_id, self.config.crop_padding)
             if not train and self.config.eval_crops == 10:
-                return ten_crop_padded(x)
+                return ten_crop_padded(x, self.config.crop_padding)
             return x
         image = split.image(index, plan.channels)
         if not train:
@@ -326,24 +327,31 @@ class Batches(keras.utils.PyDataset):
             yield self[i]
 
 
-def cifar_crop(x: np.ndarray, crop_id: int) -> np.ndarray:
+def _padded(x: np.ndarray, mode: str) -> np.ndarray:
+    """`x` `[h, w, c]` padded by 1/8 of its size on each side: `mode` `"zeros"` or
+    `"reflect"` (`DataConfig.crop_padding`)."""
+    ph, pw = draws.padding(x.shape[:2])
+    return np.pad(x, [(ph, ph), (pw, pw), (0, 0)],
+                  mode="reflect" if mode == "reflect" else "constant")
+
+
+def cifar_crop(x: np.ndarray, crop_id: int, mode: str = "zeros") -> np.ndarray:
     """The CIFAR crop `crop_id` (`training.draws.cifar_crop_ids`) of a normalised image: a
-    window of the image zero-padded by 1/8 of its size, mirrored for odd ids (as
+    window of the image padded by 1/8 of its size as `mode` says, mirrored for odd ids (as
     `training.augment.cifar_augmenter`)."""
     h, w = x.shape[:2]
     ph, pw = draws.padding((h, w))
     top, left, flip = crop_id // (2 * (2 * pw + 1)), (crop_id // 2) % (2 * pw + 1), crop_id % 2
-    padded = np.pad(x, [(ph, ph), (pw, pw), (0, 0)])
-    crop = padded[top:top + h, left:left + w]
+    crop = _padded(x, mode)[top:top + h, left:left + w]
     return crop[:, ::-1] if flip else crop
 
 
-def ten_crop_padded(x: np.ndarray) -> np.ndarray:
-    """`[10, h, w, c]`: corners and centre of the padded image, then their mirror images
-    (`training.augment.ten_crop_padded`)."""
+def ten_crop_padded(x: np.ndarray, mode: str = "zeros") -> np.ndarray:
+    """`[10, h, w, c]`: corners and centre of the image padded as `mode` says, then their
+    mirror images (`training.augment.ten_crop_padded`)."""
     h, w = x.shape[:2]
     ph, pw = draws.padding((h, w))
-    padded = np.pad(x, [(ph, ph), (pw, pw), (0, 0)])
+    padded = _padded(x, mode)
     corners = [(0, 0), (0, 2 * pw), (2 * ph, 0), (2 * ph, 2 * pw), (ph, pw)]
     crops = [padded[top:top + h, left:left + w] for top, left in corners]
     return np.stack(crops + [crop[:, ::-1] for crop in crops])

@@ -97,12 +97,13 @@ _RSB_A3 = dict(
 # convolutions of every unit (`block_dropout_rate`), SGD with Nesterov momentum 0.9, lr 0.1
 # divided by 5 at epochs 60, 120 and 160, 200 epochs, batch 128, weight decay 5e-4 (on every
 # weight, as Torch's optim.sgd), flip and 4-pixel pad-and-crop, per-channel mean/std
-# normalisation, all 50k training images. Deviation: the padding is zeros after normalisation
-# (training.augment), where the paper fills it with reflections of the image.
+# normalisation, all 50k training images, the 4 pixels of padding filled with reflections of
+# the image.
 _CIFAR_WRN = dict(
     _CIFAR, model="wrn28_10", validation_images=0, nesterov=True, weight_decay=5e-4,
     decay_epochs=(60, 120, 160), decay_rate=0.2, epochs=200, augmentation="cifar",
-    normalization="per_channel", model_overrides={"block_dropout_rate": 0.3},
+    crop_padding="reflect", normalization="per_channel",
+    model_overrides={"block_dropout_rate": 0.3},
 )
 
 RECIPES: Dict[str, Dict[str, Any]] = {
@@ -149,8 +150,7 @@ SOURCES: Dict[str, str] = {
                                        "or PCA lighting)",
     "imagenet_resnet50_rsb_a3": "Wightman et al. 2021, ResNet strikes back, Table 1 A3 "
                                 "(evaluated at 160 px, not 224)",
-    "cifar10_wrn28_10": "Zagoruyko & Komodakis 2016, Wide Residual Networks, section 3 "
-                        "(zero padding, not reflection)",
+    "cifar10_wrn28_10": "Zagoruyko & Komodakis 2016, Wide Residual Networks, section 3",
 }
 
 

@@ -209,15 +209,18 @@ def test_skip_batches_equals_dropping_the_first_batches(folder):
         pipeline.train(2, 4, skip_batches=7)
 
 
-def test_cifar_augmentation_is_a_crop_of_the_zero_padded_image_maybe_flipped(folder):
+@pytest.mark.parametrize("crop_padding", ["zeros", "reflect"])
+def test_cifar_augmentation_is_a_crop_of_the_padded_image_maybe_flipped(folder, crop_padding):
     root, _ = folder
-    pipeline = Pipeline(DataConfig(dataset=root, normalization="none"))
+    pipeline = Pipeline(DataConfig(dataset=root, normalization="none", crop_padding=crop_padding))
     images, _ = collect(pipeline.train(0, 24))
     images = np.round(images[0] * 255).astype(np.int64)
     flips, shifts = 0, set()
+    mode = "reflect" if crop_padding == "reflect" else "constant"
     for image in images:
         uid = image[..., 0].max()
-        padded = np.pad(_pattern(uid, 16, 16).astype(np.int64), [(2, 2), (2, 2), (0, 0)])
+        padded = np.pad(_pattern(uid, 16, 16).astype(np.int64), [(2, 2), (2, 2), (0, 0)],
+                        mode=mode)
         matches = [(top, left, flip) for top in range(5) for left in range(5) for flip in (0, 1)
                    if np.array_equal(image, padded[top:top + 16, left:left + 16][:, ::-1 if flip
                                                                                else 1])]
@@ -227,8 +230,12 @@ def test_cifar_augmentation_is_a_crop_of_the_zero_padded_image_maybe_flipped(fol
     assert 0 < flips < len(images) and len(shifts) > 5
 
 
-def test_one_gather_crop_table_and_the_two_gather_fallback_agree(folder, monkeypatch):
-    config = DataConfig(dataset=folder[0], deterministic=True)
+@pytest.mark.parametrize("crop_padding", ["zeros", "reflect"])
+def test_one_gather_crop_table_and_the_two_gather_fallback_agree(folder, monkeypatch,
+                                                                  crop_padding):
+    # The per-pixel mean's offset image is padded as the pixels are.
+    config = DataConfig(dataset=folder[0], deterministic=True, crop_padding=crop_padding)
+    assert Pipeline(config).normalization == "per_pixel_mean"
     table = collect(Pipeline(config).train(1, 8))
     monkeypatch.setattr(data, "_MAX_CROP_TABLE", 0)
     fallback = collect(Pipeline(config).train(1, 8))

@@ -63,10 +63,12 @@ def _same_setup(tf_pipeline, np_pipeline):
                                               tf_pipeline.eval_center_crop)
 
 
-@pytest.mark.parametrize("eval_crops", [1, 10])
-def test_synthetic_data_equals_the_tf_data_pipeline_bit_for_bit(eval_crops):
+@pytest.mark.parametrize("eval_crops, crop_padding", [(1, "zeros"), (10, "zeros"),
+                                                      (10, "reflect")])
+def test_synthetic_data_equals_the_tf_data_pipeline_bit_for_bit(eval_crops, crop_padding):
     config = DataConfig(dataset="synthetic", synthetic_examples=72, validation_images=8,
-                        eval_crops=eval_crops, seed=5, deterministic=True)
+                        eval_crops=eval_crops, seed=5, deterministic=True,
+                        crop_padding=crop_padding)
     tf_pipeline, np_pipeline = Pipeline(config), NumpyPipeline(config)
     _same_setup(tf_pipeline, np_pipeline)
     for a, b in zip(np_pipeline.normalizer, tf_pipeline.normalizer):
@@ -142,7 +144,7 @@ def test_resized_evaluation_images_equal_tensorflow_resize(settings, bound, tmp_
     assert worst <= bound
 
 
-def test_cifar_crops_are_windows_of_the_zero_padded_image_and_flip_on_odd_ids():
+def test_cifar_crops_are_windows_of_the_padded_image_and_flip_on_odd_ids():
     x = np.random.default_rng(0).normal(size=(8, 8, 3)).astype(np.float32)
     padded = np.pad(x, [(1, 1), (1, 1), (0, 0)])
     ids = range(3 * 3 * 2)
@@ -157,6 +159,10 @@ def test_cifar_crops_are_windows_of_the_zero_padded_image_and_flip_on_odd_ids():
     np.testing.assert_array_equal(ten[4], x)  # the centre window is the image
     np.testing.assert_array_equal(ten[9], x[:, ::-1])
     np.testing.assert_array_equal(ten[0], windows[0, 0])
+    mirrored = np.pad(x, [(1, 1), (1, 1), (0, 0)], mode="reflect")  # row -1 is row 1
+    np.testing.assert_array_equal(mirrored[0, 1:-1], x[1])
+    np.testing.assert_array_equal(numpy_data.cifar_crop(x, 0, "reflect"), mirrored[:8, :8])
+    np.testing.assert_array_equal(numpy_data.ten_crop_padded(x, "reflect")[3], mirrored[2:, 2:])
 
 
 @pytest.mark.parametrize("augmentation", ["imagenet", "inception"])

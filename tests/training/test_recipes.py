@@ -94,8 +94,9 @@ def test_wrn28_10_follows_zagoruyko_and_komodakis_2016():
     assert (optimization.weight_decay, optimization.decay_mode(),
             optimization.decay_bn_and_bias, optimization.label_smoothing) == (
         5e-4, "coupled", True, 0.0)
-    assert (data.dataset, data.augmentation, data.normalization, data.validation_images,
-            data.mixup_alpha) == ("cifar10", "cifar", "per_channel", 0, 0.0)
+    assert (data.dataset, data.augmentation, data.crop_padding, data.normalization,
+            data.validation_images, data.mixup_alpha) == (
+        "cifar10", "cifar", "reflect", "per_channel", 0, 0.0)
     # 390 updates an epoch on all 50k images: boundaries at 23,400, 46,800 and 62,400.
     assert optimization.boundaries(50_000 // 128) == (23_400, 46_800, 62_400)
     assert experiment.model.overrides == {"block_dropout_rate": 0.3}
