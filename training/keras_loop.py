@@ -220,16 +220,22 @@ class KerasTrainer:
         for images, labels in loaders.numpy_batches(self.pipeline.evaluation(split, self.batch)):
             crops = images.shape[1] if images.ndim == 5 else 1
             flat = images.reshape((-1, *images.shape[-3:]))
-            outputs = self.model(flat, training=False)
+            outputs = ops.convert_to_numpy(ops.cast(self.model(flat, training=False),
+                                                    "float32")).astype("float64")
+            outputs = outputs.reshape((len(labels), crops, -1))
+            # Ranked by scores that keep every distinction, as the TensorFlow loop does: the
+            # log of the crops' mean probability where the logits are known.
             if self.logits:
-                outputs = ops.softmax(ops.cast(outputs, "float32"), axis=-1)
-            probs = ops.convert_to_numpy(outputs).astype("float64")
-            probs = probs.reshape((len(labels), crops, -1)).mean(axis=1)  # of the crops
+                log_probs = outputs - _logsumexp(outputs, axis=2)[..., None]
+                scores = _logsumexp(log_probs, axis=1) - np.log(crops)
+                probs = np.exp(scores)
+            else:
+                probs = scores = outputs.mean(axis=1)
             labels = labels.reshape(-1).astype("int64")
             picked = np.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
-            top5 = np.argsort(-probs, axis=1)[:, :5]
+            top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
             sums += (-np.log(np.clip(picked, 1e-7, 1.0)).sum(),
-                     (probs.argmax(axis=1) == labels).sum(), (top5 == labels[:, None]).sum(),
+                     (scores.argmax(axis=1) == labels).sum(), (top5 == labels[:, None]).sum(),
                      len(labels))
         return sums
 
@@ -471,3 +477,9 @@ class KerasTrainer:
     def _log(self, message):
         if self.config.runtime.verbose:
             print(message, flush=True)
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    """`log(sum(exp(x)))` over `axis` (dropped), without overflow or underflow."""
+    top = x.max(axis=axis, keepdims=True)
+    return np.squeeze(top, axis) + np.log(np.exp(x - top).sum(axis=axis))

@@ -191,19 +191,24 @@ class StepFunctions:
             shape = tf.shape(images)
             images = tf.reshape(images, tf.concat([[-1], shape[2:]], axis=0))
         outputs = self.model(images, training=False)
-        log_probs = log_probabilities(outputs, self.from_logits)
-        known_logits = _logits_of(outputs, self.from_logits) is not None
-        # Classes are ranked by unclipped scores: `in_top_k` counts ties as hits, and clipping
-        # the probabilities at 1e-7 makes ties.
-        scores = log_probs if known_logits else tf.cast(outputs, tf.float32)
-        probs = tf.exp(log_probs) if known_logits else scores
-        if crops:
-            probs = scores = tf.reduce_mean(tf.reshape(
-                probs, [shape[0], shape[1], tf.shape(probs)[-1]]), axis=1)
+        # Classes are ranked by scores that keep every distinction: `in_top_k` counts ties as
+        # hits, and clipped or underflowed probabilities tie. With the logits known, the scores
+        # are log-probabilities (of the crops' mean probability: a logsumexp).
+        if _logits_of(outputs, self.from_logits) is not None:
+            scores = log_probabilities(outputs, self.from_logits)
+            if crops:
+                scores = tf.reduce_logsumexp(tf.reshape(scores, [shape[0], shape[1], -1]),
+                                             axis=1) - tf.math.log(tf.cast(shape[1], tf.float32))
+            probs = tf.exp(scores)
+        else:
+            probs = scores = tf.cast(outputs, tf.float32)
+            if crops:
+                probs = scores = tf.reduce_mean(
+                    tf.reshape(scores, [shape[0], shape[1], -1]), axis=1)
         correct = tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int64), labels)
         top5 = tf.math.in_top_k(labels, scores, k=min(5, self.num_classes))
-        # The loss clips at 1e-7 as Keras' cross-entropy of probabilities does, so that it equals
-        # the Keras loop's, which sees only probabilities.
+        # The loss clips at 1e-7, as Keras' cross-entropy of probabilities does and as the Keras
+        # loop must for a softmax network, whose logits it cannot see: both loops agree.
         log_probs = tf.math.log(tf.clip_by_value(probs, 1e-7, 1.0))
         return {
             "loss": tf.reduce_sum(mask * cross_entropy(labels, log_probs, 0.0)),

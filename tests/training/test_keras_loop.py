@@ -78,20 +78,30 @@ def test_the_training_loss_adds_the_coupled_decay_of_the_decayed_variables():
     assert keras.backend.backend() == "tensorflow"  # the Keras loop runs here too
 
 
-@pytest.mark.parametrize("confident", [False, True])
+# The classifier's bias over a zero kernel: sure of class 0 and ranking 7, 6, 5, 4 next, the rest
+# of the probabilities below 1e-7, where the loss clips (30), or below float32's smallest (200:
+# only the logits still rank them).
+@pytest.mark.parametrize("sure_by, activation", [(None, "softmax"), (30.0, "softmax"),
+                                                 (200.0, None)])
 @pytest.mark.parametrize("eval_crops", [1, 10])
-def test_evaluate_equals_the_tensorflow_loops_evaluate(eval_crops, confident):
+def test_evaluate_equals_the_tensorflow_loops_evaluate(eval_crops, sure_by, activation):
     from training import trainer
 
     config = config_lib.from_settings(tiny_settings(
-        synthetic_examples=64, num_classes=8, image_size=8, eval_crops=eval_crops))
+        synthetic_examples=64, num_classes=8, image_size=8, eval_crops=eval_crops,
+        model_overrides={**TINY_MODEL, "classifier_activation": activation}))
     ours, theirs = keras_loop.KerasTrainer(config), trainer.Trainer(config)
-    images, _ = next(iter(ours.pipeline.evaluation("test", 16)))
+    images, labels = next(iter(ours.pipeline.evaluation("test", 16)))
     assert images.shape == ((16, 8, 8, 3) if eval_crops == 1 else (16, 10, 8, 8, 3))
-    if confident:  # sure of class 0, the rest ranked below 1e-7, where the loss clips
+    if sure_by is not None:
         classifier = ours.model.get_layer("predictions")
         kernel, _ = classifier.get_weights()
-        classifier.set_weights([np.zeros_like(kernel), np.array([30.0, *range(7)], "float32")])
+        classifier.set_weights([np.zeros_like(kernel),
+                                np.array([sure_by, *range(7)], "float32")])
+        labels = np.asarray(labels)
+        labels = labels.argmax(-1) if labels.ndim > 1 else labels
+        top5 = np.mean(np.isin(labels, [0, 4, 5, 6, 7]))
+        assert ours.evaluate("test")["top5_accuracy"] == pytest.approx(top5)
     theirs.model.set_weights(ours.model.get_weights())
     mine, reference = ours.evaluate("test"), theirs.evaluate("test")
     assert mine.keys() == reference.keys()
