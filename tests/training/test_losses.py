@@ -92,7 +92,8 @@ def test_both_loops_take_the_same_steps_on_the_binary_cross_entropy():
 
 
 def test_the_keras_loop_asks_for_logits():
-    with pytest.raises(ValueError, match=r"loss='binary_cross_entropy' on the tensorflow backend "
+    backend = keras.backend.backend()
+    with pytest.raises(ValueError, match=rf"loss='binary_cross_entropy' on the {backend} backend "
                                          r"needs a network that outputs logits: add "
                                          r"\"classifier_activation\": null to model_overrides"):
         keras_loop.KerasTrainer(_tiny(**BCE))
