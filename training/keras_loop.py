@@ -226,8 +226,8 @@ class KerasTrainer:
             # Ranked by scores that keep every distinction, as the TensorFlow loop does: the
             # log of the crops' mean probability where the logits are known.
             if self.logits:
-                log_probs = outputs - _logsumexp(outputs, axis=2)[..., None]
-                scores = _logsumexp(log_probs, axis=1) - np.log(crops)
+                log_probs = outputs - np.logaddexp.reduce(outputs, axis=2, keepdims=True)
+                scores = np.logaddexp.reduce(log_probs, axis=1) - np.log(crops)
                 probs = np.exp(scores)
             else:
                 probs = scores = outputs.mean(axis=1)
@@ -477,9 +477,3 @@ class KerasTrainer:
     def _log(self, message):
         if self.config.runtime.verbose:
             print(message, flush=True)
-
-
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    """`log(sum(exp(x)))` over `axis` (dropped), without overflow or underflow."""
-    top = x.max(axis=axis, keepdims=True)
-    return np.squeeze(top, axis) + np.log(np.exp(x - top).sum(axis=axis))

@@ -194,8 +194,9 @@ class StepFunctions:
         # Classes are ranked by scores that keep every distinction: `in_top_k` counts ties as
         # hits, and clipped or underflowed probabilities tie. With the logits known, the scores
         # are log-probabilities (of the crops' mean probability: a logsumexp).
-        if _logits_of(outputs, self.from_logits) is not None:
-            scores = log_probabilities(outputs, self.from_logits)
+        logits = _logits_of(outputs, self.from_logits)
+        if logits is not None:
+            scores = tf.nn.log_softmax(logits, axis=-1)
             if crops:
                 scores = tf.reduce_logsumexp(tf.reshape(scores, [shape[0], shape[1], -1]),
                                              axis=1) - tf.math.log(tf.cast(shape[1], tf.float32))
